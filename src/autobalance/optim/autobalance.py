@@ -1,0 +1,434 @@
+"""AutoBalance: a post-combine multi-loss optimizer over any base optimizer.
+
+Every named loss ``L_k`` (or group of losses) keeps its own base-optimizer state ``S_k``.  At each
+step, each state turns its own gradient into a preconditioned update and the parameters move by
+the sum of those updates (An et al. 2025, "AutoBalance"):
+
+    u_k = base_update(S_k, ∇L_k)              e.g. Adam: lr · m̂_k / (sqrt(v̂_k) + eps)
+    θ  ← θ − Σ_k w_k u_k                      w_k = 1 ("sum"), 1/K ("mean") or fixed weights
+
+Decoupled weight decay (AdamW) is a property of the parameters, not of a loss: it is applied
+once per step, ``θ ← θ(1 − lr·λ)``, before the combined update, as ``torch.optim.AdamW`` does.
+
+Usage::
+
+    opt = AutoBalance(model.parameters(), base="adamw", lr=1e-3)
+    for _ in range(steps):
+        info = opt.step({"residual": loss_r, "boundary": loss_b})
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import AutoBalanceError, HyperparameterError, LossValueError
+from autobalance.losses import (
+    LossDict,
+    check_loss_names,
+    check_scalar_losses,
+    loss_values,
+    nonfinite_error,
+)
+from autobalance.optim.adam_rule import AdamRule
+from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
+from autobalance.optim.buckets import Bucket, make_buckets
+from autobalance.optim.gradients import per_loss_gradients
+from autobalance.optim.layout import (
+    Combine,
+    Groups,
+    StateLayout,
+    check_combine,
+    check_groups,
+    resolve_layout,
+)
+from autobalance.optim.stock_rule import StockRule
+from autobalance.optim.weight_decay import is_decoupled
+from autobalance.step_info import LossStats, StepInfo
+
+__all__ = ["AutoBalance"]
+
+GradLists = Mapping[str, Sequence[Tensor | None]]
+_STATE_DICT_KEY = "autobalance"
+_NATIVE_BASES = (torch.optim.Adam, torch.optim.AdamW)
+
+
+class AutoBalance(torch.optim.Optimizer):
+    """Post-combine multi-loss optimizer: one base-optimizer state per loss, updates summed.
+
+    Args:
+        params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
+        base: the base optimizer, a ``torch.optim.Optimizer`` subclass or a registered name
+            ("adam", "adamw", "rmsprop", "sgd", "nadam", "radam", "adamax", "adagrad",
+            "adadelta").  Adam and AdamW run on a fused flat implementation that reproduces
+            them exactly; any other base runs as one stock instance per state.
+        combine: "sum" (default, the paper's rule), "mean", or a mapping from state name to a
+            fixed weight.
+        groups: optional mapping from a group name to loss names that share one state
+            (MultiAdam-style grouping; also caps memory with many losses).  Losses not listed
+            keep a state of their own, named after the loss.
+        nonfinite: "raise" (default) raises :class:`~autobalance.errors.NonFiniteLossError`
+            naming the loss and the step when a loss or its gradient is NaN/Inf; "skip" leaves
+            parameters and states untouched and returns an info with ``skipped=True``.
+        retain_graph: ``None`` (default) retains a loss's graph only when a later loss shares
+            part of it; ``True``/``False`` force it.
+        **base_kwargs: hyperparameters of the base optimizer (lr, betas, eps, weight_decay, ...).
+
+    ``step(losses)`` takes a mapping of scalar losses, ``step(grads=...)`` precomputed per-loss
+    gradients (one entry per parameter, in ``param_groups`` order, ``None`` allowed), and
+    ``step(closure)`` a callable returning the losses.  It returns a
+    :class:`~autobalance.step_info.StepInfo`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base: type[torch.optim.Optimizer] | str = torch.optim.AdamW,
+        *,
+        combine: Combine = "sum",
+        groups: Groups | None = None,
+        nonfinite: str = "raise",
+        retain_graph: bool | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        base_cls = resolve_base(base)
+        check_combine(combine)
+        check_groups(groups)
+        if nonfinite not in ("raise", "skip"):
+            raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        if retain_graph not in (None, True, False):
+            raise HyperparameterError(f"retain_graph must be None, True or False, got {retain_graph!r}")
+        self._base = base_cls
+        self._combine = combine
+        self._groups = {k: list(v) for k, v in groups.items()} if groups is not None else None
+        self._nonfinite = nonfinite
+        self._retain_graph = retain_graph
+        self._layout: StateLayout | None = None
+        self._buckets: list[Bucket] = []
+        self._steps = 0
+        super().__init__(params, base_defaults(base_cls, base_kwargs))
+        decoupled = [is_decoupled(base_cls, g) for g in self.param_groups]
+        native = base_cls in _NATIVE_BASES and all(
+            not g.get("differentiable", False) for g in self.param_groups
+        ) and all(p.is_floating_point() for g in self.param_groups for p in g["params"])
+        self._rule: AdamRule | StockRule = (
+            AdamRule(decoupled=decoupled[0]) if native else StockRule(base_cls, decoupled[0])
+        )
+        if len(set(decoupled)) > 1:
+            raise HyperparameterError("all param groups must agree on decoupled_weight_decay")
+
+    # -- configuration -------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        base = self._base
+        group = self.param_groups[-1]
+        probe = {k: v for k, v in group.items() if k != "params"}
+        make_base_optimizer(base, [{**probe, "params": [torch.zeros(1, requires_grad=True)]}], {})
+        if self._layout is not None:
+            self._build_buckets()
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Itself: lets AutoBalance stand wherever a method exposes the optimizer to schedule."""
+        return self
+
+    @property
+    def base(self) -> type[torch.optim.Optimizer]:
+        """The base optimizer class."""
+        return self._base
+
+    @property
+    def layout(self) -> StateLayout | None:
+        """Which state owns which loss; ``None`` before the first step."""
+        return self._layout
+
+    @property
+    def steps_taken(self) -> int:
+        """Number of (non-skipped) steps taken."""
+        return self._steps
+
+    def _all_params(self) -> list[Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    # -- states ----------------------------------------------------------------------------------
+    def _build_buckets(self) -> None:
+        """Create states for every parameter that has none yet (first step, or a new group)."""
+        assert self._layout is not None
+        have = {id(p) for b in self._buckets for p in b.params}
+        offset_groups = make_buckets(self.param_groups)
+        for bucket in offset_groups:
+            if any(id(p) in have for p in bucket.params):
+                continue
+            self._init_bucket_states(bucket)
+            self._buckets.append(bucket)
+
+    def _init_bucket_states(self, bucket: Bucket) -> None:
+        assert self._layout is not None
+        group = self.param_groups[bucket.group_index]
+        if isinstance(self._rule, AdamRule):
+            states = self._rule.create(bucket, self._layout.num_states, bool(group["amsgrad"]))
+            for p, view in zip(bucket.params, self._rule.per_param_views(bucket, states), strict=True):
+                self.state[p] = view
+        else:
+            per_param = []
+            for p in bucket.params:
+                self.state[p] = {"per_state": {name: {} for name in self._layout.state_names}}
+                per_param.append(self.state[p]["per_state"])
+            states = self._rule.create(bucket, group, per_param)
+        bucket.rule_state = states
+
+    def _restore_bucket_states(self, bucket: Bucket) -> None:
+        """Re-attach flat states to the per-parameter states that ``load_state_dict`` produced."""
+        assert self._layout is not None
+        group = self.param_groups[bucket.group_index]
+        missing = [i for i, p in zip(bucket.indices, bucket.params, strict=True) if not self.state.get(p)]
+        if missing:
+            raise AutoBalanceError(f"the state dict has no state for parameter(s) {missing}")
+        if isinstance(self._rule, AdamRule):
+            states = self._rule.restore(bucket, [self.state[p] for p in bucket.params], bool(group["amsgrad"]))
+            for p, view in zip(bucket.params, self._rule.per_param_views(bucket, states), strict=True):
+                self.state[p] = view
+        else:
+            per_param = [self.state[p]["per_state"] for p in bucket.params]
+            states = self._rule.create(bucket, group, per_param)
+        bucket.rule_state = states
+
+    # -- step -----------------------------------------------------------------------------------
+    def step(  # type: ignore[override]
+        self,
+        losses: LossDict | Callable[[], LossDict] | None = None,
+        *,
+        grads: GradLists | None = None,
+    ) -> StepInfo:
+        """Take one AutoBalance step; see the class docstring."""
+        if callable(losses):
+            with torch.enable_grad():
+                losses = losses()
+        if losses is None and grads is None:
+            raise LossValueError("step() needs the losses, step(losses), or gradients, step(grads=...)")
+        step_no = self._steps + 1
+        params = self._all_params()
+        if losses is not None:
+            check_scalar_losses(losses)
+            names = list(losses)
+        else:
+            assert grads is not None
+            if not isinstance(grads, Mapping) or not grads:
+                raise LossValueError("grads must be a non-empty mapping from loss name to gradients")
+            names = list(grads)
+        if grads is not None and losses is not None:
+            check_loss_names(list(grads), names, step=step_no)
+        layout = self._layout_for(names, step_no)
+        order = layout.loss_names
+        values = (
+            loss_values({n: losses[n] for n in order})
+            if losses is not None
+            else dict.fromkeys(order, math.nan)
+        )
+        for name in order:
+            if losses is not None and not math.isfinite(values[name]):
+                return self._nonfinite_step(name, values[name], values, step_no, "loss")
+        if grads is None:
+            assert losses is not None
+            per_loss = per_loss_gradients(
+                order, [losses[n] for n in order], params, retain_graph=self._retain_graph
+            )
+        else:
+            per_loss = [self._checked_grads(n, grads[n], params) for n in order]
+        if not self._buckets:
+            self._build_buckets()
+        with torch.no_grad():
+            return self._apply(layout, per_loss, values, step_no, grads is None)
+
+    def _apply(
+        self,
+        layout: StateLayout,
+        per_loss: list[list[Tensor | None]],
+        values: dict[str, float],
+        step_no: int,
+        computed: bool,
+    ) -> StepInfo:
+        num_losses, num_states = len(layout.loss_names), layout.num_states
+        matrices = []
+        grad_sq = torch.zeros(num_losses, dtype=torch.float64)
+        for bucket in self._buckets:
+            rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
+            matrix = bucket.flatten_rows(rows)
+            reached = torch.tensor([[g is not None for g in row] for row in rows], dtype=torch.bool)
+            matrices.append((matrix, reached))
+            grad_sq += matrix.square().sum(dim=1, dtype=torch.float64).cpu()
+        for name, sq in zip(layout.loss_names, grad_sq.tolist(), strict=True):
+            if not math.isfinite(sq):
+                return self._nonfinite_step(name, sq, values, step_no, "gradient of loss")
+
+        assign = torch.zeros(num_states, num_losses, dtype=torch.float64)
+        assign[list(layout.loss_to_state), list(range(num_losses))] = 1.0
+        weights = torch.tensor(layout.weights, dtype=torch.float64)
+        unit_weights = all(w == 1.0 for w in layout.weights)
+        update_sq = torch.zeros(num_states, dtype=torch.float64)
+        dots = torch.zeros(num_losses, dtype=torch.float64)
+        delta_sq = torch.zeros((), dtype=torch.float64)
+        for bucket, (matrix, reached) in zip(self._buckets, matrices, strict=True):
+            group = self.param_groups[bucket.group_index]
+            if layout.is_identity:
+                state_grads, state_reached = matrix, reached
+            else:
+                state_grads = assign.to(matrix) @ matrix
+                state_reached = (assign @ reached.to(torch.float64)) > 0
+            updates = self._rule.updates(bucket, bucket.rule_state, state_grads, state_reached, group)
+            if unit_weights:
+                delta = updates.sum(dim=0)
+            else:
+                delta = weights.to(updates) @ updates
+            self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
+            torch._foreach_sub_(bucket.params, bucket.split(delta))
+            update_sq += updates.square().sum(dim=1, dtype=torch.float64).cpu()
+            dots += (matrix @ delta).to(torch.float64).cpu()
+            delta_sq += delta.square().sum(dtype=torch.float64).cpu()
+        self._steps = step_no
+        return self._info(layout, values, grad_sq, update_sq, dots, delta_sq, computed)
+
+    def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
+        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
+        weight_decay = float(group.get("weight_decay", 0.0))
+        if weight_decay == 0 or not self._rule.decoupled:
+            return
+        decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
+        if decayed:
+            torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
+
+    def _info(
+        self,
+        layout: StateLayout,
+        values: dict[str, float],
+        grad_sq: Tensor,
+        update_sq: Tensor,
+        dots: Tensor,
+        delta_sq: Tensor,
+        computed: bool,
+    ) -> StepInfo:
+        delta_norm = math.sqrt(float(delta_sq))
+        update_norms = update_sq.sqrt().tolist()
+        stats = {}
+        for k, (name, gsq, dot) in enumerate(
+            zip(layout.loss_names, grad_sq.tolist(), dots.tolist(), strict=True)
+        ):
+            gnorm = math.sqrt(gsq)
+            denom = gnorm * delta_norm
+            state = layout.loss_to_state[k]
+            stats[name] = LossStats(
+                value=values[name],
+                grad_norm=gnorm,
+                update_norm=update_norms[state],
+                cosine=dot / denom if denom > 0 else math.nan,
+                state=layout.state_names[state],
+            )
+        return StepInfo(
+            step=self._steps,
+            losses=stats,
+            update_norm=delta_norm,
+            backward_passes=len(layout.loss_names) if computed else 0,
+            needs_grad_matrix=True,
+        )
+
+    def _nonfinite_step(
+        self, name: str, value: float, values: dict[str, float], step_no: int, what: str
+    ) -> StepInfo:
+        if self._nonfinite == "raise":
+            raise nonfinite_error(name, value, step=step_no, what=what)
+        assert self._layout is not None
+        return StepInfo(
+            step=self._steps,
+            losses={
+                n: LossStats(value=values[n], state=self._layout.state_names[s])
+                for n, s in zip(self._layout.loss_names, self._layout.loss_to_state, strict=True)
+            },
+            skipped=True,
+            reason=f"{what} {name!r} is {value} at step {step_no}",
+        )
+
+    def _layout_for(self, names: list[str], step_no: int) -> StateLayout:
+        if self._layout is None:
+            if len(set(names)) != len(names):
+                raise LossValueError(f"loss names must be unique, got {names}")
+            self._layout = resolve_layout(names, self._groups, self._combine)
+        else:
+            check_loss_names(names, self._layout.loss_names, step=step_no)
+        return self._layout
+
+    @staticmethod
+    def _checked_grads(name: str, grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor | None]:
+        if isinstance(grads, Tensor) or not isinstance(grads, Sequence) or len(grads) != len(params):
+            raise LossValueError(
+                f"grads[{name!r}] must be a list with one entry (tensor or None) per parameter: "
+                f"expected {len(params)}, got "
+                f"{len(grads) if isinstance(grads, Sequence) else type(grads).__name__}"
+            )
+        checked: list[Tensor | None] = []
+        for j, (g, p) in enumerate(zip(grads, params, strict=True)):
+            if g is not None and (not isinstance(g, Tensor) or g.shape != p.shape):
+                shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+                raise LossValueError(
+                    f"grads[{name!r}][{j}] has shape {shape}; parameter {j} has shape {tuple(p.shape)}"
+                )
+            checked.append(None if g is None else g.detach().to(p.dtype))
+        if all(g is None for g in checked):
+            raise LossValueError(f"grads[{name!r}] is None for every parameter")
+        return checked
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The torch-style state dict plus the loss layout and step count.
+
+        Per parameter, Adam/AdamW states hold ``step`` (S,), ``exp_avg`` and ``exp_avg_sq``
+        (S, *shape) with one row per state, in ``layout.state_names`` order.
+        """
+        state = super().state_dict()
+        state[_STATE_DICT_KEY] = {
+            "version": 1,
+            "rule": self._rule.name,
+            "steps": self._steps,
+            "layout": self._layout.to_dict() if self._layout is not None else None,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict made by :meth:`state_dict` (states are copied, not shared)."""
+        meta = state_dict.get(_STATE_DICT_KEY)
+        if meta is None:
+            raise AutoBalanceError("this state dict was not made by AutoBalance.state_dict()")
+        if meta["rule"] != self._rule.name:
+            raise AutoBalanceError(
+                f"the state dict holds {meta['rule']!r} states but this optimizer keeps "
+                f"{self._rule.name!r} states (different base optimizer?)"
+            )
+        torch_part = {k: v for k, v in state_dict.items() if k != _STATE_DICT_KEY}
+        super().load_state_dict(torch_part)
+        self._steps = int(meta["steps"])
+        self._buckets = []
+        saved = meta["layout"]
+        if saved is None:
+            self._layout = None
+            return
+        layout = resolve_layout(saved["loss_names"], self._groups, self._combine)
+        if layout.to_dict() != saved:
+            raise AutoBalanceError(
+                f"the state dict was saved with states {saved['state_names']} (weights "
+                f"{saved['weights']}) but this optimizer's groups/combine give states "
+                f"{list(layout.state_names)} (weights {list(layout.weights)})"
+            )
+        self._layout = layout
+        for bucket in make_buckets(self.param_groups):
+            self._restore_bucket_states(bucket)
+            self._buckets.append(bucket)
+
+    def __repr__(self) -> str:
+        states = list(self._layout.state_names) if self._layout else "decided at the first step"
+        return (
+            f"AutoBalance(base={self._base.__name__}, combine={self._combine!r}, "
+            f"states={states}, lr={self.param_groups[0]['lr']})"
+        )

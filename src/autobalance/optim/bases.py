@@ -1,0 +1,105 @@
+"""Base optimizers by name, and checks that a base optimizer and its hyperparameters are usable."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from autobalance.errors import (
+    BaseOptimizerError,
+    HyperparameterError,
+    UnknownNameError,
+    unknown_name_message,
+)
+
+__all__ = ["BASE_OPTIMIZERS", "base_defaults", "make_base_optimizer", "resolve_base"]
+
+#: Registered base-optimizer names.  Any other ``torch.optim.Optimizer`` subclass can be passed as
+#: a class.
+BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+
+# Optimizers whose step needs to re-evaluate the loss, or that need sparse gradients: they cannot
+# turn one precomputed gradient into one update, so they cannot keep one state per loss.
+_NEEDS_CLOSURE_HINT = "it re-evaluates the loss through a closure inside step()"
+
+
+def resolve_base(base: type[torch.optim.Optimizer] | str) -> type[torch.optim.Optimizer]:
+    """Turn a base name or class into a usable ``torch.optim.Optimizer`` subclass."""
+    if isinstance(base, str):
+        try:
+            cls = BASE_OPTIMIZERS[base.lower()]
+        except KeyError:
+            raise UnknownNameError(
+                unknown_name_message("base optimizer", base, BASE_OPTIMIZERS)
+            ) from None
+    else:
+        cls = base
+    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+        raise BaseOptimizerError(
+            f"base must be a torch.optim.Optimizer subclass or one of "
+            f"{', '.join(sorted(BASE_OPTIMIZERS))}; got {base!r}"
+        )
+    if issubclass(cls, torch.optim.SparseAdam):
+        raise BaseOptimizerError("SparseAdam needs sparse gradients; PINN losses give dense ones")
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise BaseOptimizerError(
+            f"{cls.__name__} cannot be used as a per-loss base optimizer: {_NEEDS_CLOSURE_HINT}, "
+            "so it cannot turn one loss's gradient into one update. Use a first-order optimizer "
+            "(e.g. 'adam', 'adamw', 'rmsprop'), or run "
+            f"{cls.__name__} on the summed loss after AutoBalance."
+        )
+    return cls
+
+
+def _hyperparameter_names(cls: type[torch.optim.Optimizer]) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [n for n in sig.parameters if n not in ("self", "params")]
+
+
+def make_base_optimizer(
+    base: type[torch.optim.Optimizer] | str,
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    hyperparameters: Mapping[str, Any],
+) -> torch.optim.Optimizer:
+    """Instantiate ``base`` over ``params``, turning torch's errors into ones that name the problem."""
+    cls = resolve_base(base)
+    known = _hyperparameter_names(cls)
+    takes_kwargs = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(cls.__init__).parameters.values()
+    )
+    if not takes_kwargs:
+        unknown = [k for k in hyperparameters if k not in known]
+        if unknown:
+            raise HyperparameterError(
+                f"{cls.__name__} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                f"its hyperparameters are: {', '.join(known)}"
+            )
+    try:
+        return cls(params, **hyperparameters)
+    except (ValueError, TypeError) as exc:
+        if "empty parameter list" in str(exc):
+            raise HyperparameterError(f"{cls.__name__} was given no parameters to optimise") from exc
+        raise HyperparameterError(f"invalid hyperparameter for {cls.__name__}: {exc}") from exc
+
+
+def base_defaults(
+    base: type[torch.optim.Optimizer] | str, hyperparameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate ``hyperparameters`` for ``base`` and return its full defaults with them applied."""
+    probe = make_base_optimizer(base, [torch.zeros(1, requires_grad=True)], hyperparameters)
+    return dict(probe.defaults)

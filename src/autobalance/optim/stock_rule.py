@@ -1,0 +1,92 @@
+"""AutoBalance over any ``torch.optim.Optimizer``: one stock optimizer instance per state.
+
+Each state ``s`` owns an instance of the base optimizer over *scratch* copies of the parameters.
+To turn ``g_s`` into ``u_s``: copy ``θ`` into the scratch tensors, set their ``.grad`` to ``g_s``,
+call the stock ``step()``, and read ``u_s = θ − θ_scratch``.  The arithmetic is then exactly the
+base optimizer's, whatever it is (RMSprop, SGD with momentum, NAdam, ...).  Decoupled weight
+decay is switched off in the instances and applied once by :class:`AutoBalance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.optim.buckets import Bucket
+
+__all__ = ["StockRule", "StockStates"]
+
+
+@dataclass
+class StockStates:
+    """Scratch parameters of one bucket and one base-optimizer instance per state."""
+
+    scratch: Tensor  # (N,)
+    views: list[Tensor]  # scratch views shaped like the parameters (the instances' params)
+    optimizers: list[torch.optim.Optimizer]
+
+
+class StockRule:
+    """Per-state instances of an arbitrary base optimizer."""
+
+    name = "stock"
+
+    def __init__(self, base: type[torch.optim.Optimizer], decoupled: bool) -> None:
+        self.base = base
+        self.decoupled = decoupled
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        hyper = {k: v for k, v in group.items() if k != "params"}
+        if self.decoupled and "weight_decay" in hyper:
+            hyper["weight_decay"] = 0.0
+        return hyper
+
+    def create(
+        self,
+        bucket: Bucket,
+        group: dict[str, Any],
+        per_param: Sequence[dict[str, dict[str, Any]]],
+    ) -> StockStates:
+        """``per_param[j][s]`` is the dict that holds state s's stock state for parameter j."""
+        scratch = torch.zeros(bucket.numel, device=bucket.device, dtype=bucket.dtype)
+        views = bucket.split(scratch)
+        num_states = len(per_param[0]) if per_param else 0
+        optimizers = []
+        for s in range(num_states):
+            opt = self.base(views, **self._hyper(group))
+            for view, states in zip(views, per_param, strict=True):
+                opt.state[view] = list(states.values())[s]
+            optimizers.append(opt)
+        return StockStates(scratch=scratch, views=views, optimizers=optimizers)
+
+    def updates(
+        self,
+        bucket: Bucket,
+        states: StockStates,
+        grads: Tensor,
+        reached: Tensor,
+        group: dict[str, Any],
+    ) -> Tensor:
+        """Step every state's stock optimizer on its gradient row; return the ``(S, N)`` updates."""
+        params = bucket.param_vector()
+        grads = grads.clone()  # a stock optimizer may modify .grad in place
+        updates = torch.empty_like(grads)
+        hyper = self._hyper(group)
+        reached_rows = reached.tolist()
+        with torch.no_grad():
+            for s, opt in enumerate(states.optimizers):
+                opt.param_groups[0].update(hyper)
+                states.scratch.copy_(params)
+                for view, grad, hit in zip(
+                    states.views, bucket.split(grads[s]), reached_rows[s], strict=True
+                ):
+                    view.grad = grad if hit else None
+                opt.step()
+                torch.sub(params, states.scratch, out=updates[s])
+                for view in states.views:
+                    view.grad = None
+        return updates
