@@ -10,4 +10,11 @@ from autobalance.step_info import LossStats, StepInfo
 
 __version__ = "0.1.0"
 
-__all__ = ["AutoBalance", "AutoBalanceError", "LossStats", "NonFiniteLossError", "StepInfo", "__version__"]
+__all__ = [
+    "AutoBalance",
+    "AutoBalanceError",
+    "LossStats",
+    "NonFiniteLossError",
+    "StepInfo",
+    "__version__",
+]

@@ -71,7 +71,9 @@ def find_nonfinite(values: Mapping[str, float]) -> str | None:
     return None
 
 
-def nonfinite_error(name: str, value: float, *, step: int, what: str = "loss") -> NonFiniteLossError:
+def nonfinite_error(
+    name: str, value: float, *, step: int, what: str = "loss"
+) -> NonFiniteLossError:
     """Build the error for a non-finite loss (or gradient) ``name`` at ``step``."""
     return NonFiniteLossError(
         f"{what} {name!r} is {value} at step {step}; the parameters were not changed. "

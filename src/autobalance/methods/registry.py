@@ -94,6 +94,8 @@ def spec(name: str) -> MethodSpec:
         raise UnknownNameError(unknown_name_message("method", name, _REGISTRY)) from None
 
 
-def create(name: str, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], **kwargs: Any) -> Balancer:
+def create(
+    name: str, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], **kwargs: Any
+) -> Balancer:
     """Create method ``name`` over ``params`` with its hyperparameters ``kwargs``."""
     return spec(name).factory(params, **kwargs)

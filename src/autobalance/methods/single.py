@@ -84,7 +84,11 @@ class SummedLoss:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self._optimizer.state_dict(), "names": self._names, "steps": self._steps}
+        return {
+            "optimizer": self._optimizer.state_dict(),
+            "names": self._names,
+            "steps": self._steps,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._optimizer.load_state_dict(state_dict["optimizer"])

@@ -62,7 +62,7 @@ class AdamRule:
         )
 
     def per_param_views(self, bucket: Bucket, states: AdamStates) -> list[dict[str, Tensor]]:
-        """The torch-style per-parameter state (``step``, ``exp_avg``, ...) as views, rows = states."""
+        """Torch-style per-parameter states (``step``, ``exp_avg``, ...) as views; rows = states."""
         views = [
             {"step": states.steps[:, j], "exp_avg": m, "exp_avg_sq": v}
             for j, (m, v) in enumerate(
@@ -74,7 +74,9 @@ class AdamRule:
                 view["max_exp_avg_sq"] = vmax
         return views
 
-    def restore(self, bucket: Bucket, per_param: Sequence[dict[str, Tensor]], amsgrad: bool) -> AdamStates:
+    def restore(
+        self, bucket: Bucket, per_param: Sequence[dict[str, Tensor]], amsgrad: bool
+    ) -> AdamStates:
         """Rebuild flat states from per-parameter states (after ``load_state_dict``)."""
         rows = per_param[0]["exp_avg"].shape[0]
 
@@ -91,8 +93,11 @@ class AdamRule:
             max_exp_avg_sq=(
                 flat("max_exp_avg_sq")
                 if has_max
-                else (torch.zeros(rows, bucket.numel, device=bucket.device, dtype=bucket.dtype)
-                      if amsgrad else None)
+                else (
+                    torch.zeros(rows, bucket.numel, device=bucket.device, dtype=bucket.dtype)
+                    if amsgrad
+                    else None
+                )
             ),
             steps=steps.contiguous(),
             uniform=bool((steps == steps[:, :1]).all()),
@@ -113,7 +118,11 @@ class AdamRule:
         parameter j this step.  Rows of the result are zero where not reached.
         """
         beta1, beta2 = (float(b) for b in group["betas"])
-        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        lr, eps, weight_decay = (
+            float(group["lr"]),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+        )
         full = bool(reached.all())
         if group.get("maximize", False):
             grads = -grads
@@ -139,7 +148,9 @@ class AdamRule:
         denom = second.sqrt().div_(bc2_sqrt).add_(eps)
         update = m.mul(step_size).div_(denom)
         if mask is not None:
-            update = torch.where(mask, update, torch.zeros((), dtype=update.dtype, device=update.device))
+            update = torch.where(
+                mask, update, torch.zeros((), dtype=update.dtype, device=update.device)
+            )
         return update
 
     @staticmethod

@@ -19,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -101,7 +102,9 @@ class AutoBalance(torch.optim.Optimizer):
         if nonfinite not in ("raise", "skip"):
             raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         if retain_graph not in (None, True, False):
-            raise HyperparameterError(f"retain_graph must be None, True or False, got {retain_graph!r}")
+            raise HyperparameterError(
+                f"retain_graph must be None, True or False, got {retain_graph!r}"
+            )
         self._base = base_cls
         self._combine = combine
         self._groups = {k: list(v) for k, v in groups.items()} if groups is not None else None
@@ -112,9 +115,11 @@ class AutoBalance(torch.optim.Optimizer):
         self._steps = 0
         super().__init__(params, base_defaults(base_cls, base_kwargs))
         decoupled = [is_decoupled(base_cls, g) for g in self.param_groups]
-        native = base_cls in _NATIVE_BASES and all(
-            not g.get("differentiable", False) for g in self.param_groups
-        ) and all(p.is_floating_point() for g in self.param_groups for p in g["params"])
+        native = (
+            base_cls in _NATIVE_BASES
+            and all(not g.get("differentiable", False) for g in self.param_groups)
+            and all(p.is_floating_point() for g in self.param_groups for p in g["params"])
+        )
         self._rule: AdamRule | StockRule = (
             AdamRule(decoupled=decoupled[0]) if native else StockRule(base_cls, decoupled[0])
         )
@@ -126,8 +131,11 @@ class AutoBalance(torch.optim.Optimizer):
         super().add_param_group(param_group)
         base = self._base
         group = self.param_groups[-1]
-        probe = {k: v for k, v in group.items() if k != "params"}
-        make_base_optimizer(base, [{**probe, "params": [torch.zeros(1, requires_grad=True)]}], {})
+        # The base's constructor validates its arguments, not per-group values: re-run it on this
+        # group's values so that e.g. {"params": ..., "lr": -1} is refused here, not mid-training.
+        accepted = inspect.signature(base.__init__).parameters
+        hyper = {k: v for k, v in group.items() if k in accepted and k not in ("self", "params")}
+        make_base_optimizer(base, [torch.zeros(1, requires_grad=True)], hyper)
         if self._layout is not None:
             self._build_buckets()
 
@@ -171,7 +179,9 @@ class AutoBalance(torch.optim.Optimizer):
         group = self.param_groups[bucket.group_index]
         if isinstance(self._rule, AdamRule):
             states = self._rule.create(bucket, self._layout.num_states, bool(group["amsgrad"]))
-            for p, view in zip(bucket.params, self._rule.per_param_views(bucket, states), strict=True):
+            for p, view in zip(
+                bucket.params, self._rule.per_param_views(bucket, states), strict=True
+            ):
                 self.state[p] = view
         else:
             per_param = []
@@ -185,12 +195,18 @@ class AutoBalance(torch.optim.Optimizer):
         """Re-attach flat states to the per-parameter states that ``load_state_dict`` produced."""
         assert self._layout is not None
         group = self.param_groups[bucket.group_index]
-        missing = [i for i, p in zip(bucket.indices, bucket.params, strict=True) if not self.state.get(p)]
+        missing = [
+            i for i, p in zip(bucket.indices, bucket.params, strict=True) if not self.state.get(p)
+        ]
         if missing:
             raise AutoBalanceError(f"the state dict has no state for parameter(s) {missing}")
         if isinstance(self._rule, AdamRule):
-            states = self._rule.restore(bucket, [self.state[p] for p in bucket.params], bool(group["amsgrad"]))
-            for p, view in zip(bucket.params, self._rule.per_param_views(bucket, states), strict=True):
+            states = self._rule.restore(
+                bucket, [self.state[p] for p in bucket.params], bool(group["amsgrad"])
+            )
+            for p, view in zip(
+                bucket.params, self._rule.per_param_views(bucket, states), strict=True
+            ):
                 self.state[p] = view
         else:
             per_param = [self.state[p]["per_state"] for p in bucket.params]
@@ -209,7 +225,9 @@ class AutoBalance(torch.optim.Optimizer):
             with torch.enable_grad():
                 losses = losses()
         if losses is None and grads is None:
-            raise LossValueError("step() needs the losses, step(losses), or gradients, step(grads=...)")
+            raise LossValueError(
+                "step() needs the losses, step(losses), or gradients, step(grads=...)"
+            )
         step_no = self._steps + 1
         params = self._all_params()
         if losses is not None:
@@ -218,7 +236,9 @@ class AutoBalance(torch.optim.Optimizer):
         else:
             assert grads is not None
             if not isinstance(grads, Mapping) or not grads:
-                raise LossValueError("grads must be a non-empty mapping from loss name to gradients")
+                raise LossValueError(
+                    "grads must be a non-empty mapping from loss name to gradients"
+                )
             names = list(grads)
         if grads is not None and losses is not None:
             check_loss_names(list(grads), names, step=step_no)
@@ -231,7 +251,7 @@ class AutoBalance(torch.optim.Optimizer):
         )
         for name in order:
             if losses is not None and not math.isfinite(values[name]):
-                return self._nonfinite_step(name, values[name], values, step_no, "loss")
+                return self._nonfinite_step(layout, name, values[name], values, step_no, "loss")
         if grads is None:
             assert losses is not None
             per_loss = per_loss_gradients(
@@ -239,7 +259,8 @@ class AutoBalance(torch.optim.Optimizer):
             )
         else:
             per_loss = [self._checked_grads(n, grads[n], params) for n in order]
-        if not self._buckets:
+        if self._layout is None:  # the first successful step fixes the loss names
+            self._layout = layout
             self._build_buckets()
         with torch.no_grad():
             return self._apply(layout, per_loss, values, step_no, grads is None)
@@ -263,7 +284,7 @@ class AutoBalance(torch.optim.Optimizer):
             grad_sq += matrix.square().sum(dim=1, dtype=torch.float64).cpu()
         for name, sq in zip(layout.loss_names, grad_sq.tolist(), strict=True):
             if not math.isfinite(sq):
-                return self._nonfinite_step(name, sq, values, step_no, "gradient of loss")
+                return self._nonfinite_step(layout, name, sq, values, step_no, "gradient of loss")
 
         assign = torch.zeros(num_states, num_losses, dtype=torch.float64)
         assign[list(layout.loss_to_state), list(range(num_losses))] = 1.0
@@ -279,11 +300,10 @@ class AutoBalance(torch.optim.Optimizer):
             else:
                 state_grads = assign.to(matrix) @ matrix
                 state_reached = (assign @ reached.to(torch.float64)) > 0
-            updates = self._rule.updates(bucket, bucket.rule_state, state_grads, state_reached, group)
-            if unit_weights:
-                delta = updates.sum(dim=0)
-            else:
-                delta = weights.to(updates) @ updates
+            updates = self._rule.updates(
+                bucket, bucket.rule_state, state_grads, state_reached, group
+            )
+            delta = updates.sum(dim=0) if unit_weights else weights.to(updates) @ updates
             self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
             torch._foreach_sub_(bucket.params, bucket.split(delta))
             update_sq += updates.square().sum(dim=1, dtype=torch.float64).cpu()
@@ -336,16 +356,21 @@ class AutoBalance(torch.optim.Optimizer):
         )
 
     def _nonfinite_step(
-        self, name: str, value: float, values: dict[str, float], step_no: int, what: str
+        self,
+        layout: StateLayout,
+        name: str,
+        value: float,
+        values: dict[str, float],
+        step_no: int,
+        what: str,
     ) -> StepInfo:
         if self._nonfinite == "raise":
             raise nonfinite_error(name, value, step=step_no, what=what)
-        assert self._layout is not None
         return StepInfo(
             step=self._steps,
             losses={
-                n: LossStats(value=values[n], state=self._layout.state_names[s])
-                for n, s in zip(self._layout.loss_names, self._layout.loss_to_state, strict=True)
+                n: LossStats(value=values[n], state=layout.state_names[s])
+                for n, s in zip(layout.loss_names, layout.loss_to_state, strict=True)
             },
             skipped=True,
             reason=f"{what} {name!r} is {value} at step {step_no}",
@@ -353,16 +378,19 @@ class AutoBalance(torch.optim.Optimizer):
 
     def _layout_for(self, names: list[str], step_no: int) -> StateLayout:
         if self._layout is None:
-            if len(set(names)) != len(names):
-                raise LossValueError(f"loss names must be unique, got {names}")
-            self._layout = resolve_layout(names, self._groups, self._combine)
-        else:
-            check_loss_names(names, self._layout.loss_names, step=step_no)
+            return resolve_layout(names, self._groups, self._combine)
+        check_loss_names(names, self._layout.loss_names, step=step_no)
         return self._layout
 
     @staticmethod
-    def _checked_grads(name: str, grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor | None]:
-        if isinstance(grads, Tensor) or not isinstance(grads, Sequence) or len(grads) != len(params):
+    def _checked_grads(
+        name: str, grads: Sequence[Tensor | None], params: list[Tensor]
+    ) -> list[Tensor | None]:
+        if (
+            isinstance(grads, Tensor)
+            or not isinstance(grads, Sequence)
+            or len(grads) != len(params)
+        ):
             raise LossValueError(
                 f"grads[{name!r}] must be a list with one entry (tensor or None) per parameter: "
                 f"expected {len(params)}, got "
@@ -373,7 +401,8 @@ class AutoBalance(torch.optim.Optimizer):
             if g is not None and (not isinstance(g, Tensor) or g.shape != p.shape):
                 shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
                 raise LossValueError(
-                    f"grads[{name!r}][{j}] has shape {shape}; parameter {j} has shape {tuple(p.shape)}"
+                    f"grads[{name!r}][{j}] has shape {shape}; "
+                    f"parameter {j} has shape {tuple(p.shape)}"
                 )
             checked.append(None if g is None else g.detach().to(p.dtype))
         if all(g is None for g in checked):

@@ -75,7 +75,7 @@ def make_base_optimizer(
     params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
     hyperparameters: Mapping[str, Any],
 ) -> torch.optim.Optimizer:
-    """Instantiate ``base`` over ``params``, turning torch's errors into ones that name the problem."""
+    """Instantiate ``base`` over ``params``; torch's errors become ones that name the problem."""
     cls = resolve_base(base)
     known = _hyperparameter_names(cls)
     takes_kwargs = any(
@@ -93,7 +93,9 @@ def make_base_optimizer(
         return cls(params, **hyperparameters)
     except (ValueError, TypeError) as exc:
         if "empty parameter list" in str(exc):
-            raise HyperparameterError(f"{cls.__name__} was given no parameters to optimise") from exc
+            raise HyperparameterError(
+                f"{cls.__name__} was given no parameters to optimise"
+            ) from exc
         raise HyperparameterError(f"invalid hyperparameter for {cls.__name__}: {exc}") from exc
 
 

@@ -65,10 +65,7 @@ def per_loss_gradients(
     """
     inputs = [p for p in params if p.requires_grad]
     positions = [j for j, p in enumerate(params) if p.requires_grad]
-    if retain_graph is None:
-        flags = retain_flags(losses)
-    else:
-        flags = [retain_graph] * len(losses)
+    flags = retain_flags(losses) if retain_graph is None else [retain_graph] * len(losses)
     result: list[list[Tensor | None]] = []
     for name, loss, retain in zip(names, losses, flags, strict=True):
         if not loss.requires_grad or not inputs:

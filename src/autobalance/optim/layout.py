@@ -88,7 +88,9 @@ def check_groups(groups: Groups | None) -> None:
             owner[loss] = group
 
 
-def resolve_layout(loss_names: Sequence[str], groups: Groups | None, combine: Combine) -> StateLayout:
+def resolve_layout(
+    loss_names: Sequence[str], groups: Groups | None, combine: Combine
+) -> StateLayout:
     """Assign each loss to a state (its group, or a state of its own) and weigh the states.
 
     States are ordered by the first loss that belongs to them.

@@ -9,6 +9,7 @@ decay is switched off in the instances and applied once by :class:`AutoBalance`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ class StockRule:
     def __init__(self, base: type[torch.optim.Optimizer], decoupled: bool) -> None:
         self.base = base
         self.decoupled = decoupled
+        self._accepted = set(inspect.signature(base.__init__).parameters) - {"self", "params"}
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         hyper = {k: v for k, v in group.items() if k != "params"}
@@ -57,7 +59,9 @@ class StockRule:
         num_states = len(per_param[0]) if per_param else 0
         optimizers = []
         for s in range(num_states):
-            opt = self.base(views, **self._hyper(group))
+            hyper = self._hyper(group)
+            opt = self.base(views, **{k: v for k, v in hyper.items() if k in self._accepted})
+            opt.param_groups[0].update(hyper)
             for view, states in zip(views, per_param, strict=True):
                 opt.state[view] = list(states.values())[s]
             optimizers.append(opt)
