@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "results": results}, fh,
-                      indent=2)
+            json.dump(
+                {"torch": torch.__version__, "threads": args.threads, "results": results},
+                fh,
+                indent=2,
+            )
     return 0
 
 

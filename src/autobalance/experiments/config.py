@@ -1,0 +1,144 @@
+"""The configuration of one training run, serialisable to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autobalance.errors import ConfigError, unknown_name_message
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "DTYPES",
+    "RunConfig",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+# Default budget: `autobalance run helmholtz --method autobalance` (what `make demo` runs) should
+# train for 90-120 s on the 2-core development machine.  Measured there (Helmholtz defaults, MLP
+# 4×50, 1024 residual + 256 boundary points per step, float32, GLIBC_TUNABLES set, seed 0):
+# "adam" 6.1 ms/step → 15,000 steps in 92 s; "autobalance" 7.0 ms/step → 106 s of training,
+# 111 s for the whole command (start-up, 31 evaluations on the 201×201 grid, plot).
+DEFAULT_STEPS = 15_000
+
+#: Floating-point types a run can use, by name.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``"float32"`` or ``"float64"`` to the torch dtype."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ConfigError(unknown_name_message("dtype", name, DTYPES)) from None
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available, else CPU)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"invalid device {spec!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {spec!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) "
+                "are visible"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device {spec!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return device
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run (JSON round trip: :meth:`to_dict`/:meth:`from_dict`).
+
+    The learning rate follows a smooth exponential decay
+    ``lr(t) = lr · lr_decay^(t / lr_decay_steps)`` (``lr_decay = 1`` keeps it constant).
+
+    Attributes:
+        problem: registered problem name; ``problem_params`` its coefficients and point counts.
+        net: registered network name; ``net_params`` its parameters (e.g. width, depth).
+        method: registered method name; ``method_params`` its keyword arguments besides ``lr``
+            (e.g. ``base``, ``weight_decay``, ``betas``).
+        lr: initial learning rate.
+        steps: number of optimisation steps.
+        seed: seeds the initialisation (``torch.manual_seed``) and the point sampler (its own
+            ``torch.Generator``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        eval_every: steps between evaluations on the held-out grid (also at steps 0 and last).
+        log_every: steps between rows of the loss history (also at steps 1 and last).
+        checkpoint_every: steps between checkpoints (also at the last step); 0: only at the end.
+    """
+
+    problem: str = "helmholtz"
+    problem_params: dict[str, Any] = field(default_factory=dict)
+    net: str = "mlp"
+    net_params: dict[str, Any] = field(default_factory=dict)
+    method: str = "autobalance"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    lr_decay_steps: int = 1000
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    eval_every: int = 500
+    log_every: int = 10
+    checkpoint_every: int = 5000
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on values that cannot work."""
+        checks = [
+            (self.steps >= 0, "steps must be >= 0"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid run configuration: {message}")
+        if "lr" in self.method_params:
+            raise ConfigError("give the learning rate as RunConfig.lr, not in method_params")
+        resolve_dtype(self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise ConfigError(unknown_name_message("run configuration key", key, known))
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> RunConfig:
+        """Read a ``config.json`` written by :meth:`to_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

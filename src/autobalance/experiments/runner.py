@@ -1,0 +1,404 @@
+"""The training runner: one PINN, one problem, one balancing method, one seed.
+
+Each step::
+
+    batch = problem.sample(generator, device, dtype)      # fresh collocation points
+    losses = problem.losses(model, batch)                  # {"residual": ..., "boundary": ...}
+    info = balancer.step(losses)                           # StepInfo
+    scheduler.step()                                       # lr(t) = lr · decay^(t / decay_steps)
+
+Output directory (every file written atomically):
+
+* ``config.json``: the :class:`RunConfig`, with every default filled in;
+* ``history.csv``: every ``log_every`` steps, the learning rate, each loss and, where the method
+  reports them, each loss's gradient norm, update norm and cosine with the update;
+* ``eval.csv``: relative L2, MSE and L∞ errors on the held-out grid vs step and training time;
+* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
+* ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
+  ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
+* ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
+
+Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``û``:
+``rel_l2 = ‖û − u‖₂ / ‖u‖₂``, ``mse = mean (û − u)²``, ``linf = max |û − u|``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from autobalance import methods, nets, problems
+from autobalance.errors import ConfigError, NonFiniteLossError
+from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
+from autobalance.experiments.io import write_csv, write_json, write_torch
+from autobalance.experiments.plots import plot_solution
+from autobalance.methods import Balancer
+from autobalance.problems import Problem
+from autobalance.step_info import StepInfo
+
+__all__ = ["CHECKPOINT_FORMAT", "errors", "peak_rss_mb", "train"]
+
+#: Version of the checkpoint layout.
+CHECKPOINT_FORMAT = 1
+
+_STATS = ("grad_norm", "update_norm", "cosine")
+
+
+def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
+    """``rel_l2 = ‖pred − ref‖₂/‖ref‖₂``, ``mse = mean (pred − ref)²``, ``linf = max |pred − ref|``.
+
+    Computed in float64 over every point and output component.
+    """
+    diff = (prediction.detach().double() - reference.detach().double()).reshape(-1)
+    ref = reference.detach().double().reshape(-1)
+    return {
+        "rel_l2": (diff.norm() / ref.norm()).item(),
+        "mse": diff.pow(2).mean().item(),
+        "linf": diff.abs().max().item(),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (NaN where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return math.nan
+    scale = {"Darwin": 1.0 / 2**20}.get(platform.system(), 1.0 / 1024)  # bytes on macOS, else KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _exp_decay(step: int, *, rate: float, every: int) -> float:
+    """LR factor ``rate^(step / every)`` (smooth exponential decay)."""
+    return rate ** (step / every)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint must carry besides the model and optimizer states."""
+
+    step: int = 0
+    wall_s: float = 0.0
+    backward_passes: int = 0
+    skipped_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    loss_names: list[str] = field(default_factory=list)
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+def _create_balancer(config: RunConfig, model: nn.Module) -> Balancer:
+    try:
+        return methods.create(
+            config.method, model.parameters(), lr=config.lr, **config.method_params
+        )
+    except TypeError as exc:
+        given = ", ".join(sorted(config.method_params)) or "none"
+        raise ConfigError(
+            f"method {config.method!r} rejected its parameters (given: lr, {given}): {exc}"
+        ) from None
+
+
+def _history_row(info: StepInfo, lr: float) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "step": info.step,
+        "lr": lr,
+        "total": info.total_loss,
+        "update_norm": info.update_norm,
+        "backward_passes": info.backward_passes,
+        "skipped": int(info.skipped),
+    }
+    for name, stats in info.losses.items():
+        row[name] = stats.value
+        for stat in _STATS:
+            row[f"{name}_{stat}"] = getattr(stats, stat)
+    return row
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _history_columns(rows: list[dict[str, Any]], loss_names: list[str]) -> list[str]:
+    """Fixed columns, the losses, then only those statistics some row reports as finite."""
+    columns = ["step", "lr", "total", *loss_names]
+    optional = ["update_norm"] + [f"{n}_{s}" for n in loss_names for s in _STATS]
+    columns += [c for c in optional if any(_finite(r.get(c)) for r in rows)]
+    return [*columns, "backward_passes", "skipped"]
+
+
+class _Run:
+    """The objects of one run and the writing of its outputs."""
+
+    def __init__(self, config: RunConfig, out_dir: Path) -> None:
+        config.validate()
+        self.out = out_dir
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype)
+        self.problem: Problem = problems.create(config.problem, **config.problem_params)
+        net_params = nets.parameters(config.net)
+        net_params.update(config.net_params)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)  # the network's initialisation
+        model = nets.create(
+            config.net, self.problem.in_dim, self.problem.out_dim, **config.net_params
+        )
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        # Record every default, so that config.json alone reproduces the run.
+        self.config = RunConfig.from_dict(
+            {**config.to_dict(), "problem_params": self.problem.params, "net_params": net_params}
+        )
+        self.balancer = _create_balancer(self.config, self.model)
+        decay = partial(_exp_decay, rate=config.lr_decay, every=config.lr_decay_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.balancer.optimizer, decay)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)  # the collocation points
+        self.eval_points = self.problem.evaluation_points(self.device, self.dtype)
+        self.eval_reference = self.problem.reference(self.eval_points)
+        self.progress = _Progress()
+
+    # ----------------------------------------------------------------------------------- state
+    def checkpoint(self) -> dict[str, Any]:
+        p = self.progress
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": p.step,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "wall_s": p.wall_s,
+            "backward_passes": p.backward_passes,
+            "skipped_steps": p.skipped_steps,
+            "loss_names": list(p.loss_names),
+            "final_losses": dict(p.final_losses),
+            "history": list(p.history),
+            "evals": list(p.evals),
+        }
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
+        saved = {k: v for k, v in ckpt["config"].items() if k != "steps"}
+        mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
+        differ = sorted(k for k in mine if saved.get(k) != mine[k])
+        if differ:
+            raise ConfigError(
+                "cannot resume: the checkpoint was written with a different configuration "
+                f"({', '.join(differ)}); only 'steps' may change"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.balancer.load_state_dict(ckpt["balancer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["generator"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.progress = _Progress(
+            step=int(ckpt["step"]),
+            wall_s=float(ckpt["wall_s"]),
+            backward_passes=int(ckpt["backward_passes"]),
+            skipped_steps=int(ckpt["skipped_steps"]),
+            history=list(ckpt["history"]),
+            evals=list(ckpt["evals"]),
+            loss_names=list(ckpt["loss_names"]),
+            final_losses=dict(ckpt["final_losses"]),
+        )
+
+    # ------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self) -> Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model(self.eval_points)
+        finally:
+            self.model.train(was_training)
+
+    def evaluate(self) -> dict[str, float]:
+        errs = errors(self.predict(), self.eval_reference)
+        p = self.progress
+        if p.evals and p.evals[-1]["step"] == p.step:
+            p.evals.pop()
+        p.evals.append({"step": p.step, "wall_s": p.wall_s, **errs})
+        return errs
+
+    # --------------------------------------------------------------------------------- output
+    def write_tables(self) -> None:
+        p = self.progress
+        write_csv(self.out / "history.csv", _history_columns(p.history, p.loss_names), p.history)
+        write_csv(self.out / "eval.csv", ["step", "wall_s", "rel_l2", "mse", "linf"], p.evals)
+
+    def write_checkpoint(self) -> None:
+        self.write_tables()
+        write_torch(self.out / "checkpoint.pt", self.checkpoint())
+
+    def write_plot(self) -> None:
+        plot_solution(
+            self.out / "solution.png",
+            self.problem,
+            self.eval_points.detach().double().cpu().numpy(),
+            self.eval_reference.detach().double().cpu().numpy(),
+            self.predict().detach().double().cpu().numpy(),
+        )
+
+    def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
+        p, c = self.progress, self.config
+        final = p.evals[-1] if p.evals else {}
+        initial = p.evals[0] if p.evals and p.evals[0]["step"] == 0 else {}
+        out: dict[str, Any] = {
+            "status": status,
+            "problem": c.problem,
+            "net": c.net,
+            "method": c.method,
+            "method_params": dict(c.method_params),
+            "lr": c.lr,
+            "seed": c.seed,
+            "device": str(self.device),
+            "dtype": c.dtype,
+            "steps": p.step,
+            "steps_requested": c.steps,
+            "rel_l2": final.get("rel_l2", math.nan),
+            "mse": final.get("mse", math.nan),
+            "linf": final.get("linf", math.nan),
+            "initial": {k: initial.get(k, math.nan) for k in ("rel_l2", "mse", "linf")},
+            "wall_s": p.wall_s,
+            "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
+            "elapsed_s": elapsed_s,
+            "final_losses": dict(p.final_losses),
+            "backward_passes": p.backward_passes,
+            "skipped_steps": p.skipped_steps,
+            "n_params": sum(t.numel() for t in self.model.parameters()),
+            "peak_rss_mb": peak_rss_mb(),
+            "torch": torch.__version__,
+        }
+        if self.device.type == "cuda":
+            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return out
+
+
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> dict[str, Any]:
+    """Train one PINN and write the run's files to ``out_dir`` (see the module docstring).
+
+    Args:
+        config: the run.
+        out_dir: created if needed; existing output files are replaced.
+        progress: show a tqdm progress bar with the current losses on stderr.
+        resume: continue from ``out_dir/checkpoint.pt`` (same configuration; ``steps`` may grow).
+        callback: called with every step's :class:`StepInfo`.
+
+    Returns:
+        The metrics written to ``metrics.json``.  A divergent run (a loss became NaN or infinite,
+        :class:`~autobalance.errors.NonFiniteLossError`) does not raise: its files are written,
+        ``status`` is ``"failed"`` and ``error`` holds the step, the loss name and the message.
+
+    Raises:
+        AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...).
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    run = _Run(config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        path = out / "checkpoint.pt"
+        if not path.exists():
+            raise ConfigError(f"cannot resume: {path} does not exist")
+        # RNG states must stay CPU tensors; model and balancer states move to the parameters'
+        # device in their load_state_dict (as torch.optim optimizers do).
+        run.restore(torch.load(path, map_location="cpu", weights_only=True))
+    cfg, p = run.config, run.progress
+    write_json(out / "config.json", cfg.to_dict())
+    if not p.evals:
+        run.evaluate()
+
+    bar = _progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
+    failure: dict[str, Any] | None = None
+    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+    try:
+        while p.step < cfg.steps:
+            lr = run.balancer.optimizer.param_groups[0]["lr"]
+            tic = time.perf_counter()
+            batch = run.problem.sample(run.generator, run.device, run.dtype)
+            losses = run.problem.losses(run.model, batch)
+            try:
+                info = run.balancer.step(losses)
+            except NonFiniteLossError as exc:
+                failure = {"step": p.step + 1, "loss": exc.loss, "message": str(exc)}
+                break
+            run.scheduler.step()
+            p.wall_s += time.perf_counter() - tic  # StepInfo's floats already synchronised
+            p.step += 1
+            p.backward_passes += info.backward_passes
+            p.skipped_steps += int(info.skipped)
+            p.final_losses = info.values
+            if not p.loss_names:
+                p.loss_names = list(info.losses)
+            if callback is not None:
+                callback(info)
+            last = p.step == cfg.steps
+            if p.step % cfg.log_every == 0 or p.step == 1 or last:
+                p.history.append(_history_row(info, lr) | {"step": p.step})
+                bar.set_postfix_str(
+                    " ".join(f"{n}={v:.2e}" for n, v in info.values.items()), refresh=False
+                )
+            if p.step % cfg.eval_every == 0 or last:
+                sync()
+                run.evaluate()
+            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not last:
+                run.write_checkpoint()
+            bar.update(1)
+    finally:
+        bar.close()
+
+    if failure is not None:
+        run.evaluate()  # the parameters before the failing step
+    run.write_checkpoint()
+    run.write_plot()
+    metrics = run.metrics("failed" if failure else "ok", time.perf_counter() - started)
+    if failure is not None:
+        metrics["error"] = failure
+    write_json(out / "metrics.json", metrics)
+    return metrics

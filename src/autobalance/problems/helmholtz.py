@@ -1,0 +1,130 @@
+"""2D Helmholtz equation on the square, with a manufactured exact solution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from autobalance.derivatives import laplacian
+from autobalance.errors import ConfigError
+from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.registry import register_problem
+
+__all__ = ["Helmholtz"]
+
+
+@register_problem("helmholtz")
+class Helmholtz(Problem):
+    """2D Helmholtz: Δu + k²u = q on [-1,1]², u = 0 on the boundary (exact sin·sin solution).
+
+    Equation::
+
+        u_xx + u_yy + k² u = q(x, y),            (x, y) ∈ Ω = [-1, 1]²
+        u = 0                                    on ∂Ω
+        q(x, y) = (k² − (a1·π)² − (a2·π)²) · sin(a1·π·x) · sin(a2·π·y)
+
+    Exact solution ``u(x, y) = sin(a1·π·x) · sin(a2·π·y)``, which vanishes on ∂Ω for integer
+    ``a1``, ``a2`` (required).
+
+    Losses (each from its own forward pass):
+
+    * ``"residual"``: mean of ``(Δu + k²u − q)²`` over ``n_residual`` fresh uniform interior points,
+    * ``"boundary"``: mean of ``u²`` over ``n_boundary`` fresh uniform boundary points (the same
+      number on each of the four edges).
+
+    Defaults: ``a1 = 1``, ``a2 = 4``, ``k = 1``, 1024 residual and 256 boundary points per step,
+    a 201×201 evaluation grid.  With these coefficients ``|q|`` reaches ``|1 − 17π²| ≈ 167``, so
+    the residual loss dwarfs the boundary loss: the standard example of imbalanced PINN losses.
+
+    Source: S. Wang, Y. Teng, P. Perdikaris, "Understanding and mitigating gradient flow
+    pathologies in physics-informed neural networks", SIAM J. Sci. Comput. 43(5), 2021
+    (arXiv:2001.04536), Sec. 2.1 (a1 = 1, a2 = 4, k = 1); also a benchmark of AutoBalance
+    (An et al. 2025, arXiv:2510.06684), whose exact coefficients are not published.
+    """
+
+    input_names = ("x", "y")
+    output_names = ("u",)
+    loss_names = ("residual", "boundary")
+
+    def __init__(
+        self,
+        *,
+        a1: float = 1.0,
+        a2: float = 4.0,
+        k: float = 1.0,
+        n_residual: int = 1024,
+        n_boundary: int = 256,
+        n_eval: int = 201,
+    ) -> None:
+        for key, value in (("a1", a1), ("a2", a2)):
+            if not float(value).is_integer():
+                raise ConfigError(
+                    f"problem 'helmholtz': parameter {key!r} must be an integer (got {value!r}) "
+                    "so that the exact solution vanishes on the boundary"
+                )
+        for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
+            if value < 1:
+                raise ConfigError(f"problem 'helmholtz': {key!r} must be >= 1, got {value}")
+        if n_boundary % 4:
+            raise ConfigError(
+                f"problem 'helmholtz': 'n_boundary' must be a multiple of 4 (equal points per "
+                f"edge), got {n_boundary}"
+            )
+        if n_eval < 2:
+            raise ConfigError(f"problem 'helmholtz': 'n_eval' must be >= 2, got {n_eval}")
+        super().__init__(
+            a1=float(a1),
+            a2=float(a2),
+            k=float(k),
+            n_residual=int(n_residual),
+            n_boundary=int(n_boundary),
+            n_eval=int(n_eval),
+        )
+        self.a1, self.a2, self.k = float(a1), float(a2), float(k)
+        self.n_residual, self.n_boundary, self.n_eval = n_residual, n_boundary, n_eval
+        self._box = Box(lower=(-1.0, -1.0), upper=(1.0, 1.0))
+
+    @property
+    def domain(self) -> Box:
+        return self._box
+
+    @property
+    def evaluation_shape(self) -> tuple[int, ...]:
+        return (self.n_eval, self.n_eval)
+
+    def sample(
+        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Fresh uniform interior points and fresh uniform boundary points (equal per edge)."""
+        return {
+            "residual": self._box.sample_interior(self.n_residual, generator, device, dtype),
+            "boundary": self._box.sample_boundary(self.n_boundary // 4, generator, device, dtype),
+        }
+
+    def _sines(self, points: Tensor) -> Tensor:
+        """``sin(a1·π·x) · sin(a2·π·y)`` as an ``(N, 1)`` column."""
+        x, y = points[:, 0:1], points[:, 1:2]
+        return torch.sin(self.a1 * math.pi * x) * torch.sin(self.a2 * math.pi * y)
+
+    def source(self, points: Tensor) -> Tensor:
+        """``q = (k² − (a1π)² − (a2π)²) · sin(a1πx) · sin(a2πy)``, shape ``(N, 1)``."""
+        scale = self.k**2 - (self.a1 * math.pi) ** 2 - (self.a2 * math.pi) ** 2
+        return scale * self._sines(points)
+
+    def reference(self, points: Tensor) -> Tensor:
+        """Exact solution ``u = sin(a1πx) · sin(a2πy)``, shape ``(N, 1)``."""
+        return self._sines(points)
+
+    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
+        """Pointwise residual ``Δu + k²u − q`` at ``points``, shape ``(N, 1)``."""
+        x, y = input_columns(points)
+        u = model(torch.cat([x, y], dim=1))
+        return laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
+
+    def losses(self, model: Model, batch: Batch) -> dict[str, Tensor]:
+        """``{"residual": mean (Δu + k²u − q)², "boundary": mean u²}``, separate forward passes."""
+        residual = self.pde_residual(model, batch["residual"])
+        boundary_u = model(batch["boundary"])
+        return {"residual": residual.pow(2).mean(), "boundary": boundary_u.pow(2).mean()}
