@@ -85,5 +85,9 @@ def nonfinite_error(
 
 def loss_values(losses: LossDict) -> dict[str, float]:
     """Detach every loss and return Python floats, with one device synchronisation."""
-    stacked = torch.stack([loss.detach().reshape(()).to(torch.float64) for loss in losses.values()])
-    return dict(zip(losses.keys(), stacked.tolist(), strict=True))
+    tensors = [loss.detach().reshape(()) for loss in losses.values()]
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1 or {t.device for t in tensors} != {tensors[0].device}:
+        tensors = [t.to("cpu", torch.float64) for t in tensors]
+    # float16/32 → Python float is exact, so no float64 conversion is needed for one dtype.
+    return dict(zip(losses.keys(), torch.stack(tensors).tolist(), strict=True))

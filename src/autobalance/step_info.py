@@ -44,6 +44,11 @@ class StepInfo:
         needs_grad_matrix: whether the method needed every loss's full gradient.
         skipped: ``True`` when the step was skipped because a loss was not finite.
         reason: why the step was skipped, empty otherwise.
+        grad_cosines: ``K × K`` cosines between the raw loss gradients, ``cos(∇L_i, ∇L_j)``, in
+            loss order (empty where the method does not compute per-loss gradients; NaN where a
+            gradient is zero).
+        update_cosines: ``S × S`` cosines between the per-state updates ``cos(u_s, u_r)``, in
+            state order (empty for methods without per-loss updates).
     """
 
     step: int
@@ -53,6 +58,8 @@ class StepInfo:
     needs_grad_matrix: bool = False
     skipped: bool = False
     reason: str = ""
+    grad_cosines: tuple[tuple[float, ...], ...] = ()
+    update_cosines: tuple[tuple[float, ...], ...] = ()
 
     @property
     def values(self) -> dict[str, float]:

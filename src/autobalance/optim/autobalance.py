@@ -273,26 +273,28 @@ class AutoBalance(torch.optim.Optimizer):
         step_no: int,
         computed: bool,
     ) -> StepInfo:
+        """Advance the states and move the parameters; the statistics come from two Gram matrices.
+
+        Every statistic in the info is a dot product over parameter coordinates, so it is a sum
+        over buckets of ``G = M Mᵀ`` (raw gradients ``M``, ``K × N``) and of ``Z [M; Z]ᵀ`` with
+        ``Z = [u_1; ...; u_S; Δ]``: two small matrix products and one host copy per bucket
+        instead of one reduction per statistic.
+        """
         num_losses, num_states = len(layout.loss_names), layout.num_states
         matrices = []
-        grad_sq = torch.zeros(num_losses, dtype=torch.float64)
+        grad_gram = torch.zeros(num_losses, num_losses, dtype=torch.float64)
         for bucket in self._buckets:
             rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
             matrix = bucket.flatten_rows(rows)
-            reached = torch.tensor([[g is not None for g in row] for row in rows], dtype=torch.bool)
+            reached = bucket.reached_rows(rows)
             matrices.append((matrix, reached))
-            grad_sq += matrix.square().sum(dim=1, dtype=torch.float64).cpu()
-        for name, sq in zip(layout.loss_names, grad_sq.tolist(), strict=True):
+            grad_gram += (matrix @ matrix.T).to(torch.float64).cpu()
+        for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
             if not math.isfinite(sq):
                 return self._nonfinite_step(layout, name, sq, values, step_no, "gradient of loss")
 
-        assign = torch.zeros(num_states, num_losses, dtype=torch.float64)
-        assign[list(layout.loss_to_state), list(range(num_losses))] = 1.0
-        weights = torch.tensor(layout.weights, dtype=torch.float64)
-        unit_weights = all(w == 1.0 for w in layout.weights)
-        update_sq = torch.zeros(num_states, dtype=torch.float64)
-        dots = torch.zeros(num_losses, dtype=torch.float64)
-        delta_sq = torch.zeros((), dtype=torch.float64)
+        weights, assign, unit_weights = layout.weight_vector, layout.assignment, layout.unit_weights
+        update_gram = torch.zeros(num_states + 1, num_losses + num_states + 1, dtype=torch.float64)
         for bucket, (matrix, reached) in zip(self._buckets, matrices, strict=True):
             group = self.param_groups[bucket.group_index]
             if layout.is_identity:
@@ -306,11 +308,11 @@ class AutoBalance(torch.optim.Optimizer):
             delta = updates.sum(dim=0) if unit_weights else weights.to(updates) @ updates
             self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
             torch._foreach_sub_(bucket.params, bucket.split(delta))
-            update_sq += updates.square().sum(dim=1, dtype=torch.float64).cpu()
-            dots += (matrix @ delta).to(torch.float64).cpu()
-            delta_sq += delta.square().sum(dtype=torch.float64).cpu()
+            stacked = torch.cat([updates, delta.unsqueeze(0)])
+            products = torch.cat([stacked @ matrix.T, stacked @ stacked.T], dim=1)
+            update_gram += products.to(torch.float64).cpu()
         self._steps = step_no
-        return self._info(layout, values, grad_sq, update_sq, dots, delta_sq, computed)
+        return self._info(layout, values, grad_gram, update_gram, computed)
 
     def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
         """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
@@ -325,26 +327,26 @@ class AutoBalance(torch.optim.Optimizer):
         self,
         layout: StateLayout,
         values: dict[str, float],
-        grad_sq: Tensor,
-        update_sq: Tensor,
-        dots: Tensor,
-        delta_sq: Tensor,
+        grad_gram: Tensor,
+        update_gram: Tensor,
         computed: bool,
     ) -> StepInfo:
-        delta_norm = math.sqrt(float(delta_sq))
-        update_norms = update_sq.sqrt().tolist()
+        """Per-loss statistics from ``G = M Mᵀ`` and ``Z [M; Z]ᵀ`` (see :meth:`_apply`)."""
+        num_losses, num_states = len(layout.loss_names), layout.num_states
+        g = grad_gram.tolist()
+        z = update_gram.tolist()
+        grad_norms = [math.sqrt(max(g[k][k], 0.0)) for k in range(num_losses)]
+        update_norms = [math.sqrt(max(z[s][num_losses + s], 0.0)) for s in range(num_states + 1)]
+        delta_norm = update_norms[num_states]
         stats = {}
-        for k, (name, gsq, dot) in enumerate(
-            zip(layout.loss_names, grad_sq.tolist(), dots.tolist(), strict=True)
-        ):
-            gnorm = math.sqrt(gsq)
-            denom = gnorm * delta_norm
+        for k, name in enumerate(layout.loss_names):
+            denom = grad_norms[k] * delta_norm
             state = layout.loss_to_state[k]
             stats[name] = LossStats(
                 value=values[name],
-                grad_norm=gnorm,
+                grad_norm=grad_norms[k],
                 update_norm=update_norms[state],
-                cosine=dot / denom if denom > 0 else math.nan,
+                cosine=z[num_states][k] / denom if denom > 0 else math.nan,
                 state=layout.state_names[state],
             )
         return StepInfo(
@@ -353,6 +355,12 @@ class AutoBalance(torch.optim.Optimizer):
             update_norm=delta_norm,
             backward_passes=len(layout.loss_names) if computed else 0,
             needs_grad_matrix=True,
+            grad_cosines=_cosines(g, grad_norms, grad_norms),
+            update_cosines=_cosines(
+                [row[num_losses : num_losses + num_states] for row in z[:num_states]],
+                update_norms[:num_states],
+                update_norms[:num_states],
+            ),
         )
 
     def _nonfinite_step(
@@ -461,3 +469,13 @@ class AutoBalance(torch.optim.Optimizer):
             f"AutoBalance(base={self._base.__name__}, combine={self._combine!r}, "
             f"states={states}, lr={self.param_groups[0]['lr']})"
         )
+
+
+def _cosines(
+    products: list[list[float]], left: list[float], right: list[float]
+) -> tuple[tuple[float, ...], ...]:
+    """``products[i][j] / (left[i]·right[j])``, NaN where a norm is zero."""
+    return tuple(
+        tuple(p / (a * b) if a * b > 0 else math.nan for p, b in zip(row, right, strict=True))
+        for row, a in zip(products, left, strict=True)
+    )

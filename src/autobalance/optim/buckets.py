@@ -27,6 +27,7 @@ class Bucket:
     numel: int = field(init=False)
     rule_state: Any = None
     _zeros: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
+    _all_reached: dict[int, Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sizes = [p.numel() for p in self.params]
@@ -46,6 +47,20 @@ class Bucket:
         if z is None:
             z = self._zeros[size] = torch.zeros(size, device=self.device, dtype=self.dtype)
         return z
+
+    def reached_rows(self, rows: Sequence[Sequence[Tensor | None]]) -> Tensor:
+        """``(len(rows), P)`` bool CPU mask: whether each row has a gradient for each parameter.
+
+        The all-true mask of the common case (every loss reaches every parameter) is cached;
+        callers must not modify the result.
+        """
+        if all(g is not None for row in rows for g in row):
+            mask = self._all_reached.get(len(rows))
+            if mask is None:
+                mask = torch.ones(len(rows), len(self.params), dtype=torch.bool)
+                self._all_reached[len(rows)] = mask
+            return mask
+        return torch.tensor([[g is not None for g in row] for row in rows], dtype=torch.bool)
 
     def flatten(self, tensors: Sequence[Tensor | None]) -> Tensor:
         """Concatenate one tensor per parameter (``None`` counts as zeros) into a vector."""

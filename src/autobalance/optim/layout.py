@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
 
 from autobalance.errors import HyperparameterError, LossNameError
 
@@ -33,10 +37,27 @@ class StateLayout:
     def num_states(self) -> int:
         return len(self.state_names)
 
-    @property
+    @cached_property
     def is_identity(self) -> bool:
         """Every loss owns its own state, in loss order."""
         return self.loss_to_state == tuple(range(len(self.loss_names)))
+
+    @cached_property
+    def unit_weights(self) -> bool:
+        """Every state's combine weight is 1 (the "sum" rule)."""
+        return all(w == 1.0 for w in self.weights)
+
+    @cached_property
+    def weight_vector(self) -> Tensor:
+        """The combine weights ``w_s`` as a float64 CPU vector ``(S,)``."""
+        return torch.tensor(self.weights, dtype=torch.float64)
+
+    @cached_property
+    def assignment(self) -> Tensor:
+        """``A[s, k] = 1`` where loss ``k`` belongs to state ``s`` (float64 CPU, ``S × K``)."""
+        matrix = torch.zeros(self.num_states, len(self.loss_names), dtype=torch.float64)
+        matrix[list(self.loss_to_state), list(range(len(self.loss_names)))] = 1.0
+        return matrix
 
     def to_dict(self) -> dict[str, list[str] | list[int] | list[float]]:
         return {
