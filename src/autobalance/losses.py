@@ -15,6 +15,7 @@ from autobalance.errors import LossNameError, LossValueError, NonFiniteLossError
 
 __all__ = [
     "LossDict",
+    "NamedLosses",
     "check_loss_names",
     "check_scalar_losses",
     "find_nonfinite",
@@ -23,6 +24,26 @@ __all__ = [
 ]
 
 LossDict = Mapping[str, Tensor]
+
+
+class NamedLosses(dict[str, Tensor]):
+    """Named scalar losses that also carry the pointwise terms they were reduced from.
+
+    It *is* a ``dict[str, Tensor]`` of scalar losses, so every optimizer and method accepts it;
+    methods that need per-point information (NTK weighting, residual-based attention, causal
+    weights) read :attr:`pointwise`: for each loss name, the per-point tensor ``r`` (shape
+    ``(N,)`` or ``(N, C)``) whose mean square is the loss, ``L = mean(r²)``, still attached to
+    the autograd graph.  Problems return it from ``losses(model, batch)``.
+    """
+
+    def __init__(
+        self,
+        losses: Mapping[str, Tensor] | None = None,
+        *,
+        pointwise: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        super().__init__(losses or {})
+        self.pointwise: dict[str, Tensor] = dict(pointwise or {})
 
 
 def check_scalar_losses(losses: LossDict) -> None:

@@ -23,6 +23,8 @@ class LossStats:
             order.  NaN where unknown or where either vector is zero.
         state: name of the optimizer state that owns this loss (the loss name itself unless
             losses are grouped).
+        weight: the weight the method gave this loss at this step (weighting methods; NaN
+            where the method has no per-loss weight).
     """
 
     value: float
@@ -30,6 +32,7 @@ class LossStats:
     update_norm: float = math.nan
     cosine: float = math.nan
     state: str = ""
+    weight: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class StepInfo:
     def values(self) -> dict[str, float]:
         """Loss values by name."""
         return {name: s.value for name, s in self.losses.items()}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Per-loss weights by name (NaN where the method has none)."""
+        return {name: s.weight for name, s in self.losses.items()}
 
     @property
     def total_loss(self) -> float:

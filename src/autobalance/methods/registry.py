@@ -70,7 +70,7 @@ def register(name: str, *, family: str, summary: str) -> Callable[[Factory], Fac
 
 def _ensure_builtin_methods() -> None:
     # Importing the modules runs their @register decorators.
-    from autobalance.methods import multi_state, single  # noqa: F401
+    from autobalance.methods import _builtin  # noqa: F401
 
 
 def names(family: str | None = None) -> list[str]:

@@ -5,6 +5,7 @@ Update: ``θ ← opt(∇ Σ_k L_k)`` — one backward pass of the summed loss, o
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -91,6 +92,8 @@ class SummedLoss:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict` (copied: the source's tensors are never shared)."""
+        state_dict = copy.deepcopy(state_dict)
         self._optimizer.load_state_dict(state_dict["optimizer"])
         self._names = state_dict["names"]
         self._steps = int(state_dict["steps"])

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from autobalance.losses import NamedLosses
+
 __all__ = ["Batch", "Box", "Model", "Problem", "input_columns"]
 
 #: Named point sets of one training step, e.g. ``{"residual": (N, d), "boundary": (M, d)}``.
@@ -166,8 +168,12 @@ class Problem(abc.ABC):
         """Fresh random collocation points for one step, one point set per loss term."""
 
     @abc.abstractmethod
-    def losses(self, model: Model, batch: Batch) -> dict[str, Tensor]:
-        """The named scalar loss terms at ``batch`` (ordered as :attr:`loss_names`)."""
+    def losses(self, model: Model, batch: Batch) -> NamedLosses:
+        """The named scalar loss terms at ``batch`` (ordered as :attr:`loss_names`).
+
+        Returned as :class:`~autobalance.losses.NamedLosses`: a dict of scalar losses whose
+        ``pointwise`` attribute holds, per loss, the per-point terms it is the mean square of.
+        """
 
     @abc.abstractmethod
     def reference(self, points: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from autobalance.derivatives import laplacian
 from autobalance.errors import ConfigError
+from autobalance.losses import NamedLosses
 from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
 from autobalance.problems.registry import register_problem
 
@@ -123,8 +124,15 @@ class Helmholtz(Problem):
         u = model(torch.cat([x, y], dim=1))
         return laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
 
-    def losses(self, model: Model, batch: Batch) -> dict[str, Tensor]:
-        """``{"residual": mean (Δu + k²u − q)², "boundary": mean u²}``, separate forward passes."""
+    def losses(self, model: Model, batch: Batch) -> NamedLosses:
+        """``{"residual": mean (Δu + k²u − q)², "boundary": mean u²}``, separate forward passes.
+
+        The pointwise terms (``Δu + k²u − q`` and ``u`` on the boundary) ride along in
+        :attr:`~autobalance.losses.NamedLosses.pointwise`.
+        """
         residual = self.pde_residual(model, batch["residual"])
         boundary_u = model(batch["boundary"])
-        return {"residual": residual.pow(2).mean(), "boundary": boundary_u.pow(2).mean()}
+        pointwise = {"residual": residual, "boundary": boundary_u}
+        return NamedLosses(
+            {name: r.pow(2).mean() for name, r in pointwise.items()}, pointwise=pointwise
+        )
