@@ -132,9 +132,12 @@ def test_checkpoint_loads_with_weights_only(adam_run: tuple[Path, dict[str, Any]
 
 @pytest.mark.parametrize("method", methods.names())
 def test_every_method_checkpoints_with_weights_only(method: str, tmp_path: Path) -> None:
-    train(small_config(method=method, steps=5, eval_every=5), tmp_path, progress=False)
+    example = dict(methods.spec(method).example_params)
+    config = small_config(method=method, steps=5, eval_every=5, method_params=example)
+    train(config, tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    balancer = methods.create(method, nets.create("mlp", 2, 1, width=20, depth=2).parameters())
+    net = nets.create("mlp", 2, 1, width=20, depth=2)
+    balancer = methods.create(method, net.parameters(), **example)
     balancer.load_state_dict(ckpt["balancer"])
 
 

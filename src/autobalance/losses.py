@@ -29,11 +29,18 @@ LossDict = Mapping[str, Tensor]
 class NamedLosses(dict[str, Tensor]):
     """Named scalar losses that also carry the pointwise terms they were reduced from.
 
-    It *is* a ``dict[str, Tensor]`` of scalar losses, so every optimizer and method accepts it;
-    methods that need per-point information (NTK weighting, residual-based attention, causal
-    weights) read :attr:`pointwise`: for each loss name, the per-point tensor ``r`` (shape
-    ``(N,)`` or ``(N, C)``) whose mean square is the loss, ``L = mean(r²)``, still attached to
-    the autograd graph.  Problems return it from ``losses(model, batch)``.
+    It *is* a ``dict[str, Tensor]`` of scalar losses, so every optimizer and method accepts it.
+    Methods and PINN variants that need per-point information (NTK weighting, residual-based
+    attention, causal weights, gPINN) read the optional extras, each keyed by loss name:
+
+    * :attr:`pointwise`: the per-point tensor ``r`` (``(N,)`` or ``(N, C)``) whose mean square
+      is the loss, ``L = mean(r²)``, still attached to the autograd graph;
+    * :attr:`points`: the ``(N, d)`` points ``r`` was evaluated at (detached);
+    * :attr:`coords`: the ``d`` input column leaves ``(N, 1)`` (``requires_grad``) that ``r`` was
+      computed from, for terms whose derivatives with respect to the inputs are needed (PDE
+      residuals); see :func:`autobalance.problems.base.input_columns`.
+
+    Problems return it from ``losses(model, batch)``.
     """
 
     def __init__(
@@ -41,9 +48,13 @@ class NamedLosses(dict[str, Tensor]):
         losses: Mapping[str, Tensor] | None = None,
         *,
         pointwise: Mapping[str, Tensor] | None = None,
+        points: Mapping[str, Tensor] | None = None,
+        coords: Mapping[str, Sequence[Tensor]] | None = None,
     ) -> None:
         super().__init__(losses or {})
         self.pointwise: dict[str, Tensor] = dict(pointwise or {})
+        self.points: dict[str, Tensor] = dict(points or {})
+        self.coords: dict[str, list[Tensor]] = {k: list(v) for k, v in (coords or {}).items()}
 
 
 def check_scalar_losses(losses: LossDict) -> None:

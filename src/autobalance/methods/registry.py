@@ -9,8 +9,8 @@ Methods register themselves with :func:`register`; there is no dispatch on metho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -45,24 +45,42 @@ Factory = Callable[..., Balancer]
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its name, family, one-line summary and factory."""
+    """A registered method: its name, family, one-line summary and factory.
+
+    ``example_params``: hyperparameters that make the method runnable on a problem with the
+    losses ``"residual"`` and ``"boundary"`` when it has required ones (e.g. fixed weights);
+    used by the tests that run every method and by ``autobalance list``.
+    """
 
     name: str
     family: str
     summary: str
     factory: Factory
+    example_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, family: str, summary: str) -> Callable[[Factory], Factory]:
+def register(
+    name: str,
+    *,
+    family: str,
+    summary: str,
+    example_params: Mapping[str, Any] | None = None,
+) -> Callable[[Factory], Factory]:
     """Register ``factory(params, **kwargs) -> Balancer`` under ``name``."""
 
     def decorate(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = MethodSpec(name=name, family=family, summary=summary, factory=factory)
+        _REGISTRY[name] = MethodSpec(
+            name=name,
+            family=family,
+            summary=summary,
+            factory=factory,
+            example_params=dict(example_params or {}),
+        )
         return factory
 
     return decorate

@@ -120,19 +120,26 @@ class Helmholtz(Problem):
 
     def pde_residual(self, model: Model, points: Tensor) -> Tensor:
         """Pointwise residual ``Δu + k²u − q`` at ``points``, shape ``(N, 1)``."""
+        return self._residual(model, points)[0]
+
+    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         x, y = input_columns(points)
         u = model(torch.cat([x, y], dim=1))
-        return laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
+        residual = laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
+        return residual, [x, y]
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual": mean (Δu + k²u − q)², "boundary": mean u²}``, separate forward passes.
 
-        The pointwise terms (``Δu + k²u − q`` and ``u`` on the boundary) ride along in
-        :attr:`~autobalance.losses.NamedLosses.pointwise`.
+        The pointwise terms (``Δu + k²u − q`` and ``u`` on the boundary), their points and the
+        residual's input columns ride along in the :class:`~autobalance.losses.NamedLosses`.
         """
-        residual = self.pde_residual(model, batch["residual"])
+        residual, coords = self._residual(model, batch["residual"])
         boundary_u = model(batch["boundary"])
         pointwise = {"residual": residual, "boundary": boundary_u}
         return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()}, pointwise=pointwise
+            {name: r.pow(2).mean() for name, r in pointwise.items()},
+            pointwise=pointwise,
+            points={name: batch[name] for name in pointwise},
+            coords={"residual": coords},
         )

@@ -32,7 +32,12 @@ class EqualWeights(WeightingMethod):
         return [1.0] * len(ctx.names)
 
 
-@register("fixed", family="weighting", summary="Fixed user-given weights: ∇ Σ_k w_k L_k.")
+@register(
+    "fixed",
+    family="weighting",
+    summary="Fixed user-given weights: ∇ Σ_k w_k L_k.",
+    example_params={"weights": {"residual": 1.0, "boundary": 10.0}},
+)
 class FixedWeights(WeightingMethod):
     """Fixed weights ``w_k`` given by name: ``g = ∇ Σ_k w_k L_k``.
 
