@@ -54,6 +54,7 @@ from autobalance.step_info import LossStats, StepInfo
 __all__ = ["AutoBalance"]
 
 GradLists = Mapping[str, Sequence[Tensor | None]]
+GroupsArg = Groups | Callable[[list[str]], Groups] | None
 _STATE_DICT_KEY = "autobalance"
 _NATIVE_BASES = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -71,7 +72,8 @@ class AutoBalance(torch.optim.Optimizer):
             fixed weight.
         groups: optional mapping from a group name to loss names that share one state
             (MultiAdam-style grouping; also caps memory with many losses).  Losses not listed
-            keep a state of their own, named after the loss.
+            keep a state of their own, named after the loss.  May also be a callable that
+            receives the loss names of the first step and returns such a mapping.
         nonfinite: "raise" (default) raises :class:`~autobalance.errors.NonFiniteLossError`
             naming the loss and the step when a loss or its gradient is NaN/Inf; "skip" leaves
             parameters and states untouched and returns an info with ``skipped=True``.
@@ -91,14 +93,15 @@ class AutoBalance(torch.optim.Optimizer):
         base: type[torch.optim.Optimizer] | str = torch.optim.AdamW,
         *,
         combine: Combine = "sum",
-        groups: Groups | None = None,
+        groups: GroupsArg = None,
         nonfinite: str = "raise",
         retain_graph: bool | None = None,
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
         check_combine(combine)
-        check_groups(groups)
+        if not callable(groups):
+            check_groups(groups)
         if nonfinite not in ("raise", "skip"):
             raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         if retain_graph not in (None, True, False):
@@ -107,7 +110,11 @@ class AutoBalance(torch.optim.Optimizer):
             )
         self._base = base_cls
         self._combine = combine
-        self._groups = {k: list(v) for k, v in groups.items()} if groups is not None else None
+        self._groups: GroupsArg = (
+            groups
+            if callable(groups) or groups is None
+            else {k: list(v) for k, v in groups.items()}
+        )
         self._nonfinite = nonfinite
         self._retain_graph = retain_graph
         self._layout: StateLayout | None = None
@@ -386,9 +393,17 @@ class AutoBalance(torch.optim.Optimizer):
 
     def _layout_for(self, names: list[str], step_no: int) -> StateLayout:
         if self._layout is None:
-            return resolve_layout(names, self._groups, self._combine)
+            return resolve_layout(names, self._groups_for(names), self._combine)
         check_loss_names(names, self._layout.loss_names, step=step_no)
         return self._layout
+
+    def _groups_for(self, names: Sequence[str]) -> Groups | None:
+        """The groups mapping, calling a callable ``groups`` with the loss names."""
+        if not callable(self._groups):
+            return self._groups
+        groups = self._groups(list(names))
+        check_groups(groups)
+        return groups
 
     @staticmethod
     def _checked_grads(
@@ -451,7 +466,9 @@ class AutoBalance(torch.optim.Optimizer):
         if saved is None:
             self._layout = None
             return
-        layout = resolve_layout(saved["loss_names"], self._groups, self._combine)
+        layout = resolve_layout(
+            saved["loss_names"], self._groups_for(saved["loss_names"]), self._combine
+        )
         if layout.to_dict() != saved:
             raise AutoBalanceError(
                 f"the state dict was saved with states {saved['state_names']} (weights "

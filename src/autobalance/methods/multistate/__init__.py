@@ -1,3 +1,5 @@
 """Multi-state baselines: per-loss optimizer states, combined after preconditioning."""
 
-__all__: list[str] = []
+from autobalance.methods.multistate import mtadam, multiadam
+
+__all__ = ["mtadam", "multiadam"]

@@ -1,0 +1,270 @@
+"""MTAdam (Malkiel & Wolf 2020): per-term Adam moments on layer-wise rescaled gradients.
+
+I. Malkiel, L. Wolf, "MTAdam: Automatic Balancing of Multiple Training Loss Terms",
+arXiv:2006.14683, Alg. 1.  For every parameter tensor ``p`` (the paper's "layer") and every loss
+term ``i`` (term 0 is the anchor)::
+
+    g_i = ∇_p L_i
+    n_i ← ‖g_i‖ at the first step, then  n_i ← β3 n_i + (1 − β3) ‖g_i‖      (norm EMA)
+    g̃_i = r_i · (n_a / n_i) · g_i          a = the first term with n_a > 1e-10 (the anchor)
+    m_i ← β1 m_i + (1 − β1) g̃_i            v_i ← β2 v_i + (1 − β2) g̃_i²
+    d_i = sqrt(v_i) / sqrt(1 − β2^t) + ε
+    p   ← p − lr / (1 − β1^t) · Σ_i m_i / max_j d_j          (a shared max denominator)
+
+``r_i`` are optional per-term weights ("ranks", default 1); ``(β1, β2, β3) = (0.9, 0.999, 0.9)``.
+Weight decay is coupled L2 (``g̃_i += λ p``), as in the reference implementation.
+
+Deliberate deviations, both for well-definedness: the anchor norm is taken after every term's
+norm EMA of this step has been updated (the reference implementation updates them term by term,
+so a later term's anchor may read a stale norm); a term that does not reach ``p`` (gradient
+``None``) neither updates its moments nor enters the sum or the max for ``p``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import AutoBalanceError, HyperparameterError
+from autobalance.losses import (
+    LossDict,
+    check_loss_names,
+    check_scalar_losses,
+    find_nonfinite,
+    loss_values,
+    nonfinite_error,
+)
+from autobalance.methods.base import check_in_range, check_positive
+from autobalance.methods.registry import register
+from autobalance.optim.gradients import per_loss_gradients
+from autobalance.step_info import LossStats, StepInfo
+
+__all__ = ["MTAdam"]
+
+_NORM_FLOOR = 1e-10
+
+
+class MTAdam(torch.optim.Optimizer):
+    """MTAdam as a ``torch.optim.Optimizer`` whose ``step`` takes the named losses.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (1e-3).
+        betas: ``(β1, β2, β3)``: moment, second-moment and gradient-norm EMA factors.
+        eps: ``ε`` (1e-8).
+        weight_decay: coupled L2 penalty (0).
+        ranks: optional mapping loss name → weight ``r_i`` (default 1 for every loss).
+        nonfinite: "raise" (default) or "skip" on NaN/Inf losses or gradients.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        ranks: Mapping[str, float] | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        check_positive("lr", lr)
+        check_positive("eps", eps, allow_zero=True)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
+        if not isinstance(betas, tuple | list) or len(betas) != 3:
+            raise HyperparameterError(f"mtadam: betas must be (β1, β2, β3), got {betas!r}")
+        for k, b in enumerate(betas):
+            check_in_range(f"betas[{k}]", b, 0.0, 1.0, closed="[)")
+        if nonfinite not in ("raise", "skip"):
+            raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self._ranks = (
+            {str(k): check_positive(f"rank of {k!r}", v, allow_zero=True) for k, v in ranks.items()}
+            if ranks is not None
+            else None
+        )
+        self._nonfinite = nonfinite
+        self._names: list[str] | None = None
+        self._steps = 0
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Itself (the Balancer protocol: schedulers act on its ``param_groups``)."""
+        return self
+
+    def _rank_vector(self, names: list[str]) -> list[float]:
+        if self._ranks is None:
+            return [1.0] * len(names)
+        missing = [n for n in names if n not in self._ranks]
+        if missing:
+            raise HyperparameterError(f"mtadam: ranks give no weight for losses {missing}")
+        return [self._ranks[n] for n in names]
+
+    def step(self, losses: LossDict) -> StepInfo:  # type: ignore[override]
+        """Back-propagate each loss, rescale, update the per-term moments, apply the update."""
+        check_scalar_losses(losses)
+        step_no = self._steps + 1
+        names = list(losses) if self._names is None else self._names
+        if self._names is not None:
+            check_loss_names(list(losses), self._names, step=step_no)
+        ranks = self._rank_vector(names)
+        values = loss_values({n: losses[n] for n in names})
+        bad = find_nonfinite(values)
+        if bad is not None:
+            return self._skip(names, values, bad, values[bad], step_no, "loss")
+        params = [p for g in self.param_groups for p in g["params"]]
+        grads = per_loss_gradients(names, [losses[n] for n in names], params)
+        grad_sq = [
+            math.fsum(float(g.double().square().sum()) for g in row if g is not None)
+            for row in grads
+        ]
+        for name, sq in zip(names, grad_sq, strict=True):
+            if not math.isfinite(sq):
+                return self._skip(names, values, name, sq, step_no, "gradient of loss")
+        self._names = names
+        update_sq = [0.0] * len(names)
+        dots = [0.0] * len(names)
+        delta_sq = 0.0
+        index = 0
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    column = [grads[k][index] for k in range(len(names))]
+                    index += 1
+                    stats = self._update_param(p, column, ranks, group)
+                    if stats is None:
+                        continue
+                    term_updates, delta = stats
+                    for k, u in term_updates.items():
+                        update_sq[k] += float(u.double().square().sum())
+                    for k, g in enumerate(column):
+                        if g is not None:
+                            dots[k] += float((g.double() * delta.double()).sum())
+                    delta_sq += float(delta.double().square().sum())
+        self._steps = step_no
+        delta_norm = math.sqrt(delta_sq)
+        return StepInfo(
+            step=step_no,
+            losses={
+                n: LossStats(
+                    value=values[n],
+                    grad_norm=math.sqrt(grad_sq[k]),
+                    update_norm=math.sqrt(update_sq[k]),
+                    cosine=(
+                        dots[k] / (math.sqrt(grad_sq[k]) * delta_norm)
+                        if grad_sq[k] > 0 and delta_norm > 0
+                        else math.nan
+                    ),
+                    state=n,
+                    weight=ranks[k],
+                )
+                for k, n in enumerate(names)
+            },
+            update_norm=delta_norm,
+            backward_passes=len(names),
+            needs_grad_matrix=True,
+        )
+
+    def _update_param(
+        self,
+        p: Tensor,
+        column: list[Tensor | None],
+        ranks: list[float],
+        group: dict[str, Any],
+    ) -> tuple[dict[int, Tensor], Tensor] | None:
+        """Update the per-term states of ``p``; return each term's update and their sum."""
+        reached = [k for k, g in enumerate(column) if g is not None]
+        if not reached:
+            return None
+        num_terms = len(column)
+        beta1, beta2, beta3 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros(num_terms, *p.shape, dtype=p.dtype, device=p.device)
+            state["exp_avg_sq"] = torch.zeros_like(state["exp_avg"])
+            # NaN: the term has not reached p yet (its first norm initialises the EMA).
+            state["norm_ema"] = torch.full((num_terms,), math.nan, dtype=p.dtype, device="cpu")
+        state["step"] += 1
+        t = float(state["step"])
+        norms = state["norm_ema"]
+        for k in reached:
+            g = column[k]
+            assert g is not None
+            norm = float(g.double().norm())
+            previous = float(norms[k])
+            norms[k] = norm if math.isnan(previous) else beta3 * previous + (1 - beta3) * norm
+        norm_list = norms.tolist()
+        anchor = next((k for k in range(num_terms) if norm_list[k] > _NORM_FLOOR), None)
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        step_size = group["lr"] / bc1
+        numerators: dict[int, Tensor] = {}
+        denominator: Tensor | None = None
+        for k in reached:
+            g = column[k]
+            assert g is not None
+            if anchor is not None and norm_list[k] > _NORM_FLOOR:
+                g = g * (ranks[k] * norm_list[anchor] / norm_list[k])
+            if group["weight_decay"] != 0:
+                g = g.add(p, alpha=group["weight_decay"])
+            m, v = state["exp_avg"][k], state["exp_avg_sq"][k]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            d = v.sqrt().div_(math.sqrt(bc2)).add_(group["eps"])
+            denominator = d if denominator is None else torch.maximum(denominator, d)
+            numerators[k] = m
+        assert denominator is not None
+        term_updates = {k: m.mul(step_size).div_(denominator) for k, m in numerators.items()}
+        delta = torch.stack(list(term_updates.values())).sum(dim=0)
+        p.sub_(delta)
+        return term_updates, delta
+
+    def _skip(
+        self,
+        names: list[str],
+        values: dict[str, float],
+        bad: str,
+        value: float,
+        step_no: int,
+        what: str,
+    ) -> StepInfo:
+        if self._nonfinite == "raise":
+            raise nonfinite_error(bad, value, step=step_no, what=what)
+        return StepInfo(
+            step=self._steps,
+            losses={n: LossStats(value=values[n], state=n) for n in names},
+            skipped=True,
+            reason=f"{what} {bad!r} is {value} at step {step_no}",
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["mtadam"] = {"names": self._names, "steps": self._steps}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        meta = state_dict.get("mtadam")
+        if meta is None:
+            raise AutoBalanceError("this state dict was not made by MTAdam.state_dict()")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "mtadam"})
+        for state in self.state.values():  # the torch loader may alias the source's tensors
+            for key, value in list(state.items()):
+                if isinstance(value, Tensor):
+                    state[key] = value.clone()
+            state["norm_ema"] = state["norm_ema"].cpu()
+        self._names = None if meta["names"] is None else list(meta["names"])
+        self._steps = int(meta["steps"])
+
+
+@register(
+    "mtadam",
+    family="multi-state",
+    summary="MTAdam: per-term Adam moments on layer-wise norm-rescaled gradients.",
+)
+def _mtadam(params: Any, **kwargs: Any) -> MTAdam:
+    return MTAdam(params, **kwargs)
