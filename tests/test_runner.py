@@ -103,7 +103,7 @@ def test_metrics_and_tables(adam_run: tuple[Path, dict[str, Any]]) -> None:
     assert float(history[-1]["lr"]) < float(history[0]["lr"])  # the exponential decay
     config = RunConfig.from_json(out / "config.json")
     assert config.problem_params["k"] == 1.0  # defaults are recorded
-    assert config.net_params == {"width": 20, "depth": 2}
+    assert config.net_params["width"] == 20 and config.net_params["depth"] == 2
 
 
 def test_training_reduces_the_error(adam_run: tuple[Path, dict[str, Any]]) -> None:

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autobalance.cli import diagnose as _diagnose
+from autobalance.cli.bench import add_bench_command, cmd_bench
+from autobalance.cli.compare import add_compare_command, cmd_compare
+from autobalance.cli.report import add_report_command, cmd_report
+
 __all__ = ["GLIBC_TUNABLES", "build_parser", "main", "parse_assignments"]
 
 #: glibc's default malloc thresholds make every PINN step page-fault on the autograd buffers it
@@ -83,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train one PINN on one problem with one method")
-    run.add_argument("problem", help="problem name (see `autobalance list`)")
+    run.add_argument(
+        "problem", nargs="?", help="problem name (see `autobalance list`); optional with --config"
+    )
     run.add_argument(
         "--method", default="autobalance", help="balancing method (default: %(default)s)"
     )
@@ -127,14 +134,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in --out from its checkpoint (its config.json; --steps may grow)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run configuration file (TOML, YAML or JSON); flags given override it",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="DOTTED.KEY=VALUE",
+        help="set a configuration key last, e.g. method_params.base=adam (repeatable)",
+    )
 
     sub.add_parser("list", help="list problems, networks and methods")
+    _diagnose.add_parser(sub)
+    add_report_command(sub)
+    add_compare_command(sub)
+    add_bench_command(sub)
     return parser
 
 
+#: ``run`` flags and the configuration keys they set when combined with --config / --set.
+_RUN_FLAG_KEYS = {
+    **{k: k for k in ("problem", "method", "net", "lr", "lr_decay", "lr_decay_steps", "steps")},
+    **{k: k for k in ("seed", "device", "dtype", "eval_every", "log_every", "checkpoint_every")},
+    "base": "method_params.base",
+    "weight_decay": "method_params.weight_decay",
+    "width": "net_params.width",
+    "depth": "net_params.depth",
+}
+
+
+def _config_from_file_args(args: argparse.Namespace) -> tuple[Any, Path]:
+    """``run --config FILE`` / ``--set``: the file, then the flags given, then ``--set``."""
+    import json
+
+    from autobalance.experiments.config_files import config_from_dict, load_mapping
+
+    defaults = build_parser().parse_args(["run", "-"])
+    items = [
+        f"{key}={json.dumps(getattr(args, dest))}"
+        for dest, key in _RUN_FLAG_KEYS.items()
+        if getattr(args, dest) is not None and getattr(args, dest) != getattr(defaults, dest)
+    ]
+    for dest, prefix in (
+        ("param", "problem_params"),
+        ("net_param", "net_params"),
+        ("method_param", "method_params"),
+    ):
+        items += [f"{prefix}.{item}" for item in getattr(args, dest) or ()]
+    data = load_mapping(args.config) if args.config else {}
+    config = config_from_dict(data, [*items, *(args.set or ())])
+    return config, Path(args.out or f"runs/{config.problem}-{config.method}-seed{config.seed}")
+
+
 def _config_from_args(args: argparse.Namespace) -> tuple[Any, Path]:
+    from autobalance.errors import ConfigError
     from autobalance.experiments.config import RunConfig
 
+    if (args.config or args.set) and not args.resume:
+        return _config_from_file_args(args)
+    if args.problem is None and not (args.resume and args.out):
+        raise ConfigError("give a PROBLEM, or --config FILE")
     out = Path(args.out or f"runs/{args.problem}-{args.method}-seed{args.seed}")
     if args.resume:
         config = RunConfig.from_json(out / "config.json")
@@ -225,7 +286,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "list": _cmd_list}
+_COMMANDS = {"run": _cmd_run, "list": _cmd_list, "diagnose": _diagnose.run}
+_COMMANDS["report"] = cmd_report
+_COMMANDS["compare"] = cmd_compare
+_COMMANDS["bench"] = cmd_bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from autobalance.errors import ConfigError, unknown_name_message
+from autobalance.errors import ConfigError, UnknownNameError, unknown_name_message
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -84,6 +84,16 @@ class RunConfig:
         eval_every: steps between evaluations on the held-out grid (also at steps 0 and last).
         log_every: steps between rows of the loss history (also at steps 1 and last).
         checkpoint_every: steps between checkpoints (also at the last step); 0: only at the end.
+        sampler: how the problem draws its collocation points: ``"uniform"`` (default),
+            ``"lhs"``, ``"grid"`` or ``"sobol"`` (:mod:`autobalance.problems.sampling`).
+        resample_every: draw fresh points every this many steps (at steps 0, N, 2N, ...);
+            1 (default): every step; 0: once, fixed for the whole run.
+        variants: PINN variants applied in order, each ``{"name": ..., **params}`` (e.g.
+            ``[{"name": "rba"}, {"name": "gpinn", "weight": 0.1}]``, see
+            :mod:`autobalance.variants`); none by default.
+        budget: ``None`` (default: ``steps`` steps) or ``{"kind": "steps"|"backward"|"time",
+            "value": N}``, a cost limit for equal-budget comparisons (``steps`` stays an upper
+            bound; :mod:`autobalance.experiments.budget`).
     """
 
     problem: str = "helmholtz"
@@ -102,6 +112,10 @@ class RunConfig:
     eval_every: int = 500
     log_every: int = 10
     checkpoint_every: int = 5000
+    sampler: str = "uniform"
+    resample_every: int = 1
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on values that cannot work."""
@@ -113,13 +127,37 @@ class RunConfig:
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (
+                self.resample_every >= 0,
+                "resample_every must be >= 0 (1: fresh points every step, 0: fixed points)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid run configuration: {message}")
+        if not isinstance(self.variants, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("name"), str) for v in self.variants
+        ):
+            raise ConfigError(
+                "invalid run configuration: variants must be a list of {'name': ..., **params}"
+            )
         if "lr" in self.method_params:
             raise ConfigError("give the learning rate as RunConfig.lr, not in method_params")
         resolve_dtype(self.dtype)
+        if self.budget is not None and not isinstance(self.budget, dict):
+            raise ConfigError(
+                f"invalid run configuration: budget must be {{'kind': ..., 'value': ...}} or "
+                f"None, got {self.budget!r}"
+            )
+        from autobalance.experiments.budget import Budget
+
+        Budget.from_spec(self.budget)
+        from autobalance.problems.sampling import get_sampler  # the problems package imports us
+
+        try:
+            get_sampler(self.sampler)
+        except UnknownNameError as exc:
+            raise ConfigError(f"invalid run configuration: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

@@ -2,7 +2,7 @@
 
 Each step::
 
-    batch = problem.sample(generator, device, dtype)      # fresh collocation points
+    batch = problem.sample(generator, device, dtype)      # fresh points (every resample_every)
     losses = problem.losses(model, batch)                  # {"residual": ..., "boundary": ...}
     info = balancer.step(losses)                           # StepInfo
     scheduler.step()                                       # lr(t) = lr · decay^(t / decay_steps)
@@ -12,7 +12,8 @@ Output directory (every file written atomically):
 * ``config.json``: the :class:`RunConfig`, with every default filled in;
 * ``history.csv``: every ``log_every`` steps, the learning rate, each loss and, where the method
   reports them, each loss's gradient norm, update norm and cosine with the update;
-* ``eval.csv``: relative L2, MSE and L∞ errors on the held-out grid vs step and training time;
+* ``eval.csv``: relative L2, MSE and L∞ errors on the held-out grid vs step and training time,
+  plus the problem's ``extra_errors`` (per output column when there are several, unknowns);
 * ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
 * ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
   ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
@@ -39,8 +40,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from autobalance import methods, nets, problems
+from autobalance import methods, nets, problems, variants
 from autobalance.errors import ConfigError, NonFiniteLossError
+from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
 from autobalance.experiments.io import write_csv, write_json, write_torch
 from autobalance.experiments.plots import plot_solution
@@ -99,11 +101,12 @@ class _Progress:
     final_losses: dict[str, float] = field(default_factory=dict)
 
 
-def _create_balancer(config: RunConfig, model: nn.Module) -> Balancer:
+def _create_balancer(
+    config: RunConfig, model: nn.Module, unknowns: Mapping[str, nn.Parameter]
+) -> Balancer:
+    params = [*model.parameters(), *unknowns.values()]
     try:
-        return methods.create(
-            config.method, model.parameters(), lr=config.lr, **config.method_params
-        )
+        return methods.create(config.method, params, lr=config.lr, **config.method_params)
     except TypeError as exc:
         given = ", ".join(sorted(config.method_params)) or "none"
         raise ConfigError(
@@ -148,20 +151,40 @@ class _Run:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         self.problem: Problem = problems.create(config.problem, **config.problem_params)
+        self.problem.use_sampler(config.sampler)
         net_params = nets.parameters(config.net)
         net_params.update(config.net_params)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)  # the network's initialisation
         model = nets.create(
-            config.net, self.problem.in_dim, self.problem.out_dim, **config.net_params
+            config.net,
+            self.problem.in_dim,
+            self.problem.out_dim,
+            input_names=self.problem.input_names,
+            **config.net_params,
         )
-        self.model = model.to(device=self.device, dtype=self.dtype)
+        # Variants (hard constraints, RBA, causal, gPINN, ...) may wrap the network.
+        self.variants = variants.from_specs(config.variants)
+        self.model = self.variants.setup(
+            self.problem, model.to(device=self.device, dtype=self.dtype)
+        )
         # Record every default, so that config.json alone reproduces the run.
         self.config = RunConfig.from_dict(
-            {**config.to_dict(), "problem_params": self.problem.params, "net_params": net_params}
+            {
+                **config.to_dict(),
+                "problem_params": self.problem.params,
+                "net_params": net_params,
+                "variants": variants.resolve_specs(config.variants),
+            }
         )
-        self.balancer = _create_balancer(self.config, self.model)
+        # The problem's own trainable parameters (inverse problems), moved in place.
+        self.unknowns = self.problem.unknowns()
+        for param in self.unknowns.values():
+            param.data = param.data.to(device=self.device, dtype=self.dtype)
+        self.balancer = _create_balancer(
+            self.config, self.model, {**self.unknowns, **self.variants.named_parameters()}
+        )
         decay = partial(_exp_decay, rate=config.lr_decay, every=config.lr_decay_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.balancer.optimizer, decay)
         self.generator = torch.Generator(device=self.device)
@@ -169,6 +192,15 @@ class _Run:
         self.eval_points = self.problem.evaluation_points(self.device, self.dtype)
         self.eval_reference = self.problem.reference(self.eval_points)
         self.progress = _Progress()
+        #: The current point sets; redrawn every ``resample_every`` steps (0: drawn once).
+        self.batch: dict[str, Tensor] | None = None
+
+    def next_batch(self) -> dict[str, Tensor]:
+        """The points of the coming step: fresh at steps 0, N, 2N, ... (N = resample_every)."""
+        every = self.config.resample_every
+        if self.batch is None or (every and self.progress.step % every == 0):
+            self.batch = self.problem.sample(self.generator, self.device, self.dtype)
+        return self.batch
 
     # ----------------------------------------------------------------------------------- state
     def checkpoint(self) -> dict[str, Any]:
@@ -194,12 +226,23 @@ class _Run:
             "final_losses": dict(p.final_losses),
             "history": list(p.history),
             "evals": list(p.evals),
+            "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
+            "variants": self.variants.state_dict(),
+            # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
+            "batch": (
+                {k: v.detach().clone() for k, v in self.batch.items()}
+                if self.batch is not None and self.config.resample_every != 1
+                else None
+            ),
         }
 
     def restore(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
-        saved = {k: v for k, v in ckpt["config"].items() if k != "steps"}
+        # Fill in keys added since the checkpoint was written with their defaults.
+        saved = {
+            k: v for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items() if k != "steps"
+        }
         mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
         differ = sorted(k for k in mine if saved.get(k) != mine[k])
         if differ:
@@ -208,6 +251,15 @@ class _Run:
                 f"({', '.join(differ)}); only 'steps' may change"
             )
         self.model.load_state_dict(ckpt["model"])
+        with torch.no_grad():
+            for name, value in ckpt.get("unknowns", {}).items():
+                self.unknowns[name].copy_(value)
+        if ckpt.get("batch") is not None:
+            self.batch = {
+                k: v.to(device=self.device, dtype=self.dtype) for k, v in ckpt["batch"].items()
+            }
+        if "variants" in ckpt:
+            self.variants.load_state_dict(ckpt["variants"])
         self.balancer.load_state_dict(ckpt["balancer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -236,7 +288,9 @@ class _Run:
             self.model.train(was_training)
 
     def evaluate(self) -> dict[str, float]:
-        errs = errors(self.predict(), self.eval_reference)
+        prediction = self.predict()
+        errs = errors(prediction, self.eval_reference)
+        errs.update(self.problem.extra_errors(prediction, self.eval_reference))
         p = self.progress
         if p.evals and p.evals[-1]["step"] == p.step:
             p.evals.pop()
@@ -247,7 +301,9 @@ class _Run:
     def write_tables(self) -> None:
         p = self.progress
         write_csv(self.out / "history.csv", _history_columns(p.history, p.loss_names), p.history)
-        write_csv(self.out / "eval.csv", ["step", "wall_s", "rel_l2", "mse", "linf"], p.evals)
+        columns = ["step", "wall_s", "rel_l2", "mse", "linf"]
+        columns += [k for k in (p.evals[-1] if p.evals else {}) if k not in columns]
+        write_csv(self.out / "eval.csv", columns, p.evals)
 
     def write_checkpoint(self) -> None:
         self.write_tables()
@@ -272,6 +328,7 @@ class _Run:
             "net": c.net,
             "method": c.method,
             "method_params": dict(c.method_params),
+            "variants": [v["name"] for v in c.variants],
             "lr": c.lr,
             "seed": c.seed,
             "device": str(self.device),
@@ -282,6 +339,11 @@ class _Run:
             "mse": final.get("mse", math.nan),
             "linf": final.get("linf", math.nan),
             "initial": {k: initial.get(k, math.nan) for k in ("rel_l2", "mse", "linf")},
+            **{
+                k: v
+                for k, v in final.items()
+                if k not in ("step", "wall_s", "rel_l2", "mse", "linf")
+            },
             "wall_s": p.wall_s,
             "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
             "elapsed_s": elapsed_s,
@@ -350,6 +412,11 @@ def train(
         # device in their load_state_dict (as torch.optim optimizers do).
         run.restore(torch.load(path, map_location="cpu", weights_only=True))
     cfg, p = run.config, run.progress
+    budget = Budget.from_spec(cfg.budget)  # None: run `steps` steps
+
+    def out_of_budget() -> bool:
+        return budget is not None and budget.exhausted(p.step, p.backward_passes, p.wall_s)
+
     write_json(out / "config.json", cfg.to_dict())
     if not p.evals:
         run.evaluate()
@@ -358,16 +425,18 @@ def train(
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     try:
-        while p.step < cfg.steps:
+        while p.step < cfg.steps and not out_of_budget():
             lr = run.balancer.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
-            batch = run.problem.sample(run.generator, run.device, run.dtype)
+            batch = run.variants.transform_batch(run.next_batch(), p.step + 1)
             losses = run.problem.losses(run.model, batch)
+            losses = run.variants.transform_losses(losses, p.step + 1)
             try:
                 info = run.balancer.step(losses)
             except NonFiniteLossError as exc:
                 failure = {"step": p.step + 1, "loss": exc.loss, "message": str(exc)}
                 break
+            run.variants.after_step(p.step + 1)
             run.scheduler.step()
             p.wall_s += time.perf_counter() - tic  # StepInfo's floats already synchronised
             p.step += 1
@@ -378,7 +447,7 @@ def train(
                 p.loss_names = list(info.losses)
             if callback is not None:
                 callback(info)
-            last = p.step == cfg.steps
+            last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
                 p.history.append(_history_row(info, lr) | {"step": p.step})
                 bar.set_postfix_str(
@@ -400,5 +469,7 @@ def train(
     metrics = run.metrics("failed" if failure else "ok", time.perf_counter() - started)
     if failure is not None:
         metrics["error"] = failure
+    if budget is not None:
+        metrics["budget"] = budget.to_spec()
     write_json(out / "metrics.json", metrics)
     return metrics

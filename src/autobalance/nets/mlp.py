@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
 from autobalance.errors import ConfigError
+from autobalance.nets.embedding import make_embedding
 from autobalance.nets.registry import register_net
+from autobalance.nets.rwf import factorize
 
 __all__ = ["MLP"]
 
@@ -26,16 +29,43 @@ class MLP(nn.Module):
         out_dim: number of outputs.
         width: units per hidden layer.
         depth: number of hidden layers (``depth + 1`` linear layers in all).
+        fourier_features, fourier_sigma, periodic: input embedding applied before the first
+            layer (see :mod:`autobalance.nets.embedding`); none by default.
+        rwf, rwf_mu, rwf_sigma: random weight factorisation of every linear layer
+            (:mod:`autobalance.nets.rwf`); off by default.
+        input_names: the problem's input names, to give ``periodic`` by name (passed by
+            :func:`~autobalance.nets.registry.create`, not a configurable parameter).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, width: int = 50, depth: int = 4) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        width: int = 50,
+        depth: int = 4,
+        fourier_features: int = 0,
+        fourier_sigma: float = 1.0,
+        periodic: Mapping[str | int, float] | None = None,
+        rwf: bool = False,
+        rwf_mu: float = 1.0,
+        rwf_sigma: float = 0.1,
+        *,
+        input_names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         for key, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
             if value < 1:
                 raise ConfigError(f"network 'mlp': {key!r} must be >= 1, got {value}")
         if depth < 0:
             raise ConfigError(f"network 'mlp': 'depth' must be >= 0, got {depth}")
-        sizes = [in_dim, *([width] * depth), out_dim]
+        self.embedding, embed_dim = make_embedding(
+            in_dim,
+            fourier_features=fourier_features,
+            fourier_sigma=fourier_sigma,
+            periodic=periodic,
+            input_names=input_names,
+        )
+        sizes = [embed_dim, *([width] * depth), out_dim]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
             linear = nn.Linear(fan_in, fan_out)
@@ -45,11 +75,13 @@ class MLP(nn.Module):
             if i < depth:
                 layers.append(nn.Tanh())
         self.layers = nn.Sequential(*layers)
+        if rwf:
+            factorize(self.layers, rwf_mu, rwf_sigma)
         self.in_dim, self.out_dim, self.width, self.depth = in_dim, out_dim, width, depth
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_dim) -> (N, out_dim)``."""
-        return self.layers(x)
+        return self.layers(self.embedding(x))
 
     def extra_repr(self) -> str:
         return (

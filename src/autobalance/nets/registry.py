@@ -2,11 +2,14 @@
 
 A network factory takes ``in_dim`` and ``out_dim`` plus keyword parameters with defaults (the
 valid parameter names and types come from that signature).  There is no dispatch on strings.
+A factory that also declares a keyword-only ``input_names`` receives the problem's input names
+from :func:`create` (e.g. to resolve ``periodic={"x": 2.0}``); it is not a parameter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from torch import nn
@@ -35,7 +38,7 @@ def register_net(name: str) -> Callable[[F], F]:
 
 def _ensure_builtin_nets() -> None:
     # Importing the modules runs their @register_net decorators.
-    from autobalance.nets import mlp  # noqa: F401
+    from autobalance.nets import mlp, modified_mlp, pirate  # noqa: F401
 
 
 def names() -> list[str]:
@@ -56,7 +59,7 @@ def parameters(name: str) -> dict[str, Any]:
     """The parameters of network ``name`` (besides ``in_dim``, ``out_dim``) with their defaults."""
     factory = _get(name)
     target = factory.__init__ if isinstance(factory, type) else factory
-    return parameter_defaults(target, skip=("self", "in_dim", "out_dim"))
+    return parameter_defaults(target, skip=("self", "in_dim", "out_dim", "input_names"))
 
 
 def describe() -> list[tuple[str, str]]:
@@ -68,7 +71,22 @@ def describe() -> list[tuple[str, str]]:
     return out
 
 
-def create(name: str, in_dim: int, out_dim: int, **params: Any) -> nn.Module:
-    """Create network ``name`` mapping ``in_dim`` inputs to ``out_dim`` outputs."""
+def create(
+    name: str,
+    in_dim: int,
+    out_dim: int,
+    *,
+    input_names: Sequence[str] | None = None,
+    **params: Any,
+) -> nn.Module:
+    """Create network ``name`` mapping ``in_dim`` inputs to ``out_dim`` outputs.
+
+    ``input_names`` (the problem's, optional) lets parameters name inputs, e.g.
+    ``periodic={"x": 2.0}``; factories that do not declare it never see it.
+    """
     full = check_params(f"network {name!r}", parameters(name), params)
-    return _get(name)(in_dim, out_dim, **full)
+    factory = _get(name)
+    target = factory.__init__ if isinstance(factory, type) else factory
+    if input_names is not None and "input_names" in inspect.signature(target).parameters:
+        full["input_names"] = tuple(input_names)
+    return factory(in_dim, out_dim, **full)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from autobalance.losses import NamedLosses
+from autobalance.problems.sampling import Sampler, UniformSampler, get_sampler
 
 __all__ = ["Batch", "Box", "Model", "Problem", "input_columns"]
 
@@ -57,11 +58,17 @@ class Box:
         return lo, hi
 
     def sample_interior(
-        self, n: int, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
+        self,
+        n: int,
+        generator: torch.Generator,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        *,
+        sampler: str | Sampler = "uniform",
     ) -> Tensor:
-        """``n`` points drawn uniformly in the box, shape ``(n, dim)``."""
+        """``n`` points in the box drawn by ``sampler`` (uniform by default), shape ``(n, dim)``."""
         lo, hi = self._bounds(device, dtype)
-        u = torch.rand(n, self.dim, generator=generator, device=device, dtype=dtype)
+        u = get_sampler(sampler).unit(n, self.dim, generator, device, dtype)
         return lo + (hi - lo) * u
 
     def sample_face(
@@ -72,10 +79,25 @@ class Box:
         generator: torch.Generator,
         device: torch.device | str,
         dtype: torch.dtype,
+        *,
+        sampler: str | Sampler = "uniform",
     ) -> Tensor:
-        """``n`` points uniform on the face ``x_axis = lower`` (``side=0``) or ``= upper`` (1)."""
-        pts = self.sample_interior(n, generator, device, dtype)
-        pts[:, axis] = (self.lower, self.upper)[side][axis]
+        """``n`` points on the face ``x_axis = lower`` (``side=0``) or ``= upper`` (1).
+
+        ``"uniform"`` draws ``(n, dim)`` and overwrites column ``axis`` (the historical draws);
+        other samplers draw in the ``dim − 1`` free coordinates.
+        """
+        chosen = get_sampler(sampler)
+        value = (self.lower, self.upper)[side][axis]
+        if chosen.name == "uniform" or self.dim == 1:
+            pts = self.sample_interior(n, generator, device, dtype)
+            pts[:, axis] = value
+            return pts
+        lo, hi = self._bounds(device, dtype)
+        free = [j for j in range(self.dim) if j != axis]
+        pts = torch.full((n, self.dim), value, device=device, dtype=dtype)
+        u = chosen.unit(n, self.dim - 1, generator, device, dtype)
+        pts[:, free] = lo[free] + (hi[free] - lo[free]) * u
         return pts
 
     def sample_boundary(
@@ -84,10 +106,12 @@ class Box:
         generator: torch.Generator,
         device: torch.device | str,
         dtype: torch.dtype,
+        *,
+        sampler: str | Sampler = "uniform",
     ) -> Tensor:
-        """``n_per_face`` uniform points on each of the ``2·dim`` faces: ``(2·dim·n, dim)``."""
+        """``n_per_face`` points on each of the ``2·dim`` faces: ``(2·dim·n, dim)``."""
         faces = [
-            self.sample_face(axis, side, n_per_face, generator, device, dtype)
+            self.sample_face(axis, side, n_per_face, generator, device, dtype, sampler=sampler)
             for axis in range(self.dim)
             for side in (0, 1)
         ]
@@ -122,7 +146,19 @@ class Problem(abc.ABC):
     argument with a default (the registry validates names and types from that signature), and
     implement the abstract methods.  The docstring of a subclass states the equation, domain,
     conditions, defaults and source.
+
+    Sampling: ``sample`` draws its points with :attr:`sampler` (pass ``sampler=self.sampler`` to
+    the :class:`Box` samplers); the runner sets it with :meth:`use_sampler` from
+    ``RunConfig.sampler``.  It is not a parameter of the problem.
+
+    Inverse problems: :meth:`unknowns` returns the trainable parameters the problem owns (the
+    runner adds them to the optimizer and checkpoints them), and :meth:`extra_errors` names the
+    errors of every unknown, reported beside the solution errors.  An unknown *field* is simply
+    one more output column of the network (its reference in :meth:`reference`).
     """
+
+    #: How :meth:`sample` draws points (uniform unless :meth:`use_sampler` changed it).
+    sampler: Sampler = UniformSampler()
 
     #: Registered name (set by :func:`autobalance.problems.registry.register_problem`).
     name: ClassVar[str] = ""
@@ -178,6 +214,55 @@ class Problem(abc.ABC):
     @abc.abstractmethod
     def reference(self, points: Tensor) -> Tensor:
         """Reference solution at ``points`` ``(N, in_dim)``, shape ``(N, out_dim)``."""
+
+    def use_sampler(self, sampler: str | Sampler) -> None:
+        """Draw this instance's points with ``sampler`` (a name from
+        :func:`~autobalance.problems.sampling.sampler_names` or a :class:`Sampler`)."""
+        self.sampler = get_sampler(sampler)
+
+    def unknowns(self) -> dict[str, torch.nn.Parameter]:
+        """Trainable parameters the problem owns (inverse problems); none by default.
+
+        The same objects on every call; the runner moves them to the run's device and dtype in
+        place, adds them to the optimizer after the network's parameters and checkpoints them.
+        """
+        return {}
+
+    def extra_errors(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
+        """Errors besides the combined ``rel_l2``/``mse``/``linf``, by name.
+
+        ``prediction`` and ``reference`` are ``(N, out_dim)`` on the evaluation grid.  By default,
+        when there are several output columns, ``rel_l2_<name>``, ``mse_<name>`` and
+        ``linf_<name>`` of each column; problems with :meth:`unknowns` add theirs.
+        """
+        if self.out_dim < 2:
+            return {}
+        out: dict[str, float] = {}
+        for j, name in enumerate(self.output_names):
+            diff = prediction[:, j].detach().double() - reference[:, j].detach().double()
+            ref = reference[:, j].detach().double()
+            out[f"rel_l2_{name}"] = (diff.norm() / ref.norm()).item()
+            out[f"mse_{name}"] = diff.pow(2).mean().item()
+            out[f"linf_{name}"] = diff.abs().max().item()
+        return out
+
+    #: Loss terms an exact :meth:`hard_constraint` makes redundant (e.g. ``("boundary",)``); the
+    #: ``"hard_constraint"`` variant drops them from the losses.
+    hard_constrained_losses: ClassVar[tuple[str, ...]] = ()
+
+    def hard_constraint(self, points: Tensor, output: Tensor) -> Tensor | None:
+        """Output transform that satisfies conditions exactly; ``None`` where there is none.
+
+        Hook of the ``"hard_constraint"`` variant (:mod:`autobalance.variants.hard`), which trains
+        ``u(x) = hard_constraint(x, N(x))`` instead of the network ``N``.  ``points`` are the
+        ``(N, in_dim)`` network inputs (still attached to the input columns, so derivatives of
+        the result are taken through the transform) and ``output`` the ``(N, out_dim)`` network
+        output.  To add one, return e.g. ``g(x) + d(x) · output`` with ``d = 0`` on the
+        constrained boundary and ``g`` the boundary data there, and list the losses it enforces
+        in :attr:`hard_constrained_losses`.  Use only differentiable torch operations on
+        ``points``.
+        """
+        return None
 
     def evaluation_points(self, device: torch.device | str, dtype: torch.dtype) -> Tensor:
         """The held-out uniform evaluation grid, ``(prod(evaluation_shape), in_dim)``."""

@@ -37,7 +37,17 @@ def register_problem(name: str) -> Callable[[P], P]:
 
 def _ensure_builtin_problems() -> None:
     # Importing the modules runs their @register_problem decorators.
-    from autobalance.problems import helmholtz  # noqa: F401
+    from autobalance.problems import (
+        allen_cahn,  # noqa: F401
+        burgers,  # noqa: F401
+        convection,  # noqa: F401
+        helmholtz,  # noqa: F401
+        klein_gordon,  # noqa: F401
+        kovasznay,  # noqa: F401
+        poisson_inverse,  # noqa: F401
+        reaction_diffusion,  # noqa: F401
+        wave,  # noqa: F401
+    )
 
 
 def names() -> list[str]:

@@ -1,5 +1,5 @@
 """Multi-state baselines: per-loss optimizer states, combined after preconditioning."""
 
-from autobalance.methods.multistate import mtadam, multiadam
+from autobalance.methods.multistate import mconfig, mtadam, multiadam
 
-__all__ = ["mtadam", "multiadam"]
+__all__ = ["mconfig", "mtadam", "multiadam"]

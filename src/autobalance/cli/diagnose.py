@@ -1,0 +1,257 @@
+"""``autobalance diagnose quadratic|PROBLEM``: the curvature and balance diagnostics.
+
+* ``autobalance diagnose quadratic --out DIR``: the quadratic model sweep
+  (:mod:`autobalance.diagnostics.quadratic`); prints a table, writes ``DIR/quadratic.json`` and
+  the figures ``quadratic_kappa.png``, ``quadratic_convergence.png``.
+* ``autobalance diagnose PROBLEM --method autobalance --method adam [--steps N] [--out DIR]``:
+  the Fig. 1 / Fig. 2 study on any registered problem
+  (:mod:`autobalance.diagnostics.helmholtz_study`); writes ``DIR/study.json``,
+  ``fig1_spectra.png`` and ``fig2_balance.png`` and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_OUT = "docs/results/diagnostics"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``diagnose`` subcommand on an ``add_subparsers()`` object."""
+    p = sub.add_parser(
+        "diagnose",
+        help="curvature/balance diagnostics: 'quadratic' or a problem name",
+        description="Quadratic-model theory check, or Fig. 1/2 (Hessian spectra, balance) "
+        "reproduction on a problem.",
+    )
+    p.add_argument("target", help="'quadratic' or a problem name (see `autobalance list`)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="output directory (default %(default)s)")
+    p.add_argument("--method", action="append", help="method to study (repeatable)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="training steps (problem: default 2000; quadratic: "
+        "real-optimizer steps, default 1000)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="problem: learning rate (%(default)s)")
+    p.add_argument("--width", type=int, default=30, help="problem: hidden units (%(default)s)")
+    p.add_argument("--depth", type=int, default=3, help="problem: hidden layers (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    p.add_argument("--log-every", type=int, default=20, help="problem: (default %(default)s)")
+    p.add_argument("--checkpoints", type=int, default=5, help="problem: Hessian checkpoints")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="problem parameter")
+    p.add_argument(
+        "--hessian-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="problem parameter of the fixed Hessian batch (default n_residual=256)",
+    )
+    p.add_argument("--n", type=int, default=20, help="quadratic: dimension (%(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="quadratic: seeds (%(default)s)")
+    p.add_argument("--c-max", type=float, default=3.0, help="quadratic: largest c (%(default)s)")
+    p.add_argument("--linear-steps", type=int, default=2000, help="quadratic: (%(default)s)")
+    return p
+
+
+def _fmt(value: float) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.3g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
+    tmp.replace(path)
+
+
+def _quadratic(args: argparse.Namespace, out: Path) -> int:
+    from autobalance.diagnostics.plots import plot_quadratic
+    from autobalance.diagnostics.quadratic import study_quadratic
+    from autobalance.errors import ConfigError
+
+    if args.c_max < 0 or args.n < 1:
+        raise ConfigError("--c-max must be >= 0 and --n >= 1")
+    count = max(2, round(2 * args.c_max) + 1)
+    cs = [round(args.c_max * i / (count - 1), 3) for i in range(count)]
+    result = study_quadratic(
+        n=args.n,
+        cs=cs,
+        seeds=args.seeds,
+        linear_steps=args.linear_steps,
+        optimizer_steps=1000 if args.steps is None else args.steps,
+        lrs=(3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+    )
+    _write_json(out / "quadratic.json", result)
+    plot_quadratic(result, out)
+    header = [
+        "A",
+        "c",
+        "κ GD",
+        "κ Adam",
+        "κ AutoBal",
+        "steps* Adam",
+        "steps* AutoBal",
+        "real Adam L/L0",
+        "real AutoBal L/L0",
+    ]
+    rows = [
+        [
+            r["kind"],
+            f"{r['c']:g}",
+            _fmt(r["kappa_gd"]),
+            _fmt(r["kappa_adam"]),
+            _fmt(r["kappa_autobalance"]),
+            _fmt(r["steps_adam"]),
+            _fmt(r["steps_autobalance"]),
+            _fmt(r.get("optimizer_final_adam", math.nan)),
+            _fmt(r.get("optimizer_final_autobalance", math.nan)),
+        ]
+        for r in result["rows"]
+    ]
+    print(_table(header, rows))
+    print(
+        "steps* = predicted steps to 1e-6 at η* = 2/(λmin+λmax); real = Adam/AutoBalance "
+        "(β=(0.9,0.999)) at the best lr of the grid"
+    )
+    print(
+        f"files: {out / 'quadratic.json'}, {out / 'quadratic_kappa.png'}, "
+        f"{out / 'quadratic_convergence.png'}"
+    )
+    return 0
+
+
+def _problem(args: argparse.Namespace, out: Path) -> int:
+    from autobalance.cli.main import parse_assignments
+    from autobalance.diagnostics.helmholtz_study import StudyConfig, run_study
+    from autobalance.diagnostics.plots import plot_balance, plot_spectra
+
+    cfg = StudyConfig(
+        problem=args.target,
+        problem_params=parse_assignments(args.param, "--param"),
+        methods=tuple(args.method or ("autobalance", "adam")),
+        steps=2000 if args.steps is None else args.steps,
+        lr=args.lr,
+        width=args.width,
+        depth=args.depth,
+        seed=args.seed,
+        log_every=args.log_every,
+        hessian_checkpoints=args.checkpoints,
+        hessian_params=parse_assignments(args.hessian_param, "--hessian-param") or None,
+    )
+    result = run_study(cfg, progress=lambda msg: print(msg, file=sys.stderr))
+    _write_json(out / "study.json", result)
+    plot_spectra(result, out)
+    plot_balance(result, out)
+    names = result["loss_names"]
+    ref = names[0]
+    print(
+        f"{args.target}: {result['n_params']} parameters, Hessians {result['hessian']}, "
+        f"{result['wall_s']:.0f} s"
+    )
+    init = result["init_spectra"]
+    print(
+        _table(
+            ["init Hessian", "λmax", "λmin", "κ_eff(1e-6)", "κ_eff(1e-4)", "neg. mass"],
+            [
+                [
+                    n,
+                    _fmt(init[n]["summary"]["lambda_max"]),
+                    _fmt(init[n]["summary"]["lambda_min"]),
+                    _fmt(init[n]["summary"]["kappa_eff"]),
+                    _fmt(init[n]["summary"]["kappa_eff@0.0001"]),
+                    _fmt(init[n]["summary"]["negative_mass"]),
+                ]
+                for n in names
+            ],
+        )
+    )
+    rows = []
+    for method, res in result["methods"].items():
+        for kind, spec in res["final_spectra"].items():
+            s = spec["summary"]
+            rows.append(
+                [
+                    method,
+                    "raw" if kind == "raw" else "preconditioned",
+                    _fmt(s["lambda_max"]),
+                    _fmt(s["lambda_min_eff"]),
+                    _fmt(s["kappa_eff"]),
+                    _fmt(s["kappa_eff@0.0001"]),
+                    _fmt(s["negative_mass"]),
+                ]
+            )
+    print(
+        _table(
+            [
+                f"final {ref} H",
+                "kind",
+                "λmax",
+                "λmin_eff",
+                "κ_eff(1e-6)",
+                "κ_eff(1e-4)",
+                "neg. mass",
+            ],
+            rows,
+        )
+    )
+    rows = []
+    for method, res in result["methods"].items():
+        summ = res["summary"]
+        for other in names[1:]:
+            pair = f"{ref}/{other}"
+            last = res["checkpoints"][-1][other]
+            rows.append(
+                [
+                    method,
+                    pair,
+                    _fmt(summ.get(f"median_grad_ratio_{pair}", math.nan)),
+                    _fmt(summ.get(f"median_update_ratio_{pair}", math.nan)),
+                    _fmt(summ.get(f"median_info_update_ratio_{pair}", math.nan)),
+                    _fmt(summ.get(f"median_grad_cos_{pair}", math.nan)),
+                    _fmt(summ.get(f"median_update_cos_{pair}", math.nan)),
+                    _fmt(last["raw"]["kappa_eff@0.0001"]),
+                    _fmt(last.get("pre", {}).get("kappa_eff@0.0001", math.nan)),
+                    _fmt(res["rel_l2"]),
+                ]
+            )
+    print(
+        _table(
+            [
+                "method",
+                "pair",
+                "med ‖g‖ ratio",
+                "med ‖lr g/P‖ ratio",
+                "med ‖u‖ ratio",
+                "med cos g",
+                "med cos lr g/P",
+                "κ_eff other raw",
+                "κ_eff other pre",
+                "rel L2",
+            ],
+            rows,
+        )
+    )
+    print(f"files: {out / 'study.json'}, {out / 'fig1_spectra.png'}, {out / 'fig2_balance.png'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``autobalance diagnose``."""
+    out = Path(args.out)
+    if args.target == "quadratic":
+        return _quadratic(args, out)
+    return _problem(args, out)

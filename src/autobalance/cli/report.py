@@ -1,0 +1,53 @@
+"""``autobalance report RUNS_DIR [--out DIR] [--metric rel_l2] [--alpha 0.05] [--no-figures]``.
+
+Summarises every run directory found under ``RUNS_DIR`` into ``report.md``, ``results.csv``,
+``runs.csv``, ``comparisons.csv`` and ``figures/`` (see :mod:`autobalance.experiments.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_report_command", "cmd_report"]
+
+
+def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``report`` sub-command to the ``autobalance`` parser's sub-parsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "report",
+        help="summarise run directories: tables, ranks, significance tests, figures",
+        description=(
+            "Find every run directory (config.json / metrics.json) under RUNS_DIR, at any "
+            "depth, and write report.md, results.csv, runs.csv, comparisons.csv and figures/."
+        ),
+    )
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched for runs")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: RUNS_DIR)")
+    parser.add_argument(
+        "--metric",
+        default="rel_l2",
+        help="metric that ranks methods and decides win/tie/loss (default %(default)s)",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (default %(default)s)"
+    )
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Run ``autobalance report``; prints where the report went.  Exit code 0."""
+    from autobalance.experiments.report import DEFAULT_METRICS, build_report
+
+    path = build_report(
+        Path(args.runs_dir),
+        Path(args.out) if args.out else None,
+        metrics=DEFAULT_METRICS,
+        metric=args.metric,
+        alpha=args.alpha,
+        figures=not args.no_figures,
+    )
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,292 @@
+"""Run configurations from TOML, YAML or JSON files, with dotted ``KEY=VALUE`` overrides.
+
+A configuration file holds the fields of :class:`~autobalance.experiments.config.RunConfig` at
+its top level, e.g. in TOML::
+
+    problem = "helmholtz"
+    method = "autobalance"
+    lr = 1e-3
+    steps = 5000
+    budget = "backward=10000"        # or {kind = "backward", value = 10000}
+
+    [problem_params]
+    a2 = 4
+
+    [method_params]
+    base = "adamw"
+    betas = [0.9, 0.999]
+
+TOML files are read with the standard library (``tomllib``; ``tomli`` on Python 3.10), YAML files
+need PyYAML (``pip install 'autobalance[yaml]'``), JSON files nothing.  Overrides
+(``method_params.base=adam``, ``problem_params.a2=4``, ``steps=2000``) set one key each; the
+first part of the dotted key must be a configuration field, the rest walks into (and creates)
+nested tables.  Values are parsed by :func:`parse_value`.  Unknown keys and values of the wrong
+type raise :class:`~autobalance.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from autobalance.errors import (
+    ConfigError,
+    UnknownNameError,
+    closest_names,
+    unknown_name_message,
+)
+from autobalance.experiments.budget import Budget
+from autobalance.experiments.config import RunConfig
+
+__all__ = [
+    "CONFIG_SUFFIXES",
+    "apply_overrides",
+    "check_types",
+    "config_from_dict",
+    "load_config",
+    "load_mapping",
+    "parse_override",
+    "parse_text",
+    "parse_value",
+]
+
+#: File suffixes understood by :func:`load_mapping`.
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None, "none": None, "~": None}
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as JSON/YAML would read it.
+
+    ``"5e-4"`` → 0.0005, ``"3"`` → 3, ``"true"`` → True, ``"null"`` → None,
+    ``"[0.9, 0.99]"`` → list, ``'{"kind": "time", "value": 60}'`` → dict, ``"(0.9, 0.99)"`` →
+    tuple; anything else is the text itself (``adamw``).
+    """
+    stripped = text.strip()
+    if stripped.lower() in _WORDS:
+        return _WORDS[stripped.lower()]
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    try:  # YAML-style numbers JSON refuses: 1e3 is fine, but .5, 5., +1, 1_000 are not
+        number = float(stripped.replace("_", "")) if stripped else math.nan
+        if math.isfinite(number):
+            as_int = stripped.lstrip("+-").replace("_", "").isdigit()
+            return int(number) if as_int else number
+    except ValueError:
+        pass
+    try:
+        value = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, (tuple, list, dict, set)) else text
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"method_params.base=adam"`` → ``(["method_params", "base"], "adam")``."""
+    key, sep, value = item.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
+        raise ConfigError(
+            f"--set expects DOTTED.KEY=VALUE (e.g. method_params.base=adam), got {item!r}"
+        )
+    return parts, parse_value(value)
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``DOTTED.KEY=VALUE`` of ``overrides`` applied in order."""
+    out = copy.deepcopy(dict(data))
+    known = _field_names()
+    for item in overrides:
+        parts, value = parse_override(item)
+        if parts[0] not in known:
+            raise ConfigError(unknown_name_message("run configuration key", parts[0], known))
+        node: dict[str, Any] = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                dotted = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"cannot set {'.'.join(parts)!r}: {dotted!r} is {child!r}, not a table"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON file whose top level is a table."""
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(
+            f"configuration file {str(file)!r}: unknown format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(CONFIG_SUFFIXES)}"
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {str(file)!r}: {exc.strerror}") from None
+    try:
+        data = parse_text(text, suffix)
+    except ConfigError:
+        raise
+    except Exception as exc:  # each parser raises its own error type
+        raise ConfigError(
+            f"configuration file {str(file)!r} is not valid {suffix[1:]}: {exc}"
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"configuration file {str(file)!r} must hold a table of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def parse_text(text: str, suffix: str) -> Any:
+    """Parse ``text`` as ``suffix`` says (``.toml``, ``.yaml``/``.yml`` or ``.json``)."""
+    if suffix == ".json":
+        return json.loads(text)
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError:
+                raise ConfigError(
+                    "reading TOML on Python 3.10 needs tomli (pip install tomli)"
+                ) from None
+        return tomllib.loads(text)
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(
+            "reading YAML needs PyYAML: pip install pyyaml (or 'autobalance[yaml]'), or use a "
+            "TOML or JSON file"
+        ) from None
+    return yaml.safe_load(text)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a RunConfig field annotation (int, float, str, dict, list, unions)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is bool:
+        return isinstance(value, bool)
+    container = origin or annotation
+    if container is dict:
+        return isinstance(value, dict)
+    if container is list:
+        return isinstance(value, list)
+    return True  # a type this check does not know: leave it to RunConfig.validate
+
+
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: "a table",
+    list: "a list",
+}
+
+
+def _describe(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if annotation is type(None):
+        return "null"
+    return _TYPE_WORDS.get(origin or annotation, str(annotation))
+
+
+def check_types(data: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first key that is unknown or of the wrong type."""
+    hints = typing.get_type_hints(RunConfig)
+    known = list(hints)
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(unknown_name_message("run configuration key", key, known))
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"invalid value for {key!r}: expected {_describe(hints[key])}, got {value!r}"
+            )
+
+
+def _check_names(config: RunConfig) -> None:
+    """Names and parameter keys that can be checked without building anything."""
+    from autobalance import methods, nets, problems
+
+    for key, check in (
+        ("problem", problems.get),
+        ("net", nets.parameters),
+        ("method", methods.spec),
+    ):
+        try:
+            check(getattr(config, key))
+        except UnknownNameError as exc:
+            raise ConfigError(f"invalid value for {key!r}: {exc}") from None
+    known = problems.parameters(config.problem)
+    for key in config.problem_params:
+        if key not in known:
+            close = closest_names(key, known)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"unknown key problem_params.{key} of problem {config.problem!r}.{hint} "
+                f"Known: {', '.join(sorted(known))}."
+            )
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> RunConfig:
+    """A validated :class:`RunConfig` from a mapping plus ``DOTTED.KEY=VALUE`` overrides.
+
+    A ``budget`` given as ``"KIND=VALUE"`` becomes ``{"kind": ..., "value": ...}``; ``betas`` and
+    other lists stay lists (the methods accept them).
+    """
+    merged = apply_overrides(data, overrides)
+    if isinstance(merged.get("budget"), str):
+        budget = Budget.from_spec(merged["budget"])
+        merged["budget"] = None if budget is None else budget.to_spec()
+    check_types(merged)
+    config = RunConfig.from_dict(merged)
+    config.validate()
+    _check_names(config)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a configuration file (TOML/YAML/JSON), apply ``overrides`` and validate it."""
+    data = load_mapping(path)
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

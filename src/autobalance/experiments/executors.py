@@ -1,0 +1,311 @@
+"""Where the runs of a sweep execute: this process, local worker processes, or a Ray cluster.
+
+An executor takes plain, picklable jobs (dicts) and a module-level function, and yields
+``(job, outcome)`` pairs as the jobs finish, in any order.  It never raises for a failing job:
+a job whose function raises, or whose worker dies, yields an outcome
+``{"status": "error", "error": MESSAGE}``, so the sweep goes on.
+
+* :class:`InlineExecutor`: one job after the other in this process (debugging, tests).
+* :class:`LocalExecutor`: ``workers`` processes started with the *spawn* context, each job in a
+  fresh process (so ``peak_rss_mb`` is the job's own peak), each worker limited to
+  ``threads`` intra-op threads.  A worker dies with the sweep (Linux: ``PR_SET_PDEATHSIG``), so
+  a sweep killed with SIGKILL leaves no orphan writing into a run directory.
+* :class:`RayExecutor`: tasks on a Ray cluster (``pip install 'autobalance[ray]'``); the run
+  directories must be on a file system every node sees.
+
+Only as many jobs as there are workers are submitted at a time, so "running" is exact and a
+killed sweep has started no more runs than it had workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from autobalance.errors import ConfigError
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "InlineExecutor",
+    "Job",
+    "LocalExecutor",
+    "Outcome",
+    "RayExecutor",
+    "available_cores",
+    "create_executor",
+    "threads_per_worker",
+]
+
+Job = dict[str, Any]
+Outcome = dict[str, Any]
+JobFunction = Callable[[Job], Outcome]
+
+#: Executor names accepted by :func:`create_executor`.
+EXECUTORS = ("local", "inline", "ray")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where known)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """``max(1, cores // workers)``: the intra-op threads of each worker."""
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
+class Executor(Protocol):
+    """Runs jobs and yields their outcomes as they finish."""
+
+    #: How many jobs run at once.
+    workers: int
+
+    def run(
+        self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
+    ) -> Iterator[tuple[Job, Outcome]]:
+        """Run ``fn(job)`` for every job; ``on_start(job)`` when it is handed to a worker."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers."""
+        ...
+
+
+def _error_outcome(message: str) -> Outcome:
+    return {"status": "error", "error": message}
+
+
+def _guarded(fn: JobFunction, job: Job) -> Outcome:
+    try:
+        return fn(job)
+    except Exception:
+        return _error_outcome(traceback.format_exc(limit=8))
+
+
+class InlineExecutor:
+    """Every job in this process, one after the other."""
+
+    workers = 1
+
+    def run(
+        self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
+    ) -> Iterator[tuple[Job, Outcome]]:
+        for job in jobs:
+            if on_start is not None:
+                on_start(job)
+            yield job, _guarded(fn, job)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (best effort, elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class LocalExecutor:
+    """``workers`` spawned processes on this machine, a fresh one for each job."""
+
+    def __init__(self, workers: int, threads: int | None = None) -> None:
+        if workers < 1:
+            raise ConfigError(f"invalid workers {workers}: must be >= 1")
+        self.workers = workers
+        self.threads = threads if threads is not None else threads_per_worker(workers)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        kwargs: dict[str, Any] = {}
+        if sys.version_info >= (3, 11):
+            kwargs["max_tasks_per_child"] = 1  # a fresh process per run: honest peak memory
+        return cf.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads,),
+            **kwargs,
+        )
+
+    def run(
+        self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
+    ) -> Iterator[tuple[Job, Outcome]]:
+        pending = iter(jobs)
+        running: dict[cf.Future[Outcome], Job] = {}
+
+        def submit_next() -> bool:
+            job = next(pending, None)
+            if job is None:
+                return False
+            if self._pool is None:
+                self._pool = self._new_pool()
+            running[self._pool.submit(fn, job)] = job
+            if on_start is not None:
+                on_start(job)
+            return True
+
+        while len(running) < self.workers and submit_next():
+            pass
+        while running:
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                job = running.pop(future)
+                try:
+                    outcome = future.result()
+                except cf.process.BrokenProcessPool:
+                    broken = True
+                    outcome = _error_outcome("the worker process died (killed, or out of memory)")
+                except Exception:
+                    outcome = _error_outcome(traceback.format_exc(limit=8))
+                yield job, outcome
+            if broken:  # every job still on the broken pool has failed too; start a new pool
+                for future, job in list(running.items()):
+                    running.pop(future)
+                    yield job, _error_outcome("the worker pool broke while this run was running")
+                self.close()
+            while len(running) < self.workers and submit_next():
+                pass
+
+    def close(self) -> None:
+        """Shut the worker processes down."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """Ray tasks, ``threads`` CPUs each; locally ``ray.init(num_cpus=cores)``.
+
+    Args:
+        address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` /
+            ``"host:port"`` joins a running cluster.
+        num_cpus: CPUs of a local instance (default: this machine's cores).
+        threads: CPUs (and intra-op threads) per run; default ``cores // workers``.
+        workers: runs in flight at once (default: the cluster's CPUs divided by ``threads``).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "--executor ray needs Ray: pip install 'autobalance[ray]' (or pip install ray)"
+            ) from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            if address is None:
+                ray.init(
+                    num_cpus=num_cpus or available_cores(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
+            else:
+                ray.init(address=address, log_to_driver=False)
+            self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        if workers is None:
+            self.threads = threads or 1
+            self.workers = max(1, cpus // self.threads)
+        else:
+            self.workers = max(1, workers)
+            self.threads = threads or threads_per_worker(self.workers, cpus)
+
+    def run(
+        self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
+    ) -> Iterator[tuple[Job, Outcome]]:
+        ray = self._ray
+        # max_calls=1: a fresh worker process per run (honest peak memory, no leaked state).
+        remote = ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
+        pending = iter(jobs)
+        running: dict[Any, Job] = {}
+
+        def submit_next() -> bool:
+            job = next(pending, None)
+            if job is None:
+                return False
+            running[remote.remote(fn, job, self.threads)] = job
+            if on_start is not None:
+                on_start(job)
+            return True
+
+        while len(running) < self.workers and submit_next():
+            pass
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                job = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+                    outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
+                yield job, outcome
+            while len(running) < self.workers and submit_next():
+                pass
+
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started (a joined cluster stays up)."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._started = False
+
+
+def _ray_task(fn: JobFunction, job: Job, threads: int) -> Outcome:
+    import torch
+
+    torch.set_num_threads(threads)
+    return _guarded(fn, job)
+
+
+def create_executor(
+    name: str,
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> Executor:
+    """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"``.
+
+    ``workers`` defaults to the available cores (local) or to the cluster's CPUs (Ray).
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"invalid --workers {workers}: must be >= 1")
+    if name == "local":
+        return LocalExecutor(workers or available_cores())
+    if name == "inline":
+        return InlineExecutor()
+    if name == "ray":
+        return RayExecutor(ray_address, workers=workers)
+    raise ConfigError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,426 @@
+"""Sweeps: many runs, each in its own deterministic directory, resumable after any crash.
+
+Layout of a sweep directory ``OUT``::
+
+    OUT/sweep.json                               # the plan: every run's name and configuration
+    OUT/<problem>-<method>-seed<S>-<hash>/       # one run (files of autobalance.experiments.runner)
+        attempts.jsonl                           # one line per start: when, resumed from which step
+
+The run directory's name ends with a hash of the run's configuration (only the fields that
+differ from :class:`RunConfig`'s defaults, so a field added later with a default keeps old
+names), so the same configuration always lands in the same directory.
+
+Resume rules, applied to each run when a sweep (re)starts:
+
+* ``metrics.json`` readable with a ``status`` (``ok`` or ``failed``): complete, never redone;
+* else a readable ``checkpoint.pt``: continued from it (``train(..., resume=True)``), which on
+  CPU ends bit-identical to an uninterrupted run;
+* else (nothing, half-written or unreadable files): reported and run from scratch.
+
+Every file of a run is written atomically, so a sweep killed with SIGKILL at any point loses no
+completed run.  A run that diverges is recorded as ``failed`` (its step and loss) and the sweep
+goes on; a run that raises is reported as an error, left incomplete, and retried on restart.
+A lock file (``OUT/.sweep.lock``) stops two sweeps from working in the same directory at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from autobalance.errors import ConfigError
+from autobalance.experiments.config import RunConfig
+from autobalance.experiments.executors import Executor, InlineExecutor, Job, Outcome
+from autobalance.experiments.io import write_json
+
+__all__ = [
+    "COMPLETE_STATUSES",
+    "RunSpec",
+    "RunState",
+    "SweepProgress",
+    "SweepResult",
+    "config_hash",
+    "execute_job",
+    "inspect_run",
+    "run_sweep",
+]
+
+#: ``metrics.json`` statuses that mark a run as complete.
+COMPLETE_STATUSES = ("ok", "failed")
+
+
+def _config_key(config: RunConfig) -> dict[str, Any]:
+    """The fields of ``config`` that differ from the defaults (JSON form)."""
+    defaults = RunConfig().to_dict()
+    return {k: v for k, v in config.to_dict().items() if defaults.get(k, object()) != v}
+
+
+def config_hash(config: RunConfig) -> str:
+    """A 10-hex-digit digest of the non-default fields of ``config`` (canonical JSON)."""
+    text = json.dumps(_config_key(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its configuration and the experiment it belongs to."""
+
+    config: RunConfig
+    group: str = ""
+
+    @property
+    def name(self) -> str:
+        """``<problem>-<method>-seed<S>-<hash>``: the run's directory name."""
+        c = self.config
+        return f"{_slug(c.problem)}-{_slug(c.method)}-seed{c.seed}-{config_hash(c)}"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run directory holds (:func:`inspect_run`).
+
+    ``kind``: ``"new"`` (nothing there), ``"complete"`` (``metrics.json`` with a status),
+    ``"resumable"`` (a readable checkpoint at ``step``) or ``"broken"`` (files, but neither;
+    ``reason`` says what is wrong).  ``status`` is the metrics' status of a complete run.
+    """
+
+    kind: str
+    reason: str = ""
+    step: int = 0
+    status: str = ""
+
+
+def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"metrics.json unreadable ({type(exc).__name__})"
+    if not isinstance(data, dict) or data.get("status") not in COMPLETE_STATUSES:
+        return None, "metrics.json has no status"
+    return data, ""
+
+
+def inspect_run(run_dir: Path) -> RunState:
+    """Classify ``run_dir`` by the resume rules of the module docstring; never raises."""
+    if not run_dir.is_dir():
+        return RunState("new")
+    reasons: list[str] = []
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics, reason = _read_metrics(metrics_path)
+        if metrics is not None:
+            return RunState("complete", status=str(metrics["status"]))
+        reasons.append(reason)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        try:
+            import torch
+
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            return RunState("resumable", step=int(ckpt["step"]), reason="; ".join(reasons))
+        except Exception as exc:  # truncated zip, unpickling error, missing key...
+            reasons.append(f"checkpoint.pt unreadable ({type(exc).__name__})")
+    if any(p.name not in ("attempts.jsonl",) for p in run_dir.iterdir()):
+        return RunState("broken", reason="; ".join(reasons) or "started, no checkpoint yet")
+    return RunState("new")
+
+
+# --------------------------------------------------------------------------------- the worker
+def _log_attempt(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one line to ``attempts.jsonl`` (a log: a torn last line is harmless)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "attempts.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _tensorboard_callback(run_dir: Path, start_step: int, log_every: int) -> tuple[Any, Any]:
+    """A ``train`` callback logging losses to ``run_dir/tensorboard``, and the writer."""
+    from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
+    step = start_step
+
+    def callback(info: Any) -> None:
+        nonlocal step
+        step += 1
+        if step % log_every == 0 or step == 1:
+            writer.add_scalar("loss/total", info.total_loss, step)
+            for name, value in info.values.items():
+                writer.add_scalar(f"loss/{name}", value, step)
+
+    return callback, writer
+
+
+def execute_job(job: Job) -> Outcome:
+    """Run (or resume, or skip) one run of a sweep; the function the executors call.
+
+    ``job``: ``{"name", "run_dir", "config" (RunConfig dict), "tensorboard" (bool)}``.
+    Returns ``{"name", "status" ("ok"/"failed"/"skipped"), "resumed_from", "seconds", ...}``.
+    """
+    from autobalance.experiments.runner import train
+
+    started = time.perf_counter()
+    run_dir = Path(job["run_dir"])
+    config = RunConfig.from_dict(job["config"])
+    state = inspect_run(run_dir)
+    if state.kind == "complete":
+        return {"name": job["name"], "status": "skipped", "run_status": state.status}
+    resume = state.kind == "resumable"
+    _log_attempt(
+        run_dir,
+        {
+            "started": time.time(),
+            "pid": os.getpid(),
+            "state": state.kind,
+            "resumed_from": state.step if resume else None,
+            "reason": state.reason,
+        },
+    )
+    callback, writer = None, None
+    if job.get("tensorboard"):
+        with contextlib.suppress(ImportError):
+            callback, writer = _tensorboard_callback(
+                run_dir, state.step if resume else 0, config.log_every
+            )
+    try:
+        try:
+            metrics = train(config, run_dir, progress=False, resume=resume, callback=callback)
+        except ConfigError as exc:
+            if not (resume and "cannot resume" in str(exc)):
+                raise
+            resume = False  # a checkpoint of another configuration: start again
+            metrics = train(config, run_dir, progress=False, resume=False, callback=callback)
+    finally:
+        if writer is not None:
+            writer.close()
+    return {
+        "name": job["name"],
+        "status": metrics["status"],
+        "resumed_from": state.step if resume else None,
+        "seconds": time.perf_counter() - started,
+        "rel_l2": metrics.get("rel_l2"),
+        "error": metrics.get("error"),
+    }
+
+
+# ---------------------------------------------------------------------------------- progress
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@dataclass
+class SweepProgress:
+    """Counts of a sweep and a one-line display: done / running / failed, ETA."""
+
+    total: int
+    workers: int = 1
+    stream: TextIO | None = None
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    errors: int = 0
+    running: int = 0
+    _seconds: list[float] = field(default_factory=list)
+
+    def eta_s(self) -> float:
+        """Remaining runs × mean run time (this session) / workers; NaN before the first."""
+        remaining = self.total - self.skipped - self.done - self.failed - self.errors
+        if remaining <= 0:
+            return 0.0
+        if not self._seconds:
+            return math.nan
+        mean = sum(self._seconds) / len(self._seconds)
+        return mean * remaining / max(1, min(self.workers, remaining))
+
+    def line(self, last: str = "") -> str:
+        """``[sweep] 5/12 complete (3 skipped), 2 running, 1 failed, 0 errors, ETA 1m05s``."""
+        finished = self.skipped + self.done + self.failed + self.errors
+        text = (
+            f"[sweep] {finished}/{self.total} complete ({self.skipped} skipped), "
+            f"{self.running} running, {self.failed} failed, {self.errors} errors, "
+            f"ETA {_duration(self.eta_s())}"
+        )
+        return f"{text} | {last}" if last else text
+
+    def show(self, last: str = "") -> None:
+        if self.stream is not None:
+            print(self.line(last), file=self.stream, flush=True)
+
+    def record(self, outcome: Outcome) -> None:
+        """Count a finished job."""
+        status = outcome.get("status")
+        if status == "skipped":
+            self.skipped += 1
+            return
+        self.running = max(0, self.running - 1)
+        if isinstance(outcome.get("seconds"), (int, float)):
+            self._seconds.append(float(outcome["seconds"]))
+        if status == "ok":
+            self.done += 1
+        elif status == "failed":
+            self.failed += 1
+        else:
+            self.errors += 1
+
+
+# ------------------------------------------------------------------------------------ sweeps
+@dataclass
+class SweepResult:
+    """The runs of a sweep after it ran: their directories, metrics and this session's errors."""
+
+    out_dir: Path
+    specs: list[RunSpec]
+    metrics: dict[str, dict[str, Any]]
+    errors: dict[str, str]
+    skipped: list[str]
+    executed: list[str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per complete run: its metrics plus ``name`` and ``group``."""
+        out = []
+        for spec in self.specs:
+            metrics = self.metrics.get(spec.name)
+            if metrics is not None:
+                out.append({**metrics, "name": spec.name, "group": spec.group})
+        return out
+
+
+@contextlib.contextmanager
+def _lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.sweep.lock`` (POSIX ``flock``; released by the kernel on any exit)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fh = (out_dir / ".sweep.lock").open("a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another sweep is running in {str(out_dir)!r} (it holds .sweep.lock)"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+def _dedupe(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        seen.setdefault(spec.name, spec)
+    return list(seen.values())
+
+
+def _describe_outcome(name: str, outcome: Outcome) -> str:
+    status = outcome.get("status")
+    if status == "ok":
+        rel = outcome.get("rel_l2")
+        rel_text = f"rel_l2={rel:.2e}" if isinstance(rel, float) else "rel_l2=n/a"
+        resumed = outcome.get("resumed_from")
+        how = f", resumed from step {resumed}" if resumed else ""
+        return f"{name}: ok {rel_text} ({outcome.get('seconds', math.nan):.1f} s{how})"
+    if status == "failed":
+        err = outcome.get("error") or {}
+        return f"{name}: FAILED at step {err.get('step')} (loss {err.get('loss')!r})"
+    first = str(outcome.get("error", "")).strip().splitlines()
+    return f"{name}: ERROR {first[-1] if first else ''}"
+
+
+def run_sweep(
+    specs: Sequence[RunSpec],
+    out_dir: str | os.PathLike[str],
+    *,
+    executor: Executor | None = None,
+    tensorboard: bool = False,
+    stream: TextIO | None = sys.stderr,
+) -> SweepResult:
+    """Run every spec not yet complete under ``out_dir`` (module docstring), then collect them.
+
+    Args:
+        specs: the runs (duplicates, by directory name, run once).
+        out_dir: the sweep directory (created).
+        executor: where the runs execute (default: :class:`InlineExecutor`); not closed here.
+        tensorboard: also log each run's losses to ``<run>/tensorboard`` (needs tensorboard).
+        stream: where the progress lines go (``None``: silent).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = _dedupe(specs)
+    executor = executor or InlineExecutor()
+    with _lock(out):
+        write_json(
+            out / "sweep.json",
+            {
+                "runs": [
+                    {"name": s.name, "group": s.group, "config": s.config.to_dict()} for s in specs
+                ]
+            },
+        )
+        progress = SweepProgress(total=len(specs), workers=executor.workers, stream=stream)
+        jobs: list[Job] = []
+        skipped: list[str] = []
+        for spec in specs:
+            state = inspect_run(out / spec.name)
+            if state.kind == "complete":
+                skipped.append(spec.name)
+                progress.record({"status": "skipped"})
+                continue
+            if state.kind == "broken" or state.reason:
+                progress.show(f"{spec.name}: {state.reason}; running it again")
+            jobs.append(
+                {
+                    "name": spec.name,
+                    "run_dir": str(out / spec.name),
+                    "config": spec.config.to_dict(),
+                    "tensorboard": tensorboard,
+                }
+            )
+        progress.show("starting" if jobs else "every run is complete")
+
+        def on_start(job: Job) -> None:
+            progress.running += 1
+
+        errors: dict[str, str] = {}
+        executed: list[str] = []
+        for job, outcome in executor.run(execute_job, jobs, on_start):
+            if outcome.get("status") == "skipped":  # completed meanwhile (not by this sweep)
+                progress.running = max(0, progress.running - 1)
+                progress.record(outcome)
+                skipped.append(job["name"])
+                continue
+            progress.record(outcome)
+            if outcome.get("status") == "error":
+                errors[job["name"]] = str(outcome.get("error", ""))
+            else:
+                executed.append(job["name"])
+            progress.show(_describe_outcome(job["name"], outcome))
+    metrics: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        data, _ = _read_metrics(out / spec.name / "metrics.json")
+        if data is not None:
+            metrics[spec.name] = data
+    return SweepResult(out, list(specs), metrics, errors, skipped, executed)

@@ -1,0 +1,66 @@
+"""Aligned-MTL: aligning the gradient system by its condition number (Senushkin et al.,
+"Independent Component Alignment for Multi-Task Learning", CVPR 2023, §4, Eqs. (9)–(11)).
+
+With the eigendecomposition of the Gram matrix ``M = G Gᵀ = V Λ Vᵀ`` restricted to its numerical
+rank ``R`` (eigenvalues above ``max(λ)·K·eps``, as in the authors' code)::
+
+    B = √λ_min · V_R Λ_R^{-1/2} V_Rᵀ,       Ĝ = B G,       d = Ĝᵀ w = Σ_k (B w)_k g_k
+
+where ``λ_min`` is the smallest retained eigenvalue (``scale="min"``, the paper's default;
+``"median"`` and ``"rmse"`` — ``√mean(λ)`` — as in the code) and ``w`` the task weights (ones:
+the rows of ``Ĝ`` are summed, as in the authors' balancer).  For full rank the aligned rows are
+orthogonal with equal norms ``√λ_min`` (``Ĝ Ĝᵀ = λ_min I``).  Variant: the full-parameter
+version, *without* the upper-bound (Aligned-MTL-UB, encoder-feature) trick.  Rank-deficient
+systems are aligned inside their range; all-zero ``G`` gives ``d = 0``.  Permutation invariant
+and homogeneous; ``last_weights`` reports ``B w``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
+from autobalance.methods.aggregators._linalg import combine, gram
+
+__all__ = ["AlignedMTL", "aligned_mtl_weights"]
+
+SCALES = ("min", "median", "rmse")
+
+
+def aligned_mtl_weights(M: np.ndarray, scale: str = "min") -> np.ndarray:
+    """``B · 1`` from the Gram matrix (see the module docstring)."""
+    K = M.shape[0]
+    lam, V = np.linalg.eigh(M)
+    top = float(lam.max()) if K else 0.0
+    if not top > 0:
+        return np.zeros(K)
+    keep = lam > top * K * np.finfo(np.float64).eps
+    lam, V = lam[keep], V[:, keep]
+    if scale == "min":
+        sigma = float(lam.min())
+    elif scale == "median":
+        sigma = float(np.median(lam))
+    else:
+        sigma = float(lam.mean())
+    B = (V * np.sqrt(sigma / lam)[None, :]) @ V.T
+    return B @ np.ones(K)
+
+
+@register_aggregator(
+    "aligned-mtl", summary="Aligned-MTL (Senushkin et al. 2023): condition G to 1."
+)
+class AlignedMTL:
+    def __init__(self, scale: str = "min") -> None:
+        if scale not in SCALES:
+            raise HyperparameterError(
+                f"aligned-mtl scale must be one of {', '.join(SCALES)}, got {scale!r}"
+            )
+        self.scale = scale
+        self.last_weights: list[float] | None = None
+
+    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
+        w = aligned_mtl_weights(gram(check_gradient_matrix(G)), self.scale)
+        self.last_weights = [float(x) for x in w]
+        return combine(w, G)

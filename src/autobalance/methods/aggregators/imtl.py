@@ -1,0 +1,51 @@
+"""IMTL-G: impartial gradient weighting (Liu et al., "Towards Impartial Multi-task Learning",
+ICLR 2021, §3.2, Eq. (9)).
+
+With ``u_i = g_i / ‖g_i‖``, ``D = [g_1 − g_2; …; g_1 − g_K]`` and ``U = [u_1 − u_2; …; u_1 − u_K]``
+(both ``(K−1) × P``)::
+
+    α_{2:K} = g_1 Uᵀ (D Uᵀ)⁻¹,      α_1 = 1 − Σ_{k≥2} α_k,      d = Σ_k α_k g_k
+
+so that ``d`` has the same projection onto every unit gradient (``d·u_i = d·u_j``).  Every product
+is read off the ``K × K`` Gram matrix (``g_a·u_b = M_ab / ‖g_b‖``).  Deliberate deviation: a
+singular ``D Uᵀ`` (parallel rows, ``K > P``, a zero row whose ``u`` is taken as 0) is inverted
+with the Moore–Penrose pseudo-inverse, so the equal-projection property then holds only in the
+least-squares sense.  Only the gradient part (IMTL-G) is implemented, not the loss scaling
+(IMTL-L).  Permutation invariant and homogeneous; ``last_weights`` reports ``α``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
+from autobalance.methods.aggregators._linalg import combine, gram, row_norms, safe_div
+
+__all__ = ["IMTLG", "imtl_g_weights"]
+
+
+def imtl_g_weights(M: np.ndarray) -> np.ndarray:
+    """``α`` of Eq. (9) from the Gram matrix ``M = G Gᵀ``."""
+    K = M.shape[0]
+    if K == 1:
+        return np.ones(1)
+    inv = safe_div(np.ones(K), row_norms(M))
+    GU = M * inv[None, :]  # GU[a, b] = g_a · u_b
+    # g_1 Uᵀ: entries g_1·(u_1 − u_i);  D Uᵀ: (g_1 − g_i)·(u_1 − u_j), i, j = 2..K
+    r = GU[0, 0] - GU[0, 1:]
+    DU = GU[0, 0] - GU[0, None, 1:] - GU[1:, 0, None] + GU[1:, 1:]
+    scale = float(np.max(np.abs(DU))) or 1.0
+    a = np.linalg.pinv(DU.T / scale, rcond=1e-12) @ (r / scale)  # α Dᵤ = r  ⇔  DUᵀ α = r
+    return np.concatenate([[1.0 - a.sum()], a])
+
+
+@register_aggregator("imtl-g", summary="IMTL-G (Liu et al. 2021): equal projections on unit grads.")
+class IMTLG:
+    def __init__(self) -> None:
+        self.last_weights: list[float] | None = None
+
+    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
+        alpha = imtl_g_weights(gram(check_gradient_matrix(G)))
+        self.last_weights = [float(a) for a in alpha]
+        return combine(alpha, G)

@@ -1,0 +1,131 @@
+"""Helpers shared by the adaptive weighting methods: stable softmax, seeded generators, learnable
+weight vectors with their own optimizer, and update schedules.
+
+Every piece of state here round-trips through ``torch.save`` / ``torch.load(weights_only=True)``
+(tensors, numbers, strings, lists, dicts only), so that checkpoints resume bit-identically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.base import check_positive
+
+__all__ = [
+    "LearnableVector",
+    "check_every",
+    "check_int",
+    "is_update_step",
+    "make_generator",
+    "softmax",
+]
+
+
+def softmax(logits: Sequence[float]) -> list[float]:
+    """``exp(x_k − max x) / Σ_j exp(x_j − max x)`` in double precision (never overflows)."""
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = math.fsum(exps)
+    return [e / total for e in exps]
+
+
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """``int(value)`` for an integer ``≥ minimum``, else :class:`HyperparameterError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HyperparameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_every(value: Any) -> int:
+    """Validate an update period ``every`` (an integer ``≥ 1``)."""
+    return check_int("every", value, minimum=1)
+
+
+def is_update_step(step: int, every: int) -> bool:
+    """Steps ``1, 1 + every, 1 + 2·every, …`` (1-based): the first step always updates."""
+    return (step - 1) % every == 0
+
+
+def make_generator(seed: Any) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (its state goes in checkpoints)."""
+    seed = check_int("seed", seed, minimum=0)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+_WEIGHT_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+class LearnableVector:
+    """A vector of ``K`` learnable scalars (loss weights, log-variances) with its own optimizer.
+
+    The vector is created at the first step (when ``K`` is known) or when a checkpoint is loaded.
+    Its gradient is given in closed form by the method (:meth:`apply_gradient`), so no autograd
+    graph is built for it.  Values are kept in float64 on the CPU.
+
+    Args:
+        what: name used in error messages (e.g. ``"gradnorm weights"``).
+        lr: learning rate of the vector's optimizer.
+        optimizer: ``"adam"`` (default betas) or ``"sgd"`` (plain ``x ← x − lr·g``).
+    """
+
+    def __init__(self, what: str, lr: float, optimizer: str) -> None:
+        if optimizer not in _WEIGHT_OPTIMIZERS:
+            raise HyperparameterError(
+                f"{what}: optimizer must be one of {sorted(_WEIGHT_OPTIMIZERS)}, got {optimizer!r}"
+            )
+        self.what = what
+        self.lr = check_positive(f"{what}: lr", lr)
+        self.optimizer_name = optimizer
+        self.values: Tensor | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.values is not None
+
+    def create(self, initial: Sequence[float]) -> None:
+        """Create the vector with the given initial values (and a fresh optimizer)."""
+        self.values = torch.tensor(list(initial), dtype=torch.float64, requires_grad=True)
+        self._optimizer = _WEIGHT_OPTIMIZERS[self.optimizer_name]([self.values], lr=self.lr)
+
+    def tolist(self) -> list[float]:
+        assert self.values is not None
+        return [float(x) for x in self.values.detach().tolist()]
+
+    def apply_gradient(self, grad: Sequence[float]) -> None:
+        """One optimizer step with the given gradient."""
+        assert self.values is not None and self._optimizer is not None
+        self.values.grad = torch.tensor(list(grad), dtype=torch.float64)
+        self._optimizer.step()
+        self.values.grad = None
+
+    def assign(self, new_values: Sequence[float]) -> None:
+        """Overwrite the values in place (the optimizer's moments are kept)."""
+        assert self.values is not None
+        with torch.no_grad():
+            self.values.copy_(torch.tensor(list(new_values), dtype=torch.float64))
+
+    def state(self) -> dict[str, Any]:
+        if self.values is None or self._optimizer is None:
+            return {}
+        return {
+            "values": self.values.detach().clone(),
+            "optimizer": self._optimizer.state_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.values = None
+            self._optimizer = None
+            return
+        self.create(state["values"].tolist())
+        assert self._optimizer is not None
+        self._optimizer.load_state_dict(state["optimizer"])

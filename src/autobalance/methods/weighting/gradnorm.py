@@ -1,0 +1,141 @@
+"""GradNorm: learnable loss weights that equalise gradient norms at training-rate-dependent targets.
+
+Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: Gradient Normalization for Adaptive Loss
+Balancing in Deep Multitask Networks", ICML 2018, Sec. 3.2 and Algorithm 1:
+
+    G_k = ‖∇_W (w_k L_k)‖ = w_k ‖∇_W L_k‖,    Ḡ = mean_k G_k,
+    L̃_k = L_k(t) / L_k(0),    r_k = L̃_k / mean_j L̃_j,
+    L_grad = Σ_k |G_k − Ḡ · r_k^α|        (eq. 2; the target Ḡ·r_k^α is a constant),
+
+so ``∂L_grad/∂w_k = sign(G_k − Ḡ r_k^α)·‖∇_W L_k‖``; after each update the weights are
+renormalised to ``Σ_k w_k = K``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
+from autobalance.methods.registry import register
+from autobalance.methods.weighting._common import LearnableVector
+
+__all__ = ["GradNorm"]
+
+#: Floor of a weight before renormalisation (keeps every weight positive).
+MIN_WEIGHT = 1e-6
+
+
+def _sign(x: float) -> float:
+    return (x > 0) - (x < 0)
+
+
+@register(
+    "gradnorm",
+    family="weighting",
+    summary="GradNorm (Chen et al. 2018): learnable weights fit shared-layer gradient norms.",
+)
+class GradNorm(WeightingMethod):
+    """GradNorm (Chen et al., ICML 2018), Algorithm 1.
+
+    Each step uses the per-loss gradient matrix (``K`` backward passes; the combined gradient
+    ``Σ_k w_k(t) ∇L_k`` is formed from it with no extra pass).  The network is updated with the
+    current weights ``w(t)``; the weights then take one step of their own optimizer on
+    ``∂L_grad/∂w`` (target held constant), are floored at ``1e-6`` and renormalised to sum to
+    ``K``, giving ``w(t+1)``.  ``L_k(0)`` is the loss at the first step.
+
+    Deviations: the weights have their own optimizer (Adam by default, ``weight_lr`` defaulting
+    to the base learning rate) rather than sharing the network's; the floor at ``1e-6`` (the
+    paper does not say what happens to a weight driven below zero); ``L̃_k = 1`` when
+    ``L_k(0) = 0``.
+
+    Args:
+        params: parameters or parameter groups.
+        alpha: asymmetry ``α ≥ 0`` (default 1.5, the paper's value for most of its experiments).
+        shared_param: index, in optimizer order, of the shared layer ``W`` (default: the last
+            parameter tensor with at least 2 dimensions).
+        weight_lr: learning rate of the weights (default: the base optimizer's first group's lr).
+        weight_optimizer: ``"adam"`` (default) or ``"sgd"``.
+        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
+    """
+
+    method_name = "gradnorm"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        alpha: float = 1.5,
+        shared_param: int | None = None,
+        weight_lr: float | None = None,
+        weight_optimizer: str = "adam",
+        base: type[torch.optim.Optimizer] | str = "adam",
+        **kwargs: Any,
+    ) -> None:
+        self.alpha = check_positive("alpha", alpha, allow_zero=True)
+        super().__init__(params, base, **kwargs)
+        self.shared_index = self._resolve_shared(shared_param)
+        lr = self.optimizer.param_groups[0]["lr"] if weight_lr is None else weight_lr
+        self._weights = LearnableVector("gradnorm weights", lr, weight_optimizer)
+        self._initial_losses: list[float] | None = None
+
+    def _resolve_shared(self, shared_param: int | None) -> int:
+        params = self.params
+        if shared_param is None:
+            matrices = [i for i, p in enumerate(params) if p.dim() >= 2]
+            if not matrices:
+                raise HyperparameterError(
+                    "method 'gradnorm' needs a shared layer: no parameter has >= 2 dimensions; "
+                    "pass shared_param=<index of the parameter>"
+                )
+            return matrices[-1]
+        if isinstance(shared_param, bool) or not isinstance(shared_param, int):
+            raise HyperparameterError(f"shared_param must be an integer, got {shared_param!r}")
+        if not -len(params) <= shared_param < len(params):
+            raise HyperparameterError(
+                f"shared_param={shared_param} is out of range: there are {len(params)} parameters"
+            )
+        return shared_param % len(params)
+
+    def wants_gradients(self, step: int) -> bool:
+        return True
+
+    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+        assert ctx.gradients is not None
+        k = len(ctx.names)
+        values = [ctx.values[n] for n in ctx.names]
+        if not self._weights.ready:
+            self._weights.create([1.0] * k)
+        if self._initial_losses is None:
+            self._initial_losses = values
+        used = self._weights.tolist()
+        gm = ctx.gradients
+        start = sum(gm.sizes[: self.shared_index])
+        shared = gm.matrix[:, start : start + gm.sizes[self.shared_index]].double()
+        shared_norms = shared.norm(dim=1).tolist()
+        g = [w * n for w, n in zip(used, shared_norms, strict=True)]
+        g_mean = math.fsum(g) / k
+        rel = [
+            v / v0 if v0 != 0 else 1.0 for v, v0 in zip(values, self._initial_losses, strict=True)
+        ]
+        rel_mean = math.fsum(rel) / k
+        rates = [r / rel_mean if rel_mean != 0 else 1.0 for r in rel]
+        targets = [g_mean * r**self.alpha for r in rates]
+        grad = [_sign(gk - tk) * n for gk, tk, n in zip(g, targets, shared_norms, strict=True)]
+        self._weights.apply_gradient(grad)
+        floored = [max(w, MIN_WEIGHT) for w in self._weights.tolist()]
+        total = math.fsum(floored)
+        self._weights.assign([k * w / total for w in floored])
+        return used
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"weights": self._weights.state(), "initial_losses": self._initial_losses}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._weights.load_state(state.get("weights", {}))
+        initial = state.get("initial_losses")
+        self._initial_losses = None if initial is None else [float(x) for x in initial]

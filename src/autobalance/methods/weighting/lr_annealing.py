@@ -1,0 +1,120 @@
+"""Learning-rate annealing weights for PINNs.
+
+Wang, Teng & Perdikaris, "Understanding and Mitigating Gradient Flow Pathologies in
+Physics-Informed Neural Networks", SIAM J. Sci. Comput. 43(5), 2021, Algorithm 1:
+
+    λ̂_k = max_θ |∇_θ L_r(θ)| / mean_θ |∇_θ L_k(θ)|,    λ_k ← (1 − α)·λ_k + α·λ̂_k,
+
+for every term ``k`` other than the PDE residual ``L_r`` (whose weight stays 1), ``α = 0.9``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
+from autobalance.methods.registry import register
+from autobalance.methods.weighting._common import check_every, is_update_step
+
+__all__ = ["LearningRateAnnealing", "find_reference"]
+
+
+def find_reference(names: Sequence[str], reference: str | None, method: str) -> int:
+    """Index of the residual (reference) loss: ``reference`` if given, else the first name that
+    contains ``"residual"``; :class:`HyperparameterError` when there is none."""
+    if reference is not None:
+        if reference not in names:
+            raise HyperparameterError(
+                f"method {method!r}: reference={reference!r} is not one of the losses {list(names)}"
+            )
+        return list(names).index(reference)
+    for i, name in enumerate(names):
+        if "residual" in name:
+            return i
+    raise HyperparameterError(
+        f"method {method!r} needs a reference (PDE residual) loss: none of {list(names)} contains "
+        "'residual'; pass reference=<loss name>"
+    )
+
+
+@register(
+    "lr-annealing",
+    family="weighting",
+    summary="Learning-rate annealing (Wang et al. 2021): λ_k from max|∇L_r| / mean|∇L_k|, EMA.",
+)
+class LearningRateAnnealing(WeightingMethod):
+    """Learning-rate annealing weights (Wang, Teng & Perdikaris 2021, Algorithm 1).
+
+    On update steps (``1, 1 + every, …``) the per-loss gradients are computed (``K`` backward
+    passes), ``λ̂_k`` is formed from the *unweighted* gradients, the running weights are
+    updated by the moving average and used at once for that step's update ``Σ_k λ_k ∇L_k``.
+    Other steps use one backward pass of ``Σ_k λ_k L_k`` with the held weights.  The weights
+    start at 1.
+
+    Using ``∇(λ_k L_k)`` in the denominator (seen in some code) gives ``λ̂_k = target/λ_k``, whose
+    fixed point is ``√target``: that is avoided here.
+
+    Deviation: ``max`` and ``mean`` run over every parameter entry at once (the paper's
+    ``θ``); the authors' code averages per-layer means.  A term whose gradient is zero keeps its
+    weight.
+
+    Args:
+        params: parameters or parameter groups.
+        alpha: ``α ∈ (0, 1]``, the weight of the new estimate (default 0.9, the paper's).
+        every: update period in steps (default 1).
+        reference: name of the residual loss (default: the first name containing "residual").
+        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
+    """
+
+    method_name = "lr-annealing"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        alpha: float = 0.9,
+        every: int = 1,
+        reference: str | None = None,
+        base: type[torch.optim.Optimizer] | str = "adam",
+        **kwargs: Any,
+    ) -> None:
+        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, closed="(]")
+        self.every = check_every(every)
+        if reference is not None and not isinstance(reference, str):
+            raise HyperparameterError(f"reference must be a loss name, got {reference!r}")
+        self.reference = reference
+        super().__init__(params, base, **kwargs)
+        self._lambdas: list[float] | None = None
+
+    def _check_names_first_step(self, names: list[str]) -> None:
+        find_reference(names, self.reference, self.method_name)
+
+    def wants_gradients(self, step: int) -> bool:
+        return is_update_step(step, self.every)
+
+    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+        ref = find_reference(ctx.names, self.reference, self.method_name)
+        if self._lambdas is None:
+            self._lambdas = [1.0] * len(ctx.names)
+        if ctx.gradients is not None:
+            abs_grads = ctx.gradients.matrix.double().abs()
+            max_ref = float(abs_grads[ref].max())
+            means = abs_grads.mean(dim=1).tolist()
+            lambdas = list(self._lambdas)
+            for k, mean_k in enumerate(means):
+                if k != ref and mean_k > 0:
+                    lambdas[k] = (1 - self.alpha) * lambdas[k] + self.alpha * max_ref / mean_k
+            lambdas[ref] = 1.0
+            self._lambdas = lambdas
+        return list(self._lambdas)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"lambdas": None if self._lambdas is None else list(self._lambdas)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        lambdas = state.get("lambdas")
+        self._lambdas = None if lambdas is None else [float(x) for x in lambdas]

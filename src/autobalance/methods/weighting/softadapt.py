@@ -1,0 +1,106 @@
+"""SoftAdapt: weights from a softmax of the losses' recent rates of change.
+
+Heydari, Thompson & Mehmood, "SoftAdapt: Techniques for Adaptive Loss Weighting of Neural
+Networks with Multi-Part Loss Functions", arXiv:1912.12355 (2019):
+
+    s_k = L_k(t) − L_k(t−1),                                   (first-order rate of change)
+    w_k = exp(β s_k − m) / Σ_i exp(β s_i − m),   m = max_j β s_j          (original SoftAdapt)
+    normalised:      s_k ← s_k / (Σ_j |s_j| + ε)
+    loss-weighted:   w_k = L_k exp(β s_k − m) / Σ_i L_i exp(β s_i − m)
+
+with ``β = 0.1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
+from autobalance.methods.registry import register
+from autobalance.methods.weighting._common import softmax
+
+__all__ = ["SoftAdapt"]
+
+
+@register(
+    "softadapt",
+    family="weighting",
+    summary="SoftAdapt (Heydari et al. 2019): w = softmax(β·(L(t) − L(t−1))), optional variants.",
+)
+class SoftAdapt(WeightingMethod):
+    """SoftAdapt (Heydari, Thompson & Mehmood 2019).
+
+    ``s_k = L_k(t) − L_k(t−1)`` from the loss values before this step and before the previous one;
+    at the first step ``s = 0``.  ``normalize`` divides ``s`` by ``Σ|s| + ε``; ``loss_weighted``
+    multiplies each softmax numerator by ``L_k(t)``; both may be combined (the paper's
+    "normalised loss-weighted" variant).  The paper's weights sum to 1; ``sum_to_k=True``
+    multiplies them by ``K``.
+
+    Deviation: the paper also considers higher-order finite differences over several past steps;
+    only the first-order difference (its default) is implemented.
+
+    Args:
+        params: parameters or parameter groups.
+        beta: ``β`` (any finite number; default 0.1; ``β > 0`` favours the loss that decreases
+            least or grows).
+        normalize: normalise the rates of change (default ``False``).
+        loss_weighted: weight by the loss values (default ``False``).
+        eps: ``ε > 0`` of the normalisation (default 1e-8).
+        sum_to_k: scale the weights by ``K`` (default ``False``).
+        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
+    """
+
+    method_name = "softadapt"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        beta: float = 0.1,
+        normalize: bool = False,
+        loss_weighted: bool = False,
+        eps: float = 1e-8,
+        sum_to_k: bool = False,
+        base: type[torch.optim.Optimizer] | str = "adam",
+        **kwargs: Any,
+    ) -> None:
+        self.beta = float(beta)
+        if not math.isfinite(self.beta):
+            raise HyperparameterError(f"beta must be a finite number, got {beta!r}")
+        self.normalize = bool(normalize)
+        self.loss_weighted = bool(loss_weighted)
+        self.eps = check_positive("eps", eps)
+        self.sum_to_k = bool(sum_to_k)
+        super().__init__(params, base, **kwargs)
+        self._previous: list[float] | None = None
+
+    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+        values = [ctx.values[n] for n in ctx.names]
+        k = len(values)
+        if self._previous is None:
+            rates = [0.0] * k
+        else:
+            rates = [v - p for v, p in zip(values, self._previous, strict=True)]
+        self._previous = values
+        if self.normalize:
+            scale = math.fsum(abs(s) for s in rates) + self.eps
+            rates = [s / scale for s in rates]
+        w = softmax([self.beta * s for s in rates])
+        if self.loss_weighted:
+            weighted = [wk * v for wk, v in zip(w, values, strict=True)]
+            total = math.fsum(weighted)
+            w = [x / total for x in weighted] if total > 0 else [1.0 / k] * k
+        factor = float(k) if self.sum_to_k else 1.0
+        return [factor * x for x in w]
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"previous": None if self._previous is None else list(self._previous)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        previous = state.get("previous")
+        self._previous = None if previous is None else [float(x) for x in previous]

@@ -1,0 +1,97 @@
+"""Homoscedastic uncertainty weighting.
+
+Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+Geometry and Semantics", CVPR 2018, Sec. 3.2, the objective for regression (Gaussian) terms:
+
+    L(θ, σ) = Σ_k 1/(2σ_k²) · L_k(θ) + log σ_k.
+
+With the learnable ``s_k = log σ_k²`` (the paper's own parametrisation, Sec. 3.2, chosen for
+numerical stability) this is
+
+    L(θ, s) = Σ_k ½·exp(−s_k)·L_k(θ) + ½·s_k,
+
+so the network gets ``∇_θ L = Σ_k w_k ∇L_k`` with ``w_k = ½·exp(−s_k)``, and
+``∂L/∂s_k = ½ − ½·exp(−s_k)·L_k``.  PINN losses are mean squares (Gaussian likelihoods), hence
+the regression form; its stationary point is ``s_k = log L_k``, i.e. ``w_k = 1/(2 L_k)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.methods.base import WeightingMethod, WeightingStep
+from autobalance.methods.registry import register
+from autobalance.methods.weighting._common import LearnableVector
+
+__all__ = ["UncertaintyWeighting"]
+
+
+@register(
+    "uncertainty",
+    family="weighting",
+    summary="Uncertainty weighting (Kendall et al. 2018): learnable log-variances s, w = ½·e^(−s).",
+)
+class UncertaintyWeighting(WeightingMethod):
+    """Learned homoscedastic-uncertainty weights ``w_k = ½·exp(−s_k)`` (Kendall et al. 2018).
+
+    Each step: the network gets ``Σ_k ½·exp(−s_k(t))·∇L_k`` (one backward pass), then the
+    log-variances take one step of their own optimizer with the exact gradient
+    ``∂L/∂s_k = ½ − ½·exp(−s_k(t))·L_k(t)`` — the simultaneous update of (θ, s) of joint training.
+
+    Deviation: the paper trains ``s`` with the network's optimizer; here ``s`` has its own
+    optimizer (Adam by default, with ``weight_lr`` defaulting to the base learning rate, which for
+    an Adam base with default betas equals joint training) so that any base optimizer can be used
+    and checkpoints stay independent of the base's parameter groups.  A learning-rate scheduler on
+    the base optimizer does not act on ``s``.
+
+    Args:
+        params: parameters or parameter groups.
+        init: initial ``s_k`` (default 0, i.e. ``w_k = ½``).
+        weight_lr: learning rate of ``s`` (default: the base optimizer's first group's lr).
+        weight_optimizer: ``"adam"`` (default) or ``"sgd"``.
+        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
+    """
+
+    method_name = "uncertainty"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        init: float = 0.0,
+        weight_lr: float | None = None,
+        weight_optimizer: str = "adam",
+        base: type[torch.optim.Optimizer] | str = "adam",
+        **kwargs: Any,
+    ) -> None:
+        self.init = float(init)
+        if not math.isfinite(self.init):
+            raise HyperparameterError(f"init (initial log-variance) must be finite, got {init!r}")
+        super().__init__(params, base, **kwargs)
+        lr = self.optimizer.param_groups[0]["lr"] if weight_lr is None else weight_lr
+        self._log_vars = LearnableVector("uncertainty log-variances", lr, weight_optimizer)
+
+    @property
+    def log_variances(self) -> list[float] | None:
+        """The current ``s_k`` (``None`` before the first step)."""
+        return self._log_vars.tolist() if self._log_vars.ready else None
+
+    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+        if not self._log_vars.ready:
+            self._log_vars.create([self.init] * len(ctx.names))
+        s = self._log_vars.tolist()
+        used = [0.5 * math.exp(-sk) for sk in s]
+        grad = [0.5 - wk * ctx.values[n] for wk, n in zip(used, ctx.names, strict=True)]
+        self._log_vars.apply_gradient(grad)
+        return used
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"log_variances": self._log_vars.state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._log_vars.load_state(state.get("log_variances", {}))

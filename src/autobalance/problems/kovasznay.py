@@ -1,0 +1,176 @@
+"""Kovasznay flow: steady 2D incompressible Navier–Stokes with an exact solution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from autobalance.derivatives import gradients
+from autobalance.errors import ConfigError
+from autobalance.losses import NamedLosses
+from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.registry import register_problem
+
+__all__ = ["Kovasznay"]
+
+_PRESSURE_BOUNDARIES = ("outflow", "all")
+
+
+@register_problem("kovasznay")
+class Kovasznay(Problem):
+    """Kovasznay flow: steady 2D Navier–Stokes (u, v, p) on [−0.5,1]×[−0.5,1.5], exact solution.
+
+    Equations::
+
+        u u_x + v u_y + p_x − (1/Re)(u_xx + u_yy) = 0        (momentum, x)
+        u v_x + v v_y + p_y − (1/Re)(v_xx + v_yy) = 0        (momentum, y)
+        u_x + v_y = 0                                        (continuity)
+        (x, y) ∈ Ω = [−0.5, 1] × [−0.5, 1.5]
+
+    Exact solution (Kovasznay 1948), ``λ = Re/2 − √(Re²/4 + 4π²)``::
+
+        u = 1 − e^{λx} cos(2πy),   v = λ/(2π) e^{λx} sin(2πy),   p = ½ (1 − e^{2λx})
+
+    Boundary conditions: Dirichlet ``u, v`` = exact on all of ∂Ω.  The pressure is fixed only up to
+    a constant by the equations; ``pressure_boundary = "outflow"`` (default) also imposes the
+    exact ``p`` on the outflow edge ``x = 1``, as DeepXDE's Kovasznay example does;
+    ``"all"`` imposes it on all of ∂Ω.
+
+    Inputs ``(x, y)``, outputs ``(u, v, p)``; errors are reported per field (``rel_l2_u``, ...).
+    Losses (each from its own forward pass; the three PDE terms share one):
+
+    * ``"momentum_x"``, ``"momentum_y"``, ``"continuity"``: mean squares of the residuals above
+      over ``n_residual`` interior points,
+    * ``"boundary"``: ``n_boundary`` points, the same number on each edge, with the three columns
+      ``(u − u*, v − v*, w·(p − p*))`` where ``w`` is 1 where the pressure is imposed and 0
+      elsewhere; the loss is the mean over all three columns.
+
+    Defaults: ``Re = 20`` (``λ ≈ −1.810``), 2048 residual and 256 boundary points per step, a
+    101 × 101 evaluation grid.
+
+    Sources: L. I. G. Kovasznay, "Laminar flow behind a two-dimensional grid", Proc. Camb.
+    Philos. Soc. 44 (1948) 58–62; X. Jin, S. Cai, H. Li, G. E. Karniadakis, "NSFnets",
+    J. Comput. Phys. 426 (2021) 109951, Sec. 3.1 (Re = 20 on this domain); L. Lu et al.,
+    "DeepXDE", SIAM Rev. 63(1) (2021), Kovasznay flow example (pressure on the outflow edge).
+    """
+
+    input_names = ("x", "y")
+    output_names = ("u", "v", "p")
+    loss_names = ("momentum_x", "momentum_y", "continuity", "boundary")
+
+    def __init__(
+        self,
+        *,
+        re: float = 20.0,
+        pressure_boundary: str = "outflow",
+        n_residual: int = 2048,
+        n_boundary: int = 256,
+        n_eval: int = 101,
+    ) -> None:
+        where = "problem 'kovasznay'"
+        if not re > 0:
+            raise ConfigError(f"{where}: Reynolds number 're' must be > 0, got {re}")
+        if pressure_boundary not in _PRESSURE_BOUNDARIES:
+            raise ConfigError(
+                f"{where}: 'pressure_boundary' must be one of "
+                f"{', '.join(map(repr, _PRESSURE_BOUNDARIES))}, got {pressure_boundary!r}"
+            )
+        for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
+            if value < 1:
+                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        if n_boundary % 4:
+            raise ConfigError(
+                f"{where}: 'n_boundary' must be a multiple of 4 (equal points per edge), "
+                f"got {n_boundary}"
+            )
+        if n_eval < 2:
+            raise ConfigError(f"{where}: 'n_eval' must be >= 2, got {n_eval}")
+        super().__init__(
+            re=float(re),
+            pressure_boundary=pressure_boundary,
+            n_residual=int(n_residual),
+            n_boundary=int(n_boundary),
+            n_eval=int(n_eval),
+        )
+        self.re, self.pressure_boundary = float(re), pressure_boundary
+        self.n_residual, self.n_boundary, self.n_eval = n_residual, n_boundary, n_eval
+        self.lam = self.re / 2 - math.sqrt(self.re**2 / 4 + 4 * math.pi**2)
+        self._box = Box(lower=(-0.5, -0.5), upper=(1.0, 1.5))
+
+    @property
+    def domain(self) -> Box:
+        return self._box
+
+    @property
+    def evaluation_shape(self) -> tuple[int, ...]:
+        return (self.n_eval, self.n_eval)
+
+    def sample(
+        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Interior points and boundary points (equal per edge), drawn by :attr:`sampler`."""
+        box, sampler = self._box, self.sampler
+        return {
+            "residual": box.sample_interior(
+                self.n_residual, generator, device, dtype, sampler=sampler
+            ),
+            "boundary": box.sample_boundary(
+                self.n_boundary // 4, generator, device, dtype, sampler=sampler
+            ),
+        }
+
+    def reference(self, points: Tensor) -> Tensor:
+        """Exact ``(u, v, p)`` at ``points``, shape ``(N, 3)``."""
+        x, y = points[:, 0:1], points[:, 1:2]
+        lam, two_pi = self.lam, 2 * math.pi
+        decay = torch.exp(lam * x)
+        u = 1 - decay * torch.cos(two_pi * y)
+        v = lam / two_pi * decay * torch.sin(two_pi * y)
+        p = 0.5 * (1 - decay**2)
+        return torch.cat([u, v, p], dim=1)
+
+    def pde_residuals(self, model: Model, points: Tensor) -> Tensor:
+        """Pointwise ``(momentum_x, momentum_y, continuity)`` residuals, shape ``(N, 3)``."""
+        return torch.cat(self._residuals(model, points)[0], dim=1)
+
+    def _residuals(self, model: Model, points: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        x, y = input_columns(points)
+        out = model(torch.cat([x, y], dim=1))
+        u, v, p = out[:, 0:1], out[:, 1:2], out[:, 2:3]
+        u_x, u_y = gradients(u, (x, y))
+        v_x, v_y = gradients(v, (x, y))
+        p_x, p_y = gradients(p, (x, y))
+        lap_u = gradients(u_x, (x,))[0] + gradients(u_y, (y,))[0]
+        lap_v = gradients(v_x, (x,))[0] + gradients(v_y, (y,))[0]
+        nu = 1.0 / self.re
+        momentum_x = u * u_x + v * u_y + p_x - nu * lap_u
+        momentum_y = u * v_x + v * v_y + p_y - nu * lap_v
+        return [momentum_x, momentum_y, u_x + v_y], [x, y]
+
+    def pressure_mask(self, points: Tensor) -> Tensor:
+        """``(N, 1)``: 1 where the pressure is imposed on the boundary, else 0."""
+        if self.pressure_boundary == "all":
+            return torch.ones_like(points[:, 0:1])
+        return (points[:, 0:1] == self._box.upper[0]).to(points.dtype)
+
+    def losses(self, model: Model, batch: Batch) -> NamedLosses:
+        """Three PDE residual losses and one boundary loss (columns ``u, v, w·p`` errors)."""
+        (mom_x, mom_y, cont), coords = self._residuals(model, batch["residual"])
+        boundary = batch["boundary"]
+        error = model(boundary) - self.reference(boundary)
+        weight = torch.cat([torch.ones_like(error[:, :2]), self.pressure_mask(boundary)], dim=1)
+        pointwise = {
+            "momentum_x": mom_x,
+            "momentum_y": mom_y,
+            "continuity": cont,
+            "boundary": error * weight,
+        }
+        points = {name: batch["residual"] for name in ("momentum_x", "momentum_y", "continuity")}
+        return NamedLosses(
+            {name: r.pow(2).mean() for name, r in pointwise.items()},
+            pointwise=pointwise,
+            points={**points, "boundary": boundary},
+            coords={name: coords for name in ("momentum_x", "momentum_y", "continuity")},
+        )

@@ -1,0 +1,157 @@
+"""1D wave equation on the unit interval with a two-mode exact solution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from autobalance.derivatives import gradients
+from autobalance.errors import ConfigError
+from autobalance.losses import NamedLosses
+from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.registry import register_problem
+
+__all__ = ["Wave"]
+
+
+@register_problem("wave")
+class Wave(Problem):
+    """1D wave: u_tt = c²·u_xx on [0,1]², u = sin πx cos cπt + a sin mπx cos cmπt (exact).
+
+    Equation::
+
+        u_tt − c² u_xx = 0,                         x ∈ [0, 1], t ∈ [0, 1]
+        u(x, 0) = sin(πx) + a sin(mπx),  u_t(x, 0) = 0,
+        u(0, t) = u(1, t) = 0
+
+    Exact solution ``u = sin(πx) cos(cπt) + a sin(mπx) cos(c m π t)`` (integer ``m`` so that it
+    vanishes at ``x = 0, 1``).
+
+    Inputs ``(x, t)``, output ``u``.  Losses (each from its own forward pass):
+
+    * ``"residual"``: mean of ``(u_tt − c² u_xx)²`` over interior points,
+    * ``"initial"``: on ``t = 0`` the two columns ``(u − u0, u_t)``; the loss is the mean over
+      both, ``(mean (u − u0)² + mean u_t²) / 2``,
+    * ``"boundary"``: mean of ``u²`` on ``x = 0`` and ``x = 1`` (half on each).
+
+    Defaults: ``c = 2``, ``a = 0.5``, ``m = 4``: ``u = sin πx cos 2πt + ½ sin 4πx cos 8πt``, as in
+    the code released with the paper (exact solution ``sin(πx) cos(cπt) + a sin(2cπx)
+    cos(4cπt)``); ``m = 3`` gives the variant ``½ sin 3πx cos 6πt``.  1024 residual, 256 initial
+    and 256 boundary points per step, a 101 × 101 evaluation grid in ``(x, t)``.
+
+    Source: S. Wang, X. Yu, P. Perdikaris, "When and why PINNs fail to train: a neural tangent
+    kernel perspective", J. Comput. Phys. 449 (2022) 110768 (arXiv:2007.14527), Sec. 7.3.
+    """
+
+    input_names = ("x", "t")
+    output_names = ("u",)
+    loss_names = ("residual", "initial", "boundary")
+
+    def __init__(
+        self,
+        *,
+        c: float = 2.0,
+        a: float = 0.5,
+        m: int = 4,
+        n_residual: int = 1024,
+        n_initial: int = 256,
+        n_boundary: int = 256,
+        n_eval: int = 101,
+    ) -> None:
+        where = "problem 'wave'"
+        if not c > 0:
+            raise ConfigError(f"{where}: wave speed 'c' must be > 0, got {c}")
+        if m < 1:
+            raise ConfigError(f"{where}: mode 'm' must be an integer >= 1, got {m}")
+        counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
+        for key, value in counts.items():
+            if value < 1:
+                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        if n_boundary % 2:
+            raise ConfigError(
+                f"{where}: 'n_boundary' must be even (half on x = 0, half on x = 1), "
+                f"got {n_boundary}"
+            )
+        if n_eval < 2:
+            raise ConfigError(f"{where}: 'n_eval' must be >= 2, got {n_eval}")
+        super().__init__(
+            c=float(c),
+            a=float(a),
+            m=int(m),
+            n_residual=int(n_residual),
+            n_initial=int(n_initial),
+            n_boundary=int(n_boundary),
+            n_eval=int(n_eval),
+        )
+        self.c, self.a, self.m = float(c), float(a), int(m)
+        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
+        self.n_eval = n_eval
+        self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
+
+    @property
+    def domain(self) -> Box:
+        return self._box
+
+    @property
+    def evaluation_shape(self) -> tuple[int, ...]:
+        return (self.n_eval, self.n_eval)
+
+    def sample(
+        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Interior points, points on ``t = 0`` and on ``x = 0, 1`` (half each)."""
+        box, sampler, half = self._box, self.sampler, self.n_boundary // 2
+        return {
+            "residual": box.sample_interior(
+                self.n_residual, generator, device, dtype, sampler=sampler
+            ),
+            "initial": box.sample_face(
+                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
+            ),
+            "boundary": torch.cat(
+                [
+                    box.sample_face(0, side, half, generator, device, dtype, sampler=sampler)
+                    for side in (0, 1)
+                ]
+            ),
+        }
+
+    def reference(self, points: Tensor) -> Tensor:
+        """Exact ``u = sin πx cos cπt + a sin mπx cos cmπt``, shape ``(N, 1)``."""
+        x, t = points[:, 0:1], points[:, 1:2]
+        pi, c, m = math.pi, self.c, self.m
+        first = torch.sin(pi * x) * torch.cos(c * pi * t)
+        return first + self.a * torch.sin(m * pi * x) * torch.cos(c * m * pi * t)
+
+    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
+        """Pointwise ``u_tt − c² u_xx`` at ``points``, shape ``(N, 1)``."""
+        return self._residual(model, points)[0]
+
+    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        x, t = input_columns(points)
+        u = model(torch.cat([x, t], dim=1))
+        u_x, u_t = gradients(u, (x, t))
+        u_xx = gradients(u_x, (x,))[0]
+        u_tt = gradients(u_t, (t,))[0]
+        return u_tt - self.c**2 * u_xx, [x, t]
+
+    def losses(self, model: Model, batch: Batch) -> NamedLosses:
+        """``{"residual", "initial", "boundary"}``; ``"initial"`` has columns ``(u − u0, u_t)``."""
+        residual, coords = self._residual(model, batch["residual"])
+        initial = batch["initial"]
+        x0, t0 = input_columns(initial)
+        u0 = model(torch.cat([x0, t0], dim=1))
+        u0_t = gradients(u0, (t0,))[0]
+        pointwise = {
+            "residual": residual,
+            "initial": torch.cat([u0 - self.reference(initial), u0_t], dim=1),
+            "boundary": model(batch["boundary"]),
+        }
+        return NamedLosses(
+            {name: r.pow(2).mean() for name, r in pointwise.items()},
+            pointwise=pointwise,
+            points={name: batch[name] for name in pointwise},
+            coords={"residual": coords, "initial": [x0, t0]},
+        )

@@ -1,0 +1,88 @@
+"""Hard constraints: an output transform that satisfies conditions exactly.
+
+Lagaris, Likas & Fotiadis, "Artificial neural networks for solving ordinary and partial
+differential equations", IEEE Trans. Neural Netw. 9(5), 1998, Eq. (11); Lu et al., "Physics-
+informed neural networks with hard constraints for inverse design", SIAM J. Sci. Comput. 43(6),
+2021.  The trained function is ``u(x) = T(x, N(x))`` with the transform ``T`` of the problem's
+:meth:`~autobalance.problems.base.Problem.hard_constraint` hook; the losses the transform
+enforces exactly (:attr:`~autobalance.problems.base.Problem.hard_constrained_losses`) are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from autobalance.errors import ConfigError
+from autobalance.losses import NamedLosses
+from autobalance.variants.base import Variant, copy_losses
+from autobalance.variants.registry import register_variant
+
+if TYPE_CHECKING:
+    from autobalance.problems.base import Problem
+
+__all__ = ["HardConstrainedModel", "HardConstraint"]
+
+
+class HardConstrainedModel(nn.Module):
+    """``x ↦ problem.hard_constraint(x, net(x))``; the network is the submodule ``net``."""
+
+    def __init__(self, net: nn.Module, problem: Problem) -> None:
+        super().__init__()
+        self.net = net
+        self.problem = problem
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.problem.hard_constraint(x, self.net(x))
+        if out is None:
+            raise ConfigError(f"problem {self.problem.name!r} has no hard constraint")
+        return out
+
+
+@register_variant("hard_constraint")
+class HardConstraint(Variant):
+    """Hard constraints: train ``u = T(x, N(x))`` (the problem's transform), drop enforced losses.
+
+    Args:
+        drop: remove the losses the transform enforces exactly (the problem's
+            ``hard_constrained_losses``, e.g. ``"boundary"``); ``False`` keeps them (they are then
+            zero up to rounding, which a balancer may not like).
+
+    Raises:
+        ConfigError: at setup, when the problem defines no hard constraint.
+    """
+
+    def __init__(self, drop: bool = True) -> None:
+        super().__init__()
+        self.drop = bool(drop)
+        self.dropped: tuple[str, ...] = ()
+
+    def setup(self, problem: Problem, model: nn.Module) -> nn.Module:
+        model = super().setup(problem, model)
+        probe = torch.zeros(1, problem.in_dim, device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            transformed = problem.hard_constraint(probe, model(probe))
+        if transformed is None:
+            raise ConfigError(
+                f"{self.where()}: problem {self.problem_name!r} has no hard constraint (its "
+                "Problem.hard_constraint hook returns None); implement the hook for it or remove "
+                "this variant"
+            )
+        self.dropped = tuple(problem.hard_constrained_losses) if self.drop else ()
+        return HardConstrainedModel(model, problem)
+
+    def transform_losses(self, losses: NamedLosses, step: int) -> NamedLosses:
+        if not self.dropped:
+            return losses
+        out = copy_losses(losses)
+        for name in self.dropped:
+            for table in (out, out.pointwise, out.points, out.coords):
+                table.pop(name, None)
+        if not out:
+            raise ConfigError(f"{self.where()}: dropping {self.dropped} leaves no loss")
+        return out
+
+    def __repr__(self) -> str:
+        return f"HardConstraint(drop={self.drop})"

@@ -1,0 +1,81 @@
+"""Residual-based attention (RBA): per-point multipliers that grow where the residual is large.
+
+Anagnostopoulos, Toscano, Stergiopulos & Karniadakis, "Residual-based attention in physics-
+informed neural networks", CMAME 421, 2024, Eq. (9)-(10)::
+
+    λ_i ← γ λ_i + η |r_i| / max_j |r_j|          (no gradient through λ)
+    L = mean_i (λ_i r_i)²
+
+The multipliers are updated from the current residuals and then used in the same step's loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.losses import NamedLosses
+from autobalance.variants.base import FixedPoints, Variant, check_number, pointwise_of, replace_loss
+from autobalance.variants.registry import register_variant
+
+__all__ = ["ResidualAttention"]
+
+
+@register_variant("rba")
+class ResidualAttention(Variant):
+    """RBA (Anagnostopoulos et al. 2024): ``λ ← γλ + η|r|/max|r|``, loss ``mean((λ r)²)``.
+
+    One multiplier per point (and output component) of loss ``loss``.  Index alignment: the
+    variant keeps that loss's points fixed (the first step's points, see
+    :class:`~autobalance.variants.base.FixedPoints`) whatever the run's ``resample_every``; the
+    other losses are resampled as configured.
+
+    Args:
+        loss: the loss to reweight (default ``"residual"``).
+        gamma: decay ``γ`` in ``[0, 1)`` (paper: 0.999).
+        eta: learning rate ``η > 0`` of the multipliers (paper: 0.01).
+        init: initial multipliers ``λ⁰ ≥ 0``.
+    """
+
+    def __init__(
+        self, loss: str = "residual", gamma: float = 0.999, eta: float = 0.01, init: float = 0.0
+    ) -> None:
+        super().__init__()
+        where = "variant 'rba'"
+        self.loss = loss
+        self.gamma = check_number(where, "gamma", gamma, low=0.0, high=1.0, closed="[)")
+        self.eta = check_number(where, "eta", eta, low=0.0, closed="(]")
+        self.init = check_number(where, "init", init, low=0.0)
+        self.fixed = FixedPoints(where, loss)
+        self.lambdas: Tensor | None = None
+
+    def transform_batch(self, batch: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
+        return self.fixed.apply(batch)
+
+    def transform_losses(self, losses: NamedLosses, step: int) -> NamedLosses:
+        r = pointwise_of(self.where(), losses, self.loss)
+        magnitude = r.detach().abs()
+        if self.lambdas is None:
+            self.lambdas = torch.full_like(magnitude, self.init)
+        self.fixed.check(r.shape[0], self.lambdas.shape[0])
+        lam = self.lambdas.to(magnitude)
+        scale = magnitude.max().clamp_min(torch.finfo(magnitude.dtype).tiny)
+        self.lambdas = self.gamma * lam + self.eta * magnitude / scale
+        return replace_loss(losses, self.loss, self.lambdas * r)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lambdas": self.lambdas, "points": self.fixed.points}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        lam, pts = state.get("lambdas"), state.get("points")
+        self.lambdas = None if lam is None else lam.to(device=self.device, dtype=self.dtype)
+        self.fixed.points = None if pts is None else pts.to(device=self.device, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"ResidualAttention(loss={self.loss!r}, gamma={self.gamma}, eta={self.eta}, "
+            f"init={self.init})"
+        )

@@ -1,0 +1,377 @@
+"""Issue 4: the aggregator family — closed forms, properties, degenerate inputs, training."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from autobalance import methods
+from autobalance.errors import AutoBalanceError, HyperparameterError
+from autobalance.methods.aggregators._linalg import min_norm_simplex
+
+NEW = [
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "imtl-g",
+    "nashmtl",
+    "aligned-mtl",
+    "config",
+    "upgrad",
+    "gradvac",
+    "dcgd",
+]
+PERM_INVARIANT = ["mgda", "cagrad", "imtl-g", "nashmtl", "aligned-mtl", "config", "upgrad"]
+HOMOGENEOUS = [*PERM_INVARIANT, "pcgrad", "dcgd"]
+
+
+def agg(name: str, **kw):
+    return methods.aggregator(name, **kw)
+
+
+def T(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def close(a, b, tol: float = 1e-9) -> None:
+    torch.testing.assert_close(
+        a, T(b) if not isinstance(b, torch.Tensor) else b, rtol=tol, atol=tol
+    )
+
+
+# ------------------------------------------------------------------------------ closed forms
+def test_pcgrad_closed_form() -> None:
+    # g1·g2 = -1: g1' = g1 + g2/2 = (.5, .5); g2' = g2 + g1 = (0, 1)
+    close(agg("pcgrad", shuffle=False)(T([[1, 0], [-1, 1]])), [0.5, 1.5])
+    close(agg("pcgrad")(T([[1, 0], [0, 1]])), [1.0, 1.0])  # no conflict: the sum
+
+
+def test_mgda_closed_form() -> None:
+    # min_t ‖t(1,0) + (1-t)(0,2)‖² = t² + 4(1-t)² at t = 4/5
+    a = agg("mgda")
+    close(a(T([[1, 0], [0, 2]])), [0.8, 0.4])
+    assert a.last_weights == pytest.approx([0.8, 0.2])
+    # hull of e1, e2, (1,1): min-norm point (1/2, 1/2)
+    close(agg("mgda")(T([[1, 0], [0, 1], [1, 1]])), [0.5, 0.5])
+    # l2: unit rows → α = (1/2, 1/2) applied to the raw rows
+    close(agg("mgda", normalize="l2")(T([[1, 0], [0, 2]])), [0.5, 1.0])
+    # loss: ĝ = (1/2, 0), (0, 2/4) → α = 1/2
+    close(agg("mgda", normalize="loss")(T([[1, 0], [0, 2]]), losses=T([2, 4])), [0.5, 1.0])
+    with pytest.raises(HyperparameterError, match="loss values"):
+        agg("mgda", normalize="loss")(T([[1, 0], [0, 2]]))
+    with pytest.raises(HyperparameterError, match="normalize"):
+        agg("mgda", normalize="l1")
+
+
+def test_cagrad_closed_form() -> None:
+    # e1, e2: by symmetry w = (1/2,1/2), g_w = g0 = (1/2,1/2), d = (1 + c) g0
+    close(agg("cagrad", rescale=0)(T([[1, 0], [0, 1]])), [0.75, 0.75])
+    close(agg("cagrad")(T([[1, 0], [0, 1]])), [0.6, 0.6])  # / (1 + c²)
+    close(agg("cagrad", c=0.0, rescale=0)(T([[1, 0], [0, 3]])), [0.5, 1.5])  # c = 0: mean
+    with pytest.raises(HyperparameterError):
+        agg("cagrad", rescale=3)
+
+
+def test_imtl_g_closed_form() -> None:
+    # D = (1,-2), U = (1,-1): α2 = g1Uᵀ/(DUᵀ) = 1/3, α1 = 2/3
+    a = agg("imtl-g")
+    close(a(T([[1, 0], [0, 2]])), [2 / 3, 2 / 3])
+    assert a.last_weights == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_nashmtl_closed_form() -> None:
+    # M = diag(1, 4): α_i = 1/√M_ii = (1, 1/2), d = (1, 1)
+    close(agg("nashmtl", normalize_gram=False)(T([[1, 0], [0, 2]])), [1.0, 1.0])
+    # normalised Gram (authors' code): α scaled by ‖M‖_F^{1/2} = 17^{1/4}
+    close(agg("nashmtl")(T([[1, 0], [0, 2]])), [17**0.25, 17**0.25])
+
+
+def test_aligned_mtl_closed_form() -> None:
+    # M = diag(1, 4): B = diag(1, 1/2), d = B1 · G = (1, 1)
+    close(agg("aligned-mtl")(T([[1, 0], [0, 2]])), [1.0, 1.0])
+    close(agg("aligned-mtl", scale="rmse")(T([[1, 0], [0, 2]])), [2.5**0.5, 2.5**0.5])
+
+
+def test_config_closed_form() -> None:
+    # U = I, d_u = (1,1), length = Σ g_i·d̂ = 3/√2 → d = (3/2, 3/2)
+    close(agg("config")(T([[1, 0], [0, 2]])), [1.5, 1.5])
+    # u1 = (1,0), u2 = (0.6, 0.8): d_u solves d·u_i = 1 → (1, 1/2); d̂=(2,1)/√5
+    d = agg("config")(T([[2, 0], [3, 4]]))
+    close(d, (4 / math.sqrt(5) + 10 / math.sqrt(5)) * T([2, 1]) / math.sqrt(5))
+
+
+def test_upgrad_closed_form() -> None:
+    # cone {v_x ≥ 0, v_y ≥ v_x}: π(1,0) = (.5,.5), π(-1,1) = (0,1); mean (.25,.75)
+    close(agg("upgrad")(T([[1, 0], [-1, 1]])), [0.25, 0.75])
+
+
+def test_gradvac_closed_form() -> None:
+    # φ = -1/√2 < φ̂ = 0: g1' = g1 + (1/√2)/√2 g2 = (.5,.5); g2' = g2 + g1 = (0,1)
+    a = agg("gradvac", shuffle=False)
+    close(a(T([[1, 0], [-1, 1]])), [0.5, 1.5])
+    assert a.targets[0][1] == pytest.approx(-0.01 / math.sqrt(2))
+    assert a.targets[1][0] == pytest.approx(-0.01 / math.sqrt(2))
+
+
+def test_dcgd_closed_forms() -> None:
+    G = T([[1, 0], [-2, 1]])  # g = (-1, 1) conflicts with g_r
+    close(agg("dcgd", variant="proj")(G), [0.0, 1.0])  # g_b − (g_r·g_b/‖g_r‖²) g_r
+    close(agg("dcgd", variant="average")(G), [0.1, 0.7])  # mean of (0,1) and (.2,.4)
+    close(agg("dcgd")(T([[2, 0], [0, 1]])), [1.5, 1.5])  # c = (1,1), g·c/‖c‖² = 3/2
+    close(agg("dcgd", variant="proj")(T([[2, 0], [0, 1]])), [2.0, 1.0])  # inside: g
+    # K = 3, num_pde = 2: g_r = (1,0)+(1,0)... grouped sums
+    close(agg("dcgd", variant="proj", num_pde=2)(T([[1, 0], [0, 0], [-2, 1]])), [0.0, 1.0])
+    with pytest.raises(HyperparameterError, match="boundary group"):
+        agg("dcgd", num_pde=2)(T([[1, 0], [0, 1]]))
+
+
+# ------------------------------------------------------------------------------ properties
+@st.composite
+def matrices(draw, full_rank: bool = False):
+    K = draw(st.integers(2, 4))
+    P = draw(st.integers(K, 6))
+    vals = draw(
+        st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=K * P, max_size=K * P)
+    )
+    G = T(vals).reshape(K, P)
+    norms = G.norm(dim=1)
+    assume(bool((norms > 1e-3).all()))
+    if full_rank:
+        U = G / norms[:, None]
+        assume(float(torch.linalg.svdvals(U)[-1]) > 1e-2)
+    return G
+
+
+PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROP
+@given(matrices())
+def test_upgrad_and_pcgrad_do_not_conflict(G: torch.Tensor) -> None:
+    scale = float(G.norm()) ** 2
+    assert float((G @ agg("upgrad")(G)).min()) >= -1e-9 * scale
+    assert float((G @ agg("upgrad", normalize_rows=True)(G)).min()) >= -1e-9 * scale
+    if G.shape[0] == 2:
+        assert float((G @ agg("pcgrad")(G)).min()) >= -1e-9 * scale
+
+
+@PROP
+@given(matrices())
+def test_pcgrad_guarantees_for_any_k(G: torch.Tensor) -> None:
+    a = agg("pcgrad", seed=3)
+    Gp = a.project(G)
+    scale = float(G.norm()) ** 2
+    assert bool((Gp.norm(dim=1) <= G.norm(dim=1) * (1 + 1e-12)).all())
+    for i, order in enumerate(a.last_orders):
+        assert float(Gp[i] @ G[order[-1]]) >= -1e-9 * scale  # last visited: no conflict
+    if bool(((G @ G.T) >= 0).all()):
+        close(Gp.sum(0), G.sum(0))
+
+
+def _pg_min_norm(M: np.ndarray, iters: int = 20000) -> float:
+    """Brute force: projected gradient on the simplex, run to convergence."""
+    K = M.shape[0]
+    a = np.full(K, 1.0 / K)
+    step = 1.0 / max(np.linalg.eigvalsh(M).max(), 1e-300)
+    for _ in range(iters):
+        v = a - step * (M @ a)
+        u = np.sort(v)[::-1]
+        css = np.cumsum(u) - 1
+        rho = np.nonzero(u - css / np.arange(1, K + 1) > 0)[0][-1]
+        a = np.maximum(v - css[rho] / (rho + 1), 0)
+    return float(a @ M @ a)
+
+
+@settings(max_examples=15, deadline=None)
+@given(matrices())
+def test_mgda_is_the_min_norm_point(G: torch.Tensor) -> None:
+    d = agg("mgda")(G)
+    M = (G @ G.T).numpy()
+    best = _pg_min_norm(M)
+    assert float(d @ d) <= best * (1 + 1e-9) + 1e-12 * np.trace(M)
+    # optimality (KKT): g_k·d ≥ ‖d‖² for every k
+    assert float((G @ d).min()) >= float(d @ d) - 1e-9 * np.trace(M)
+
+
+def test_mgda_matches_dense_simplex_grid_k3() -> None:
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(3, 2))
+    M = G @ G.T
+    t = np.linspace(0, 1, 401)
+    a1, a2 = np.meshgrid(t, t)
+    ok = a1 + a2 <= 1
+    A = np.stack([a1[ok], a2[ok], 1 - a1[ok] - a2[ok]], 1)
+    grid = np.einsum("ni,ij,nj->n", A, M, A).min()
+    alpha = min_norm_simplex(M)
+    assert alpha @ M @ alpha <= grid + 1e-12
+    assert alpha @ M @ alpha >= grid - 1e-3 * np.trace(M)
+
+
+@PROP
+@given(matrices(full_rank=True))
+def test_imtl_g_equal_projections_and_config_equal_cosines(G: torch.Tensor) -> None:
+    U = G / G.norm(dim=1, keepdim=True)
+    p = U @ agg("imtl-g")(G)
+    close(p, p.mean().expand_as(p), tol=1e-6 * float(p.abs().max()))
+    d = agg("config")(G)
+    cos = U @ d / d.norm()
+    assert float(cos.min()) > 0
+    close(cos, cos.mean().expand_as(cos), tol=1e-7)
+
+
+@PROP
+@given(matrices(full_rank=True))
+def test_aligned_mtl_norm_and_nash_equation(G: torch.Tensor) -> None:
+    lam = torch.linalg.eigvalsh(G @ G.T)
+    d = agg("aligned-mtl")(G)
+    assert float(d @ d) == pytest.approx(G.shape[0] * float(lam[0]), rel=1e-6)  # ĜĜᵀ = λ_min I
+    a = agg("nashmtl", normalize_gram=False)
+    a(G)
+    alpha = T(a.last_weights)
+    assert a.last_converged and bool((alpha > 0).all()), G.tolist()
+    close((G @ G.T) @ alpha, 1 / alpha, tol=1e-7)
+
+
+@PROP
+@given(matrices(), st.integers(0, 2**31 - 1))
+def test_cagrad_solves_the_primal(G: torch.Tensor, seed: int) -> None:
+    c = 0.5
+    d = agg("cagrad", rescale=0, c=c)(G)
+    g0 = G.mean(0)
+    r = c * float(g0.norm())
+    assert float((d - g0).norm()) <= r * (1 + 1e-9) + 1e-12
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(2000, G.shape[1], generator=gen, dtype=G.dtype)
+    v = (
+        g0
+        + r
+        * v
+        / v.norm(dim=1, keepdim=True)
+        * torch.rand(2000, 1, generator=gen, dtype=G.dtype) ** 0.1
+    )
+    best_sampled = float((v @ G.T).min(dim=1).values.max())
+    assert float((G @ d).min()) >= best_sampled - 1e-9 * float(G.norm()) ** 2
+
+
+@PROP
+@given(matrices(), st.permutations(range(4)))
+def test_permutation_invariance(G: torch.Tensor, perm: list[int]) -> None:
+    perm = [p for p in perm if p < G.shape[0]]
+    for name in PERM_INVARIANT:
+        close(agg(name)(G[perm]), agg(name)(G), tol=1e-6 * float(G.norm()))
+
+
+@PROP
+@given(matrices(), st.floats(0.01, 100))
+def test_homogeneity(G: torch.Tensor, c: float) -> None:
+    for name in HOMOGENEOUS:
+        close(agg(name)(c * G), c * agg(name)(G), tol=1e-6 * c * float(G.norm()))
+
+
+# ------------------------------------------------------------------------------ degenerate
+DEGENERATE = {
+    "zero": T([[0, 0, 0], [0, 0, 0]]),
+    "zero3": T([[0, 0, 0]] * 3),
+    "parallel": T([[1, 2, 3], [2, 4, 6]]),
+    "anti-parallel": T([[1, 2, 3], [-2, -4, -6]]),
+    "k>p": T([[1, 0], [0, 1], [1, 1], [-1, 2]]),
+    "zero-row": T([[1, 2, 0], [0, 0, 0], [0, 1, 1]]),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+@pytest.mark.parametrize("name", NEW)
+def test_degenerate_inputs_give_finite_directions(name: str, case: str) -> None:
+    G = DEGENERATE[case]
+    d = agg(name)(G, losses=torch.ones(G.shape[0], dtype=G.dtype))
+    assert d.shape == (G.shape[1],) and bool(torch.isfinite(d).all())
+    d32 = agg(name)(G.float())
+    assert d32.dtype == torch.float32 and bool(torch.isfinite(d32).all())
+
+
+def test_bad_input_raises_library_errors() -> None:
+    for name in NEW:
+        with pytest.raises(AutoBalanceError):
+            agg(name)(torch.ones(3))
+        with pytest.raises(AutoBalanceError):
+            agg(name)(T([[1, float("nan")], [0, 1]]))
+    with pytest.raises(HyperparameterError, match="at most"):
+        agg("mgda")(torch.randn(13, 20, dtype=torch.float64))
+    with pytest.raises(HyperparameterError):
+        agg("gradvac", beta=0)
+    with pytest.raises(HyperparameterError):
+        agg("nashmtl", update_every=0)
+
+
+# ------------------------------------------------------------------------------ training
+def _helmholtz(seed: int = 0):
+    from autobalance import nets, problems
+
+    torch.manual_seed(seed)
+    problem = problems.create("helmholtz", n_residual=128, n_boundary=64)
+    model = nets.create("mlp", 2, 1, width=20, depth=2)
+    return problem, model
+
+
+def _run(method, problem, model, gen, steps: int) -> None:
+    for _ in range(steps):
+        info = method.step(problem.losses(model, problem.sample(gen, "cpu", torch.float32)))
+        assert all(math.isfinite(s.value) for s in info.losses.values())
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_trains_30_steps_on_helmholtz(name: str) -> None:
+    torch.set_num_threads(1)
+    problem, model = _helmholtz()
+    m = methods.create(name, model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    _run(m, problem, model, gen, 30)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_nashmtl_update_every_reuses_alpha() -> None:
+    a = agg("nashmtl", update_every=2)
+    a(T([[1, 0], [0, 2]]))
+    w1 = list(a.last_weights)
+    a(T([[3, 0], [0, 1]]))
+    assert a.last_weights == w1
+    a(T([[3, 0], [0, 1]]))
+    assert a.last_weights != w1
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "gradvac", "nashmtl"])
+def test_checkpoint_round_trip(name: str) -> None:
+    torch.set_num_threads(1)
+    problem, model = _helmholtz()
+    m = (
+        methods.create(name, model.parameters(), lr=1e-3, update_every=2)
+        if name == "nashmtl"
+        else methods.create(name, model.parameters(), lr=1e-3)
+    )
+    gen = torch.Generator().manual_seed(0)
+    _run(m, problem, model, gen, 3)
+    buf = io.BytesIO()
+    torch.save({"m": m.state_dict(), "net": model.state_dict(), "gen": gen.get_state()}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    _run(m, problem, model, gen, 3)
+    expected = [p.detach().clone() for p in model.parameters()]
+    _, model2 = _helmholtz(seed=1)
+    model2.load_state_dict(ck["net"])
+    m2 = (
+        methods.create(name, model2.parameters(), lr=1e-3, update_every=2)
+        if name == "nashmtl"
+        else methods.create(name, model2.parameters(), lr=1e-3)
+    )
+    m2.load_state_dict(ck["m"])
+    gen2 = torch.Generator()
+    gen2.set_state(ck["gen"])
+    _run(m2, problem, model2, gen2, 3)
+    for p, q in zip(model2.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
