@@ -26,7 +26,7 @@ from torch import Tensor
 from autobalance.losses import NamedLosses
 from autobalance.problems.sampling import Sampler, UniformSampler, get_sampler
 
-__all__ = ["Batch", "Box", "Model", "Problem", "input_columns"]
+__all__ = ["Batch", "Box", "Model", "Problem", "input_columns", "space_time_batch"]
 
 #: Named point sets of one training step, e.g. ``{"residual": (N, d), "boundary": (M, d)}``.
 Batch = Mapping[str, Tensor]
@@ -137,6 +137,34 @@ def input_columns(points: Tensor) -> list[Tensor]:
     (see :mod:`autobalance.derivatives`).
     """
     return [points[:, j : j + 1].detach().clone().requires_grad_() for j in range(points.shape[1])]
+
+
+def space_time_batch(
+    box: Box,
+    n_residual: int,
+    n_initial: int,
+    n_boundary: int,
+    generator: torch.Generator,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    sampler: Any,
+) -> dict[str, Tensor]:
+    """Points of a 1D-in-space, time-dependent problem on ``box = [x0, x1] × [0, T]``.
+
+    ``"residual"``: interior points; ``"initial"``: points on ``t = 0``; ``"boundary"``: half of
+    ``n_boundary`` on ``x = x0`` then half on ``x = x1``; drawn in that order by ``sampler``.
+    """
+    half = n_boundary // 2
+    return {
+        "residual": box.sample_interior(n_residual, generator, device, dtype, sampler=sampler),
+        "initial": box.sample_face(1, 0, n_initial, generator, device, dtype, sampler=sampler),
+        "boundary": torch.cat(
+            [
+                box.sample_face(0, side, half, generator, device, dtype, sampler=sampler)
+                for side in (0, 1)
+            ]
+        ),
+    }
 
 
 class Problem(abc.ABC):

@@ -10,7 +10,7 @@ from torch import Tensor
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.base import Batch, Box, Model, Problem, input_columns, space_time_batch
 from autobalance.problems.registry import register_problem
 
 __all__ = ["Wave"]
@@ -102,21 +102,16 @@ class Wave(Problem):
         self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
     ) -> dict[str, Tensor]:
         """Interior points, points on ``t = 0`` and on ``x = 0, 1`` (half each)."""
-        box, sampler, half = self._box, self.sampler, self.n_boundary // 2
-        return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "initial": box.sample_face(
-                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": torch.cat(
-                [
-                    box.sample_face(0, side, half, generator, device, dtype, sampler=sampler)
-                    for side in (0, 1)
-                ]
-            ),
-        }
+        return space_time_batch(
+            self._box,
+            self.n_residual,
+            self.n_initial,
+            self.n_boundary,
+            generator,
+            device,
+            dtype,
+            self.sampler,
+        )
 
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``u = sin πx cos cπt + a sin mπx cos cmπt``, shape ``(N, 1)``."""
