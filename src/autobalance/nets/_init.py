@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["xavier_linear"]
+__all__ = ["check_sizes", "xavier_linear"]
 
 
 def xavier_linear(fan_in: int, fan_out: int) -> nn.Linear:
@@ -14,3 +14,15 @@ def xavier_linear(fan_in: int, fan_out: int) -> nn.Linear:
     nn.init.xavier_normal_(linear.weight)
     nn.init.zeros_(linear.bias)
     return linear
+
+
+def check_sizes(network: str, minimum: dict[str, tuple[int, int]]) -> None:
+    """Raise ``ConfigError`` naming ``network`` and the key when a size is below its minimum.
+
+    ``minimum`` maps a parameter name to ``(value, least allowed value)``.
+    """
+    from autobalance.errors import ConfigError
+
+    for key, (value, least) in minimum.items():
+        if value < least:
+            raise ConfigError(f"network {network!r}: {key!r} must be >= {least}, got {value}")

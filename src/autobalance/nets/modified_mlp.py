@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from autobalance.errors import ConfigError
-from autobalance.nets._init import xavier_linear
+from autobalance.nets._init import check_sizes, xavier_linear
 from autobalance.nets.embedding import make_embedding
 from autobalance.nets.registry import register_net
 from autobalance.nets.rwf import factorize
@@ -62,11 +61,15 @@ class ModifiedMLP(nn.Module):
         input_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
-            if value < 1:
-                raise ConfigError(f"network 'modified_mlp': {key!r} must be >= 1, got {value}")
-        if depth < 1:
-            raise ConfigError(f"network 'modified_mlp': 'depth' must be >= 1, got {depth}")
+        check_sizes(
+            "modified_mlp",
+            {
+                "in_dim": (in_dim, 1),
+                "out_dim": (out_dim, 1),
+                "width": (width, 1),
+                "depth": (depth, 1),
+            },
+        )
         self.embedding, embed_dim = make_embedding(
             in_dim,
             fourier_features=fourier_features,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from autobalance.errors import ConfigError
-from autobalance.nets._init import xavier_linear
+from autobalance.nets._init import check_sizes, xavier_linear
 from autobalance.nets.embedding import make_embedding
 from autobalance.nets.registry import register_net
 from autobalance.nets.rwf import RWFLinear, factorize
@@ -91,11 +91,15 @@ class PirateNet(nn.Module):
         input_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
-            if value < 1:
-                raise ConfigError(f"network 'pirate': {key!r} must be >= 1, got {value}")
-        if blocks < 1:
-            raise ConfigError(f"network 'pirate': 'blocks' must be >= 1, got {blocks}")
+        check_sizes(
+            "pirate",
+            {
+                "in_dim": (in_dim, 1),
+                "out_dim": (out_dim, 1),
+                "width": (width, 1),
+                "blocks": (blocks, 1),
+            },
+        )
         self.embedding, embed_dim = make_embedding(
             in_dim,
             fourier_features=fourier_features,
