@@ -27,8 +27,10 @@ NEW = [
     "gradvac",
     "dcgd",
 ]
-PERM_INVARIANT = ["mgda", "cagrad", "imtl-g", "nashmtl", "aligned-mtl", "config", "upgrad"]
-HOMOGENEOUS = [*PERM_INVARIANT, "pcgrad", "dcgd"]
+# IMTL-G only when D Uᵀ is non-singular (test_imtl_g_permutation_invariance_full_rank)
+PERM_INVARIANT = ["mgda", "cagrad", "nashmtl", "aligned-mtl", "config", "upgrad"]
+# Nash-MTL's default is homogeneous of degree 0 (see test_nashmtl_scale)
+HOMOGENEOUS = [*(n for n in PERM_INVARIANT if n != "nashmtl"), "imtl-g", "pcgrad", "dcgd"]
 
 
 def agg(name: str, **kw):
@@ -45,11 +47,27 @@ def close(a, b, tol: float = 1e-9) -> None:
     )
 
 
+PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROP_SCALE = settings(max_examples=15, deadline=None)
+
+
 # ------------------------------------------------------------------------------ closed forms
 def test_pcgrad_closed_form() -> None:
     # g1·g2 = -1: g1' = g1 + g2/2 = (.5, .5); g2' = g2 + g1 = (0, 1)
     close(agg("pcgrad", shuffle=False)(T([[1, 0], [-1, 1]])), [0.5, 1.5])
     close(agg("pcgrad")(T([[1, 0], [0, 1]])), [1.0, 1.0])  # no conflict: the sum
+
+
+def test_pcgrad_projects_on_the_original_gradients() -> None:
+    # Algorithm 1 projects g_i^PC on the normal plane of the ORIGINAL g_j.  Order j = 0, 1, 2:
+    # g0 = (1,0): ·g1 = -1 → (1,0) + (-1,1)/2 = (.5,.5); ·g2 = -.5 → (.5,.5) - .5·(0,1) = (.5,0)
+    # g1 = (-1,1): ·g0 = -1 → (0,1); ·g2 = -1 → (0,1) + (0,-1) = (0,0)
+    # g2 = (0,-1): ·g0 = 0; ·g1 = -1 → (0,-1) + (-1,1)/2 = (-.5,-.5)
+    # sum (0, -.5).  (Projecting on the already-projected rows would give (.5, -1).)
+    a = agg("pcgrad", shuffle=False)
+    G = T([[1, 0], [-1, 1], [0, -1]])
+    close(a.project(G), [[0.5, 0.0], [0.0, 0.0], [-0.5, -0.5]])
+    close(a(G), [0.0, -0.5])
 
 
 def test_mgda_closed_form() -> None:
@@ -78,6 +96,17 @@ def test_cagrad_closed_form() -> None:
         agg("cagrad", rescale=3)
 
 
+def test_cagrad_zero_in_hull_gives_g0() -> None:
+    # rows e4, e4, e3, -2e4: 0 is in the hull, so g_w* = 0 and d = g0 = (0, 0, 1/4, 0) — which
+    # is primal optimal (min_i g_i·d = 0, the best possible).  Regression: a round-off sized g_w*
+    # (‖g_w*‖ ≈ 1e-16) used to be normalised, adding a noise direction of length r = c‖g0‖ (and
+    # breaking permutation invariance).
+    G = T([[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, -2]])
+    for perm in ([0, 1, 2, 3], [0, 1, 3, 2], [3, 2, 1, 0]):
+        close(agg("cagrad", rescale=0)(G[perm]), [0.0, 0.0, 0.25, 0.0])
+    close(agg("cagrad")(G), [0.0, 0.0, 0.25 / 1.25, 0.0])
+
+
 def test_imtl_g_closed_form() -> None:
     # D = (1,-2), U = (1,-1): α2 = g1Uᵀ/(DUᵀ) = 1/3, α1 = 2/3
     a = agg("imtl-g")
@@ -86,10 +115,31 @@ def test_imtl_g_closed_form() -> None:
 
 
 def test_nashmtl_closed_form() -> None:
-    # M = diag(1, 4): α_i = 1/√M_ii = (1, 1/2), d = (1, 1)
-    close(agg("nashmtl", normalize_gram=False)(T([[1, 0], [0, 2]])), [1.0, 1.0])
-    # normalised Gram (authors' code): α scaled by ‖M‖_F^{1/2} = 17^{1/4}
-    close(agg("nashmtl")(T([[1, 0], [0, 2]])), [17**0.25, 17**0.25])
+    # M = diag(1, 4): Mα = 1/α gives α_i = 1/√M_ii = (1, 1/2), d = (1, 1) (Theorem 5.1, and the
+    # authors' code, whose constraints multiply the Frobenius normalisation back)
+    a = agg("nashmtl")
+    close(a(T([[1, 0], [0, 2]])), [1.0, 1.0])
+    assert a.last_weights == pytest.approx([1.0, 0.5])
+    # the variant normalize_gram=True solves (M/‖M‖_F)α = 1/α: α scaled by ‖M‖_F^{1/2} = 17^{1/4}
+    close(agg("nashmtl", normalize_gram=True)(T([[1, 0], [0, 2]])), [17**0.25, 17**0.25])
+
+
+@PROP_SCALE
+@given(st.floats(1e-12, 1e12))
+def test_nashmtl_scale(c: float) -> None:
+    # default: d(cG) = d(G) and ‖d‖² = αᵀMα = Σ_i α_i (Mα)_i = K, at any gradient scale
+    G = T([[1, 0, 1], [0, 2, -1], [1, 1, 3]])
+    a = agg("nashmtl")
+    d = a(c * G)
+    assert a.last_converged
+    close(d, agg("nashmtl")(G), tol=1e-8)
+    assert float(d @ d) == pytest.approx(3.0, rel=1e-8)
+    # normalize_gram=True: homogeneous of degree 1
+    close(
+        agg("nashmtl", normalize_gram=True)(c * G),
+        c * agg("nashmtl", normalize_gram=True)(G),
+        tol=1e-8 * c,
+    )
 
 
 def test_aligned_mtl_closed_form() -> None:
@@ -146,9 +196,6 @@ def matrices(draw, full_rank: bool = False):
         U = G / norms[:, None]
         assume(float(torch.linalg.svdvals(U)[-1]) > 1e-2)
     return G
-
-
-PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROP
@@ -268,6 +315,13 @@ def test_permutation_invariance(G: torch.Tensor, perm: list[int]) -> None:
 
 
 @PROP
+@given(matrices(full_rank=True), st.permutations(range(4)))
+def test_imtl_g_permutation_invariance_full_rank(G: torch.Tensor, perm: list[int]) -> None:
+    perm = [p for p in perm if p < G.shape[0]]
+    close(agg("imtl-g")(G[perm]), agg("imtl-g")(G), tol=1e-6 * float(G.norm()))
+
+
+@PROP
 @given(matrices(), st.floats(0.01, 100))
 def test_homogeneity(G: torch.Tensor, c: float) -> None:
     for name in HOMOGENEOUS:
@@ -295,6 +349,42 @@ def test_degenerate_inputs_give_finite_directions(name: str, case: str) -> None:
     assert d32.dtype == torch.float32 and bool(torch.isfinite(d32).all())
 
 
+def _ill_conditioned() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(200, dtype=torch.float64, generator=g)
+    n = torch.randn(3, 200, dtype=torch.float64, generator=g)
+    scale = T([1.0, 10.0, 100.0])
+    return {
+        # two rows nearly parallel to b (cosine ≈ 1 − 1e-9): Gram eigenvalue ratio ≈ 1e-9
+        "near-parallel": torch.stack([b + 1e-4 * n[0], 3 * b + 1e-4 * n[1], -0.5 * b + n[2]]),
+        # K > P: the Gram matrix has exact rank 3 < 5
+        "k>p": torch.randn(5, 3, dtype=torch.float64, generator=g) * scale,
+    }
+
+
+@pytest.mark.parametrize("case", ["near-parallel", "k>p"])
+@pytest.mark.parametrize("name", ["config", "aligned-mtl", "nashmtl", "upgrad", "mgda", "cagrad"])
+def test_float32_input_gives_the_float64_answer(name: str, case: str) -> None:
+    """A float32 G must give the direction computed in float64 from the same (rounded) rows.
+
+    Regression: the Gram matrix used to be formed in G's dtype; in float32 its round-off
+    (≈ 1e-7·‖g_i‖‖g_j‖) swamps the small eigenvalues of these systems, and ConFIG, IMTL-G and
+    Aligned-MTL inverted that noise (relative errors of order 1: Aligned-MTL's λ_min became noise
+    and the step collapsed).
+    """
+    G32 = _ill_conditioned()[case].float()
+    d32 = agg(name)(G32)
+    d64 = agg(name)(G32.double())
+    assert d32.dtype == torch.float32
+    assert float((d32.double() - d64).norm()) <= 1e-3 * float(d64.norm())
+
+
+def test_float32_imtl_g_near_parallel() -> None:
+    G32 = _ill_conditioned()["near-parallel"].float()
+    d64 = agg("imtl-g")(G32.double())
+    assert float((agg("imtl-g")(G32).double() - d64).norm()) <= 1e-3 * float(d64.norm())
+
+
 def test_bad_input_raises_library_errors() -> None:
     for name in NEW:
         with pytest.raises(AutoBalanceError):
@@ -305,8 +395,13 @@ def test_bad_input_raises_library_errors() -> None:
         agg("mgda")(torch.randn(13, 20, dtype=torch.float64))
     with pytest.raises(HyperparameterError):
         agg("gradvac", beta=0)
-    with pytest.raises(HyperparameterError):
-        agg("nashmtl", update_every=0)
+    for bad in (0, 1.5, "2", True, float("inf")):
+        with pytest.raises(HyperparameterError, match="update_every"):
+            agg("nashmtl", update_every=bad)
+        with pytest.raises(HyperparameterError, match="num_pde"):
+            agg("dcgd", num_pde=bad)
+    with pytest.raises(HyperparameterError, match="max_iter"):
+        agg("nashmtl", max_iter=0)
 
 
 # ------------------------------------------------------------------------------ training
@@ -375,3 +470,17 @@ def test_checkpoint_round_trip(name: str) -> None:
     _run(m2, problem, model2, gen2, 3)
     for p, q in zip(model2.parameters(), expected, strict=True):
         torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
+
+
+def test_imtl_g_parallel_gradients_give_the_first_gradient_at_any_scale() -> None:
+    """Equal unit gradients: D Uᵀ is round-off only, so α = (1, 0) (minimum-norm correction)."""
+    G = T([[0.0, 3.0], [0.0, 1.0]])
+    for c in (1e-8, 0.01, 1.0, 1e8):
+        close(agg("imtl-g")(c * G), c * G[0], tol=1e-12 * c)
+
+
+def test_config_anti_parallel_gradients_give_zero_at_any_scale() -> None:
+    """u_2 = −u_1: U⁺1 = 0 exactly, so no direction is conflict-free: d = 0, never noise."""
+    G = T([[0.0, -3.25], [0.0, 1.0]])
+    for c in (1e-8, 0.01171875, 1.0, 1e8):
+        close(agg("config")(c * G), [0.0, 0.0], tol=1e-12 * c)

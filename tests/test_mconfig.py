@@ -95,3 +95,23 @@ def test_trains_and_checkpoints() -> None:
     _run(m2, problem, model2, gen2, 3)
     for p, q in zip(model2.parameters(), expected, strict=True):
         torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
+
+
+def test_loaded_moments_follow_the_parameters() -> None:
+    """Moments from a checkpoint with another dtype/device (map_location) are moved to the
+    parameters' dtype and device, like the base optimizer's state, and are not aliased."""
+    w, losses = _quadratic()
+    m = methods.create("m-config", [w], lr=0.1)
+    for _ in range(3):
+        m.step(losses())
+    state = m.state_dict()
+    extra = state["extra"]
+    extra["m"] = [t.float() for t in extra["m"]]
+    extra["s"], extra["fake_m"] = extra["s"].float(), extra["fake_m"].float()
+    w2, _ = _quadratic()
+    m2 = methods.create("m-config", [w2], lr=0.1)
+    m2.load_state_dict(state)
+    loaded = m2.extra_state()
+    for t in [*loaded["m"], loaded["s"], loaded["fake_m"]]:
+        assert t.dtype == w2.dtype and t.device == w2.device
+    assert loaded["reached"].device.type == "cpu"

@@ -131,3 +131,41 @@ def test_bad_input_is_named() -> None:
         m.step(bad)
     skip = methods.create("sum", net.parameters(), nonfinite="skip")
     assert skip.step(bad).skipped
+
+
+@pytest.mark.parametrize("method", ["lr-annealing", "grad-norm", "sum"])
+def test_mixed_dtype_parameters_get_gradients_of_their_own_dtype(method: str) -> None:
+    # The gradient matrix is float64 (float32 promoted); each .grad is cast back to its parameter.
+    a = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float32))
+    b = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+    m = methods.create(method, [a, b], base="sgd", lr=0.1)
+    losses = {
+        "residual": a.square().sum().double() + b.square().sum(),
+        "boundary": (a.sum().double() - b.sum()) ** 2,
+    }
+    info = m.step(losses)
+    assert a.grad.dtype == torch.float32 and b.grad.dtype == torch.float64
+    # g_r = (2a, 2b) = (2, 4 | 1); g_b = 2(a1 + a2 − b)·(1, 1 | −1) = (5, 5 | −5)
+    w = list(info.weights.values()) if method != "sum" else [1.0, 1.0]
+    g = [w[0] * 2 + w[1] * 5, w[0] * 4 + w[1] * 5, w[0] * 1 - w[1] * 5]
+    torch.testing.assert_close(a.grad, torch.tensor(g[:2], dtype=torch.float32))
+    torch.testing.assert_close(b.grad, torch.tensor(g[2:], dtype=torch.float64))
+
+
+def test_large_finite_float32_gradients_are_not_reported_as_non_finite() -> None:
+    # ‖g‖² = 2·(1e20)² overflows float32, but every entry is finite: the step must be taken.
+    theta = torch.nn.Parameter(torch.zeros(2, dtype=torch.float32))
+    m = methods.create("grad-norm", [theta], base="sgd", lr=1e-25, every=1, alpha=0.0)
+    info = m.step({"residual": 1e20 * theta.sum(), "boundary": theta.sum()})
+    assert not info.skipped
+    # λ̂ = (‖g_r‖ + ‖g_b‖)/‖g_k‖ = (1e20 + 1)/1e20 and (1e20 + 1)/1 (float32 norms in float64)
+    assert info.weights["boundary"] == pytest.approx(1e20, rel=1e-6)
+    bad = methods.create("grad-norm", [theta], nonfinite="skip")
+    skipped = bad.step({"residual": 1e20 * theta.sum() * 1e20, "boundary": theta.sum()})
+    assert skipped.skipped and "gradient of loss 'residual' is inf" in skipped.reason
+
+
+def test_summed_loss_names_a_bad_nonfinite_mode() -> None:
+    net, _ = _model_and_losses()
+    with pytest.raises(HyperparameterError, match="nonfinite must be 'raise' or 'skip'"):
+        methods.create("adam", net.parameters(), nonfinite="ignore")

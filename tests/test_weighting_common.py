@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from autobalance import methods, nets, problems
 from autobalance.errors import AutoBalanceError, HyperparameterError
 from autobalance.losses import NamedLosses
+from autobalance.methods.weighting._common import check_int, softmax
 
 #: Each method with hyperparameters that exercise its updates within a few steps.
 ADAPTIVE = {
@@ -78,7 +80,8 @@ def test_reported_weights_are_the_weights_used(method: str, n_losses: int) -> No
         w = list(info.weights.values())
         assert len(w) == n_losses and all(math.isfinite(x) and x >= 0 for x in w)
         expected = before - 0.05 * sum(wk * g for wk, g in zip(w, grads, strict=True))
-        torch.testing.assert_close(_flat(net), expected, rtol=1e-5, atol=1e-6)
+        # float32: the two sums round differently (seen up to 1.5e-6 on another CPU)
+        torch.testing.assert_close(_flat(net), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_losses", [2, 3])
@@ -107,10 +110,14 @@ BAD = [
     ("dwa", {"temperature": 0}, "temperature must be"),
     ("dwa", {"every": 0}, "every must be an integer >= 1"),
     ("uncertainty", {"init": math.inf}, "init .* must be finite"),
-    ("uncertainty", {"weight_lr": -1.0}, "lr must be a finite number > 0"),
-    ("uncertainty", {"weight_optimizer": "lbfgs"}, "optimizer must be one of"),
+    ("uncertainty", {"init": -800.0}, r"init .* must be finite and >= -700"),
+    ("uncertainty", {"weight_lr": -1.0}, r"weight_lr \(learning rate of the uncertainty"),
+    ("uncertainty", {"weight_optimizer": "lbfgs"}, "weight_optimizer .* must be one of"),
+    ("gradnorm", {"weight_lr": 0.0}, r"weight_lr \(learning rate of the gradnorm weights\)"),
+    ("gradnorm", {"weight_optimizer": "adamw"}, "weight_optimizer .* must be one of"),
     ("rlw", {"seed": -1}, "seed must be an integer >= 0"),
     ("rlw", {"seed": 1.5}, "seed must be an integer"),
+    ("rlw", {"seed": True}, "seed must be an integer"),
     ("gradnorm", {"alpha": -0.5}, "alpha must be"),
     ("gradnorm", {"shared_param": "last"}, "shared_param must be an integer"),
     ("lr-annealing", {"alpha": 0.0}, r"alpha must lie in \(0.0, 1.0\]"),
@@ -156,3 +163,83 @@ def test_helmholtz_smoke_fifty_steps_without_nan() -> None:
             values = [*info.values.values(), *info.weights.values()]
             assert all(math.isfinite(v) for v in values), (method, info)
         assert all(torch.isfinite(p).all() for p in model.parameters()), method
+
+
+def test_uncertainty_accepts_the_smallest_init_and_its_weight_is_finite() -> None:
+    net, losses = _setup(2)
+    m = methods.create("uncertainty", net.parameters(), init=-700.0)
+    info = m.step(losses())
+    assert info.weights["residual"] == pytest.approx(0.5 * math.exp(700.0), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def test_softmax_is_the_limit_for_infinite_logits() -> None:
+    # finite logits: e^(x − max) / Σ; (0, ln 3) → (1/4, 3/4)
+    assert softmax([0.0, math.log(3.0)]) == pytest.approx([0.25, 0.75], rel=1e-15)
+    # +inf logits share the mass (the limit of softmax(c·x), c → ∞); −inf gets 0
+    assert softmax([math.inf, 5.0]) == [1.0, 0.0]
+    assert softmax([math.inf, -math.inf, math.inf]) == [0.5, 0.0, 0.5]
+    assert softmax([-math.inf, 0.0]) == [0.0, 1.0]
+    with pytest.raises(FloatingPointError, match="NaN logits"):
+        softmax([math.nan, 1.0])
+
+
+def test_integer_hyperparameters_accept_numpy_integers_only() -> None:
+    assert check_int("every", np.int64(7), minimum=1) == 7
+    assert type(check_int("every", np.int64(7), minimum=1)) is int
+    for bad in (np.float64(7.0), 7.0, True, "7", 0):
+        with pytest.raises(HyperparameterError, match="every must be an integer >= 1"):
+            check_int("every", bad, minimum=1)
+
+
+# ------------------------------------------------------------------------------------- devices
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", list(ADAPTIVE))
+def test_methods_run_on_the_parameters_device_and_resume(
+    method: str, device: str, dtype: torch.dtype
+) -> None:
+    """Every tensor a method makes lives on the parameters' device and dtype; a checkpoint saved
+    on the device and loaded weights-only resumes bit-identically; the weights match the CPU
+    run of the same dtype."""
+
+    def run(dev: str, dt: torch.dtype, steps: int, state: dict | None = None):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
+        net = net.to(device=dev, dtype=dt)
+        gen = torch.Generator().manual_seed(1)
+        data = [torch.randn(5 + i, 2, generator=gen).to(dev, dt) for i in range(3)]
+
+        def losses() -> NamedLosses:
+            pointwise = {NAMES[i]: (3.0**i) * (net(x).squeeze(1) - i) for i, x in enumerate(data)}
+            return NamedLosses(
+                {n: r.square().mean() for n, r in pointwise.items()}, pointwise=pointwise
+            )
+
+        m = methods.create(method, net.parameters(), base="sgd", lr=1e-2, **ADAPTIVE[method])
+        if state is not None:
+            net.load_state_dict(state["net"])
+            m.load_state_dict(state["method"])
+        weights = []
+        for _ in range(steps):
+            info = m.step(losses())
+            assert not info.skipped
+            weights.extend(info.weights.values())
+        for p in net.parameters():
+            assert p.device.type == dev and p.dtype == dt
+            assert p.grad is None or (p.grad.device.type == dev and p.grad.dtype == dt)
+        buffer = io.BytesIO()
+        torch.save({"net": net.state_dict(), "method": m.state_dict()}, buffer)
+        buffer.seek(0)
+        return weights, torch.load(buffer, weights_only=True, map_location=dev)
+
+    straight, _ = run(device, dtype, 5)
+    first, state = run(device, dtype, 3)
+    rest, _ = run(device, dtype, 2, state)
+    assert first + rest == straight  # bit-identical resume on the device
+    reference, _ = run("cpu", dtype, 5)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert straight == pytest.approx(reference, rel=tol, abs=tol)

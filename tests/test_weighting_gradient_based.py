@@ -131,6 +131,24 @@ def test_lr_annealing_updates_every_steps_and_finds_the_reference() -> None:
         wrong.step(_linear_losses(theta, grads))
 
 
+def test_lr_annealing_keeps_the_weights_when_the_residual_gradient_is_zero() -> None:
+    # L_r = ‖θ‖² has ∇L_r = 2θ = 0 at θ = 0: λ̂ = 0/mean|∇L_k| would zero the other terms and,
+    # with α = 1, the whole update for good.  The weights are kept at step 1 instead.
+    theta = torch.nn.Parameter(torch.zeros(3, dtype=F64))
+    g_b = torch.tensor([0.5, -0.5, 1.0], dtype=F64)
+    m = methods.create("lr-annealing", [theta], base="sgd", lr=0.1, alpha=1.0)
+
+    def losses() -> dict[str, torch.Tensor]:
+        return {"residual": theta.square().sum(), "boundary": (theta * g_b).sum()}
+
+    first = m.step(losses())
+    assert first.weights == {"residual": 1.0, "boundary": 1.0}
+    # θ1 = −0.1·(0 + 1·g_b) = (−0.05, 0.05, −0.1); ∇L_r = 2θ1, max|·| = 0.2; mean|g_b| = 2/3
+    torch.testing.assert_close(theta.detach(), -0.1 * g_b)
+    second = m.step(losses())
+    assert second.weights["boundary"] == pytest.approx(0.2 / (2 / 3), rel=1e-12)
+
+
 # --------------------------------------------------------------------------- grad-norm (guide)
 def test_grad_norm_balancing_closed_form() -> None:
     theta = torch.nn.Parameter(torch.zeros(3, dtype=F64))

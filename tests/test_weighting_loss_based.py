@@ -129,10 +129,11 @@ def test_relobralo_draws_rho_from_its_seeded_generator() -> None:
     w = _weights_for("relobralo", seq, **kw)
     gen = torch.Generator().manual_seed(7)
     lam = [1.0, 1.0]
-    for t, values in enumerate(seq):
+    assert list(w[0].values()) == lam  # t = 0: λ(0) = 1, no draw
+    for t, values in enumerate(seq[1:], start=1):
         now = list(values.values())
         first = list(seq[0].values())
-        prev = list(seq[max(t - 1, 0)].values())
+        prev = list(seq[t - 1].values())
         rho = 1.0 if torch.rand((), generator=gen, dtype=torch.float64).item() < 0.5 else 0.0
         b0, b1 = _bal(now, first, 1.0), _bal(now, prev, 1.0)
         lam = [
@@ -141,6 +142,39 @@ def test_relobralo_draws_rho_from_its_seeded_generator() -> None:
         assert list(w[t].values()) == pytest.approx(lam, rel=1e-12)
     assert _weights_for("relobralo", seq, **kw) == w
     assert _weights_for("relobralo", seq, **{**kw, "seed": 8}) != w
+
+
+def test_relobralo_first_step_is_exactly_one_whatever_the_losses() -> None:
+    # With ε > 0 the balance of L(0) against itself is not 1 for tiny losses:
+    # 1e-6/(0.1·1e-6 + 1e-8) ≈ 9.09 vs 1/(0.1 + 1e-8) ≈ 10; λ(0) must still be 1.
+    seq = [{"a": 1e-6, "b": 1.0}, {"a": 1e-6, "b": 0.5}]
+    w = _weights_for("relobralo", seq, alpha=0.5, expected_rho=1.0)
+    assert w[0] == {"a": 1.0, "b": 1.0}
+    # t = 1, ρ = 1: λ = ½·1 + ½·bal(1, 0), logits L(1)/(T·L(0) + ε)
+    logits = [1e-6 / (0.1 * 1e-6 + 1e-8), 0.5 / (0.1 * 1.0 + 1e-8)]
+    exps = [math.exp(x - max(logits)) for x in logits]
+    b1 = [2 * e / sum(exps) for e in exps]
+    assert [w[1]["a"], w[1]["b"]] == pytest.approx([0.5 + 0.5 * b for b in b1], rel=1e-12)
+
+
+def test_relobralo_zero_denominator_takes_the_limit() -> None:
+    # ε = 0 and L_a(0) = 0: no ZeroDivisionError.  t = 1: L_a stays 0 → logit 1/T (unchanged);
+    # t = 2: L_a grows from 0 → logit +∞, so a takes the whole balance K = 2.
+    seq = [{"a": 0.0, "b": 1.0}, {"a": 0.0, "b": 0.5}, {"a": 0.25, "b": 0.5}]
+    w = _weights_for("relobralo", seq, alpha=0.0, expected_rho=1.0, temperature=1.0, eps=0.0)
+    assert w[0] == {"a": 1.0, "b": 1.0}
+    # α = 0: λ(t) = bal(t, t−1); t = 1: logits (1/T, 0.5/1) = (1, 0.5)
+    assert w[1]["a"] == pytest.approx(2 / (1 + math.exp(-0.5)), rel=1e-12)
+    assert w[2] == {"a": 2.0, "b": 0.0}
+
+
+def test_dwa_and_softadapt_overflowing_logits_take_the_limit() -> None:
+    # DWA: r_a = 1/1e-310 overflows to +∞ → w = (K, 0) instead of NaN
+    seq = [{"a": 1e-310, "b": 1.0}, {"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 1.0}]
+    assert _weights_for("dwa", seq)[2] == {"a": 2.0, "b": 0.0}
+    # SoftAdapt: β·s = 1e308·(2, −0.5) = (+∞, −∞) → w = (1, 0)
+    seq = [{"a": 1.0, "b": 1.0}, {"a": 3.0, "b": 0.5}]
+    assert _weights_for("softadapt", seq, beta=1e308)[1] == {"a": 1.0, "b": 0.0}
 
 
 # ----------------------------------------------------------------------------------------- RLW

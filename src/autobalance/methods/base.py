@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -229,18 +230,25 @@ class PreCombineMethod(abc.ABC):
             names, list(losses.values()), self._params, retain_graph=True if retain_graph else None
         )
         sizes = [p.numel() for p in self._params]
-        ref = self._params[0]
+        device = self._params[0].device
+        # One dtype for the matrix: the promotion of the parameters' dtypes (e.g. float32 and
+        # float64 parameters give a float64 matrix, never a lossy cast to the first one's).
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in self._params))
         zeros: dict[int, Tensor] = {}
         rows: list[Tensor] = []
         for grads in per_loss:
             for g, n in zip(grads, sizes, strict=True):
                 if g is None:
                     if n not in zeros:
-                        zeros[n] = torch.zeros(n, device=ref.device, dtype=ref.dtype)
+                        zeros[n] = torch.zeros(n, device=device, dtype=dtype)
                     rows.append(zeros[n])
                 else:
-                    rows.append(g.reshape(-1).to(ref.dtype))
-        matrix = torch.cat(rows).view(len(names), sum(sizes)) if rows else torch.zeros(0, 0)
+                    rows.append(g.reshape(-1).to(device=device, dtype=dtype))
+        matrix = (
+            torch.cat(rows).view(len(names), sum(sizes))
+            if rows
+            else torch.zeros(0, 0, device=device, dtype=dtype)
+        )
         reached = torch.tensor([[g is not None for g in grads] for grads in per_loss])
         return GradientMatrix(matrix=matrix, reached=reached, sizes=sizes)
 
@@ -248,10 +256,12 @@ class PreCombineMethod(abc.ABC):
         """Write the combined gradient ``flat`` (``(P,)``) into ``p.grad``.
 
         Parameters no loss reaches get ``grad = None`` (the base optimizer leaves them alone).
+        Each piece is cast to its parameter's dtype and device (the matrix uses one dtype for
+        all parameters, see :meth:`gradients`).
         """
         reached_any = gm.reached.any(dim=0).tolist()
         for p, piece, hit in zip(self._params, gm.split(flat), reached_any, strict=True):
-            p.grad = piece.view_as(p).clone() if hit else None
+            p.grad = piece.view_as(p).to(device=p.device, dtype=p.dtype, copy=True) if hit else None
 
     def backward_weighted(self, losses: Mapping[str, Tensor], weights: Sequence[float]) -> None:
         """One backward pass of ``Σ_k w_k L_k`` into ``p.grad`` (previous grads cleared)."""
@@ -282,11 +292,17 @@ class PreCombineMethod(abc.ABC):
     def check_gradients_finite(
         self, gm: GradientMatrix, names: list[str], values: dict[str, float], step_no: int
     ) -> StepInfo | None:
-        """A skipped-step info (or an error) when a gradient row is not finite, else ``None``."""
-        sq = gm.matrix.square().sum(dim=1).tolist()
-        for name, s in zip(names, sq, strict=True):
-            if not math.isfinite(s):
-                return self._nonfinite_step(names, name, s, values, step_no, "gradient of loss")
+        """A skipped-step info (or an error) when a gradient row is not finite, else ``None``.
+
+        Finiteness is checked entry by entry: a finite gradient whose squared norm overflows the
+        matrix dtype (e.g. entries ~1e20 in float32) is not an error.  The value reported for a
+        bad row is its sum of entries (NaN or ±Inf).
+        """
+        finite = torch.isfinite(gm.matrix).all(dim=1).tolist()
+        for k, (name, ok) in enumerate(zip(names, finite, strict=True)):
+            if not ok:
+                value = float(gm.matrix[k].double().sum())
+                return self._nonfinite_step(names, name, value, values, step_no, "gradient of loss")
         return None
 
     # --------------------------------------------------------------------------- checkpoints

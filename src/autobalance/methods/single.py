@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from autobalance.errors import HyperparameterError
 from autobalance.losses import (
     LossDict,
     check_loss_names,
@@ -45,7 +46,7 @@ class SummedLoss:
         **base_kwargs: Any,
     ) -> None:
         if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+            raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self._optimizer = make_base_optimizer(base, params, base_kwargs)
         self._nonfinite = nonfinite
         self._names: list[str] | None = None

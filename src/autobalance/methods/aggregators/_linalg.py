@@ -1,7 +1,11 @@
 """Small exact solvers on the ``K × K`` Gram matrix ``M = G Gᵀ`` shared by the aggregators.
 
 Everything here works on float64 NumPy arrays of size ``K`` (a handful of losses); the ``(K, P)``
-gradient matrix itself stays in its own dtype and device (see :func:`gram` and :func:`combine`).
+gradient matrix itself stays on its own device (see :func:`gram` and :func:`combine`).  The Gram
+matrix is always accumulated in float64: formed in float32 its entries carry errors of about
+``1e-7 · ‖g_i‖ ‖g_j‖``, which swamp the small eigenvalues of nearly parallel or rank-deficient
+(``K > P``) gradient systems, so every pseudo-inverse and rank decision below (calibrated for
+float64) would invert noise.
 
 The two quadratic programmes are solved *exactly* by enumerating the faces of the feasible set:
 a convex QP over a polyhedron has an optimal *basic* solution, whose support ``S`` makes the
@@ -38,9 +42,18 @@ _FEAS_TOL = 1e-10
 
 
 def gram(G: Tensor) -> np.ndarray:
-    """``M = G Gᵀ`` (computed in ``G``'s dtype and device) as a symmetric float64 array."""
+    """``M = G Gᵀ`` accumulated in float64, as a symmetric float64 array.
+
+    The product runs on ``G``'s device (on the CPU for devices without float64, e.g. MPS); only
+    the ``K × K`` result is copied to the host.  The entries of a float32 ``G`` are exact in
+    float64, so ``M`` is the Gram matrix of the given rows to float64 round-off.
+    """
     with torch.no_grad():
-        M = (G @ G.T).double().cpu().numpy()
+        Gd = G.detach()
+        if Gd.device.type == "mps":  # no float64 there
+            Gd = Gd.cpu()
+        Gd = Gd.to(torch.float64)
+        M = (Gd @ Gd.T).cpu().numpy()
     return 0.5 * (M + M.T)
 
 

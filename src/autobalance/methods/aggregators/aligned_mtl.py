@@ -2,7 +2,8 @@
 "Independent Component Alignment for Multi-Task Learning", CVPR 2023, §4, Eqs. (9)–(11)).
 
 With the eigendecomposition of the Gram matrix ``M = G Gᵀ = V Λ Vᵀ`` restricted to its numerical
-rank ``R`` (eigenvalues above ``max(λ)·K·eps``, as in the authors' code)::
+rank ``R`` (eigenvalues above ``max(λ)·K·eps``, the authors' rule, with float64's ``eps`` as ``M``
+is accumulated in float64 — see :func:`._linalg.gram`)::
 
     B = √λ_min · V_R Λ_R^{-1/2} V_Rᵀ,       Ĝ = B G,       d = Ĝᵀ w = Σ_k (B w)_k g_k
 

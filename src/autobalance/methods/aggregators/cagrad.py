@@ -15,7 +15,10 @@ root): an exact face enumeration on the ``K × K`` Gram matrix.  On a face ``S``
 ``w = γ (μ x − y)`` with ``M_SS x = 1``, ``M_SS y = a_S`` (``a = M 1/K``), ``γ = ‖g_w‖/√φ`` and
 ``μ`` a root of ``(1ᵀx) μ² − 2 (1ᵀy) μ + aᵀy − φ = 0``; the vertices and the min-norm point (where
 ``g_w = 0``) are added as candidates and the feasible candidate of least dual objective is kept.
-``g_0 = 0`` or ``g_w* = 0`` give ``d = g_0``.  Permutation invariant and homogeneous;
+``g_0 = 0`` or ``g_w* = 0`` give ``d = g_0``; ``‖g_w*‖²`` below the Gram matrix's round-off
+(``1000·K·eps·max_k ‖g_k‖²``, i.e. ``‖g_w*‖ ≲ 1e-6 max_k ‖g_k‖``) counts as zero, since the
+direction of such a ``g_w*`` is noise (e.g. when ``0`` lies in the hull of the rows: anti-parallel
+rows).  Permutation invariant and homogeneous;
 ``last_weights`` reports the coefficients of ``d`` on the rows.
 """
 
@@ -80,8 +83,9 @@ def cagrad_weights(M: np.ndarray, c: float, rescale: int) -> np.ndarray:
     b = np.full(K, 1.0 / K)
     r = c * float(np.sqrt(max(b @ M @ b, 0.0)))
     w = cagrad_dual_weights(M, c)
-    gw = float(np.sqrt(max(w @ M @ w, 0.0)))
-    beta = b + (r / gw) * w if gw > 0 and r > 0 else b
+    gw2 = float(w @ M @ w)
+    floor = 1e3 * K * np.finfo(np.float64).eps * float(np.max(np.diag(M)))
+    beta = b + (r / np.sqrt(gw2)) * w if gw2 > floor and r > 0 else b
     return beta / {0: 1.0, 1: 1.0 + c * c, 2: 1.0 + c}[rescale]
 
 

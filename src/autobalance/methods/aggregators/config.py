@@ -10,7 +10,8 @@ With the unit gradients ``u_i = g_i / ‖g_i‖`` stacked as ``U`` (``K × P``):
 least-squares / pseudo-inverse solution of the paper's code).  When ``U`` has full row rank every
 ``u_i · d̂_u`` equals ``1/‖d_u‖``: ``d`` has the same positive cosine with every gradient.
 Degenerate cases: zero rows are left out (``u_i = 0``); all rows zero, or ``d_u = 0``, give
-``d = 0``.  Permutation invariant and homogeneous (``d(cG) = c·d(G)``, ``c > 0``).
+``d = 0`` (``d_u`` at round-off size, e.g. exactly anti-parallel gradients, counts as
+``0``).  Permutation invariant and homogeneous (``d(cG) = c·d(G)``, ``c > 0``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def config_direction(G: Tensor, weights: Tensor | None = None) -> Tensor:
     beta = np.linalg.pinv(MU, rcond=1e-12, hermitian=True) @ w
     coef = beta * inv  # d_u = Uᵀ β = Σ (β_i / ‖g_i‖) g_i
     du_sq = float(coef @ M @ coef)
-    if not du_sq > 0:
+    # U has unit rows, so a consistent U d_u = w needs ‖d_u‖ ≥ ‖w‖ / √K; a d_u at round-off size
+    # is w lying in the null space of U Uᵀ (e.g. anti-parallel gradients): no direction, d = 0.
+    if not du_sq > 1e-20 * float(w @ w):
         return torch.zeros(G.shape[1], dtype=G.dtype, device=G.device)
     coef_hat = coef / np.sqrt(du_sq)  # d̂_u = Σ coef_hat_i g_i
     length = float(np.sum(M @ coef_hat))  # Σ_i g_iᵀ d̂_u

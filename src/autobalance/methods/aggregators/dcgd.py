@@ -61,7 +61,13 @@ class DCGD:
             raise HyperparameterError(
                 f"dcgd variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
             )
-        if int(num_pde) != num_pde or num_pde < 1:
+        if (
+            isinstance(num_pde, bool)
+            or not isinstance(num_pde, int | float)
+            or not np.isfinite(num_pde)
+            or int(num_pde) != num_pde
+            or num_pde < 1
+        ):
             raise HyperparameterError(f"dcgd num_pde must be an integer >= 1, got {num_pde!r}")
         self.variant = variant
         self.num_pde = int(num_pde)

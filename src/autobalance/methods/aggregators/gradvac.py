@@ -78,6 +78,6 @@ class GradVac:
         return {"generator": self._gen.get_state(), "targets": targets}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._gen.set_state(state["generator"])
+        self._gen.set_state(state["generator"].cpu())  # a CPU generator (map_location may move it)
         t = state["targets"]
         self.targets = None if t is None else [[float(x) for x in r] for r in t]

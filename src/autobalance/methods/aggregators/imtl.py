@@ -10,8 +10,10 @@ so that ``d`` has the same projection onto every unit gradient (``d·u_i = d·u_
 is read off the ``K × K`` Gram matrix (``g_a·u_b = M_ab / ‖g_b‖``).  Deliberate deviation: a
 singular ``D Uᵀ`` (parallel rows, ``K > P``, a zero row whose ``u`` is taken as 0) is inverted
 with the Moore–Penrose pseudo-inverse, so the equal-projection property then holds only in the
-least-squares sense.  Only the gradient part (IMTL-G) is implemented, not the loss scaling
-(IMTL-L).  Permutation invariant and homogeneous; ``last_weights`` reports ``α``.
+least-squares sense, and the solution — one of several with equal projections — depends on which
+loss is ``g_1``: permutation invariance then fails (it holds when ``D Uᵀ`` is non-singular).  Only
+the gradient part (IMTL-G) is implemented, not the loss scaling (IMTL-L).  Homogeneous;
+``last_weights`` reports ``α``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def imtl_g_weights(M: np.ndarray) -> np.ndarray:
     # g_1 Uᵀ: entries g_1·(u_1 − u_i);  D Uᵀ: (g_1 − g_i)·(u_1 − u_j), i, j = 2..K
     r = GU[0, 0] - GU[0, 1:]
     DU = GU[0, 0] - GU[0, None, 1:] - GU[1:, 0, None] + GU[1:, 1:]
-    scale = float(np.max(np.abs(DU))) or 1.0
-    a = np.linalg.pinv(DU.T / scale, rcond=1e-12) @ (r / scale)  # α Dᵤ = r  ⇔  DUᵀ α = r
+    # Entries of GU are at most max‖g‖ in size; a D Uᵀ below round-off of that (all unit gradients
+    # equal: every α with Σα = 1 has equal projections) is zero, not noise to be inverted.
+    scale = float(np.max(np.abs(DU)))
+    if scale <= 1e-12 * float(np.max(np.sqrt(np.clip(np.diag(M), 0.0, None)))):
+        a = np.zeros(K - 1)
+    else:
+        a = np.linalg.pinv(DU.T / scale, rcond=1e-12) @ (r / scale)  # α Dᵤ = r ⇔ DUᵀ α = r
     return np.concatenate([[1.0 - a.sum()], a])
 
 

@@ -10,19 +10,25 @@ which we do not depend on): ``α`` is the unique minimiser of the strictly conve
 whole when it halves the residual, else Armijo backtracking on ``f``), warm-started from
 the previous solution, until ``‖Mα − 1/α‖ ≤ tol·‖1/α‖`` or ``max_iter`` steps.
 
-As in the authors' code, the Gram matrix is first divided by its Frobenius norm
-(``normalize_gram=True``), i.e. ``α = ‖M‖_F^{1/2} α'`` with ``α'`` the exact solution of the raw
-equation (this makes ``d`` homogeneous of degree 1); ``normalize_gram=False`` uses ``α'`` itself
-(``‖d‖² = K``).  ``update_every = N`` recomputes ``α`` every ``N``-th call and reuses it in between
-(the paper's speed-up).  Where no solution exists (``Mα = 1/α`` is unsolvable when a positive
-combination of the rows vanishes, e.g. anti-parallel rows) Newton does not converge and, as the
-authors' code does on a solver failure, the previous ``α`` (initially ones) is kept;
-``last_converged`` says which happened.  All-zero ``G`` gives ``d = 0``.  The authors' gradient
-clipping (``max_norm``) is not part of the aggregator.
+Scale.  Theorem 5.1 fixes the scale of ``α``: it solves ``(G Gᵀ) α = 1/α`` itself, so
+``‖d‖² = αᵀ M α = K`` and ``d`` does not change when every gradient is multiplied by ``c > 0``
+(homogeneous of degree 0).  The authors' code divides the Gram matrix by its Frobenius norm
+``s = ‖M‖_F`` for conditioning but multiplies it back in the constraints
+(``−log(α_i s) − log((M/s) α)_i ≤ 0``, an objective divided by ``s``), so its ``α`` solves the raw
+equation too.  Likewise here (default, ``normalize_gram=False``): Newton runs on ``M/s`` and
+``α = α_s / √s``.  ``normalize_gram=True`` is a deliberate variant returning ``α_s`` itself, the
+solution of ``(M/s) α = 1/α`` (``= √s · α``): ``d`` then scales with the gradients (degree 1).
+``update_every = N`` recomputes ``α`` every ``N``-th call and reuses it in between (the paper's
+speed-up).  Where no solution exists (``Mα = 1/α`` is unsolvable when a positive combination of
+the rows vanishes, e.g. anti-parallel rows) Newton does not converge and, as the authors' code does
+on a solver failure, the previous ``α`` (initially ones) is kept; ``last_converged`` says which
+happened.  All-zero ``G`` gives ``d = 0``.  The authors' gradient clipping (``max_norm``) is not
+part of the aggregator.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -76,6 +82,13 @@ def nash_solve(
     return alpha, bool(np.linalg.norm(grad) <= tol * np.linalg.norm(1.0 / alpha))
 
 
+def _is_positive_int(value: Any) -> bool:
+    """Whether ``value`` is an integer ``>= 1`` (``3.0`` counts; ``True``, ``inf``, "3" do not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and int(value) == value and value >= 1
+
+
 @register_aggregator("nashmtl", summary="Nash-MTL (Navon et al. 2022): Nash bargaining weights.")
 class NashMTL:
     def __init__(
@@ -83,12 +96,11 @@ class NashMTL:
         update_every: int = 1,
         max_iter: int = 100,
         tol: float = 1e-10,
-        normalize_gram: bool = True,
+        normalize_gram: bool = False,
     ) -> None:
-        if int(update_every) != update_every or update_every < 1:
-            raise HyperparameterError(f"nashmtl update_every must be >= 1, got {update_every!r}")
-        if int(max_iter) != max_iter or max_iter < 1:
-            raise HyperparameterError(f"nashmtl max_iter must be >= 1, got {max_iter!r}")
+        for name, value in (("update_every", update_every), ("max_iter", max_iter)):
+            if not _is_positive_int(value):
+                raise HyperparameterError(f"nashmtl {name} must be an integer >= 1, got {value!r}")
         self.update_every = int(update_every)
         self.max_iter = int(max_iter)
         self.tol = check_positive("nashmtl tol", tol)
@@ -99,22 +111,25 @@ class NashMTL:
         self.last_weights: list[float] | None = None
 
     def weights(self, G: Tensor) -> np.ndarray:
+        """``α`` (see the module docstring for its scale)."""
         M = gram(check_gradient_matrix(G))
         K = M.shape[0]
-        if self._alpha is None or self._alpha.shape[0] != K:
-            self._alpha = np.ones(K)
+        if self._alpha is not None and self._alpha.shape[0] != K:
+            self._alpha = None
         if self._calls % self.update_every == 0:
             norm = float(np.linalg.norm(M))
             if norm > 0:
-                Ms = M / norm if self.normalize_gram else M
-                alpha, ok = nash_solve(Ms, self._alpha, self.max_iter, self.tol)
+                # α = unscale · α_s with α_s the solution for M / ‖M‖_F (well scaled for Newton)
+                unscale = 1.0 if self.normalize_gram else 1.0 / math.sqrt(norm)
+                start = np.ones(K) if self._alpha is None else self._alpha / unscale
+                alpha, ok = nash_solve(M / norm, start, self.max_iter, self.tol)
                 self.last_converged = ok
                 if ok:
-                    self._alpha = alpha
+                    self._alpha = alpha * unscale
             else:
                 self.last_converged = False
         self._calls += 1
-        return self._alpha
+        return np.ones(K) if self._alpha is None else self._alpha
 
     def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
         alpha = self.weights(G)

@@ -64,4 +64,4 @@ class PCGrad:
         return {"generator": self._gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._gen.set_state(state["generator"])
+        self._gen.set_state(state["generator"].cpu())  # a CPU generator (map_location may move it)

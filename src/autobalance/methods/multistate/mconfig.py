@@ -136,14 +136,21 @@ class MConFIG(PreCombineMethod):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`; the moments move to the parameters' device and dtype
+        (as the base optimizer's state does), whatever ``map_location`` the checkpoint had."""
         if not state:
             return
-        self._m = None if state["m"] is None else [m.clone() for m in state["m"]]
+        ref = self._params[0]
+
+        def to_params(x: Tensor) -> Tensor:
+            return x.to(device=ref.device, dtype=ref.dtype, copy=True)
+
+        self._m = None if state["m"] is None else [to_params(m) for m in state["m"]]
         self._counts = [int(c) for c in state["counts"]]
         self._t = int(state["t"])
-        self._s = state["s"]
-        self._fake_m = state["fake_m"]
-        self._reached = state["reached"]
+        self._s = None if state["s"] is None else to_params(state["s"])
+        self._fake_m = None if state["fake_m"] is None else to_params(state["fake_m"])
+        self._reached = None if state["reached"] is None else state["reached"].cpu().clone()
 
 
 @register(

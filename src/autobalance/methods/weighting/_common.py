@@ -8,6 +8,7 @@ Every piece of state here round-trips through ``torch.save`` / ``torch.load(weig
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,18 +29,34 @@ __all__ = [
 
 
 def softmax(logits: Sequence[float]) -> list[float]:
-    """``exp(x_k − max x) / Σ_j exp(x_j − max x)`` in double precision (never overflows)."""
+    """``exp(x_k − max x) / Σ_j exp(x_j − max x)`` in double precision (never overflows).
+
+    Logits of ``+inf`` (an overflowed ratio or rate) are the limit: they share the whole mass
+    equally and every finite logit gets 0; ``−inf`` logits get 0.  NaN logits are an error.
+    """
+    if any(math.isnan(x) for x in logits):
+        raise FloatingPointError(f"softmax of NaN logits {list(logits)}")
     top = max(logits)
+    if top == math.inf:
+        share = 1.0 / sum(1 for x in logits if x == math.inf)
+        return [share if x == math.inf else 0.0 for x in logits]
     exps = [math.exp(x - top) for x in logits]
     total = math.fsum(exps)
     return [e / total for e in exps]
 
 
 def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """``int(value)`` for an integer ``≥ minimum``, else :class:`HyperparameterError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise HyperparameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """``int(value)`` for an integer ``≥ minimum`` (``int`` or e.g. ``numpy.int64``, not
+    ``bool`` nor a float), else :class:`HyperparameterError`."""
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+        else:
+            if number >= minimum:
+                return number
+    raise HyperparameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_every(value: Any) -> int:
@@ -72,17 +89,19 @@ class LearnableVector:
 
     Args:
         what: name used in error messages (e.g. ``"gradnorm weights"``).
-        lr: learning rate of the vector's optimizer.
-        optimizer: ``"adam"`` (default betas) or ``"sgd"`` (plain ``x ← x − lr·g``).
+        lr: learning rate of the vector's optimizer (the methods' ``weight_lr``).
+        optimizer: ``"adam"`` (default betas) or ``"sgd"`` (plain ``x ← x − lr·g``); the
+            methods' ``weight_optimizer``.
     """
 
     def __init__(self, what: str, lr: float, optimizer: str) -> None:
         if optimizer not in _WEIGHT_OPTIMIZERS:
             raise HyperparameterError(
-                f"{what}: optimizer must be one of {sorted(_WEIGHT_OPTIMIZERS)}, got {optimizer!r}"
+                f"weight_optimizer (optimizer of the {what}) must be one of "
+                f"{sorted(_WEIGHT_OPTIMIZERS)}, got {optimizer!r}"
             )
         self.what = what
-        self.lr = check_positive(f"{what}: lr", lr)
+        self.lr = check_positive(f"weight_lr (learning rate of the {what})", lr)
         self.optimizer_name = optimizer
         self.values: Tensor | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -128,4 +147,17 @@ class LearnableVector:
             return
         self.create(state["values"].tolist())
         assert self._optimizer is not None
-        self._optimizer.load_state_dict(state["optimizer"])
+        # The vector lives on the CPU whatever ``map_location`` the checkpoint was loaded with
+        # (torch leaves an optimizer's ``step`` tensors where they were loaded).
+        self._optimizer.load_state_dict(_to_cpu(state["optimizer"]))
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (nested dicts and lists) moved to the CPU."""
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

@@ -1,13 +1,16 @@
 """Gradient-norm balancing of the PINN expert's guide.
 
-Wang, Wang, Bhartari & Perdikaris, "An Expert's Guide to Training Physics-Informed Neural
-Networks", arXiv:2308.08468 (2023), the global (gradient-norm) loss-balancing algorithm, as in
-the authors' jaxpi library:
+Wang, Sankaran, Wang & Perdikaris, "An Expert's Guide to Training Physics-Informed Neural
+Networks", arXiv:2308.08468 (2023), the global (gradient-norm) loss-balancing algorithm:
 
     λ̂_k = (Σ_j ‖∇_θ L_j‖) / ‖∇_θ L_k‖,    λ_k ← α·λ_k + (1 − α)·λ̂_k,
 
 ``α = 0.9``, updated every ``f = 1000`` steps, weights starting at 1.  The weighted gradients
 ``λ̂_k ∇L_k`` all have the norm ``Σ_j ‖∇L_j‖``.
+
+The authors' jaxpi library differs from the paper in the numerator: it uses the *mean*
+``(1/K)·Σ_j ‖∇L_j‖`` (weights ``K`` times smaller) and adds ``1e-5·mean`` to the denominator;
+here the paper's sum is used.
 """
 
 from __future__ import annotations
@@ -37,8 +40,12 @@ class GradientNormBalancing(WeightingMethod):
     passes), ``λ̂`` is formed from the unweighted gradients, the running weights are updated and
     used at once for that step's update ``Σ_k λ_k ∇L_k``; other steps use one backward pass of
     ``Σ_k λ_k L_k`` with the held weights.  The first step is an update step, so training starts
-    from ``0.9·1 + 0.1·λ̂`` as in jaxpi; ``warm_start=True`` sets ``λ = λ̂`` at the first update
-    instead.  A term whose gradient is zero keeps its weight.
+    from ``α·1 + (1 − α)·λ̂``; ``warm_start=True`` sets ``λ = λ̂`` at the first update instead.
+    A term whose gradient is zero keeps its weight.
+
+    Deviation (timing): jaxpi takes its optimizer step first and then updates the weights (at
+    steps ``0, f, 2f, …``, from the new parameters), so its first step uses ``λ = 1`` and each
+    update acts from the next step on; here an update is used by the step that computes it.
 
     Args:
         params: parameters or parameter groups.

@@ -59,9 +59,16 @@ class LearningRateAnnealing(WeightingMethod):
     Using ``∇(λ_k L_k)`` in the denominator (seen in some code) gives ``λ̂_k = target/λ_k``, whose
     fixed point is ``√target``: that is avoided here.
 
-    Deviation: ``max`` and ``mean`` run over every parameter entry at once (the paper's
-    ``θ``); the authors' code averages per-layer means.  A term whose gradient is zero keeps its
-    weight.
+    Degenerate gradients: a term whose gradient is zero keeps its weight (``λ̂_k`` is
+    undefined); when the residual's gradient is zero (``max|∇L_r| = 0``, e.g. ``L_r = 0`` at
+    initialisation) no weight is updated, since ``λ̂ = 0`` would zero every other term (with
+    ``α = 1`` for good: the update would then vanish).
+
+    Deviations from the authors' TensorFlow code, which follows the same rule but: takes the
+    statistics over the weight matrices only and averages per-layer means (here ``max`` and
+    ``mean`` run over every parameter entry at once, the paper's ``θ``); updates every 10 steps
+    (here ``every``, default 1 as in Algorithm 1); and uses 0.9 as the weight of the *old*
+    value, where Algorithm 1 (eq. 41) gives ``α = 0.9`` to the new estimate, as here.
 
     Args:
         params: parameters or parameter groups.
@@ -106,7 +113,7 @@ class LearningRateAnnealing(WeightingMethod):
             means = abs_grads.mean(dim=1).tolist()
             lambdas = list(self._lambdas)
             for k, mean_k in enumerate(means):
-                if k != ref and mean_k > 0:
+                if k != ref and mean_k > 0 and max_ref > 0:
                     lambdas[k] = (1 - self.alpha) * lambdas[k] + self.alpha * max_ref / mean_k
             lambdas[ref] = 1.0
             self._lambdas = lambdas

@@ -200,6 +200,6 @@ class NTKWeighting(WeightingMethod):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "generator" in state:
-            self._generator.set_state(state["generator"])
+            self._generator.set_state(state["generator"].cpu())  # map_location may move it
         lambdas = state.get("lambdas")
         self._lambdas = None if lambdas is None else [float(x) for x in lambdas]

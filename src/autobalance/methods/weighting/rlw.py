@@ -67,4 +67,4 @@ class RandomLossWeighting(WeightingMethod):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "generator" in state:
-            self._generator.set_state(state["generator"])
+            self._generator.set_state(state["generator"].cpu())  # map_location may move it

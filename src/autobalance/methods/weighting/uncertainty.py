@@ -31,6 +31,9 @@ from autobalance.methods.weighting._common import LearnableVector
 
 __all__ = ["UncertaintyWeighting"]
 
+#: Smallest initial log-variance: ``exp(−s)`` overflows a float for ``s < −709.78``.
+MIN_INIT = -700.0
+
 
 @register(
     "uncertainty",
@@ -52,7 +55,7 @@ class UncertaintyWeighting(WeightingMethod):
 
     Args:
         params: parameters or parameter groups.
-        init: initial ``s_k`` (default 0, i.e. ``w_k = ½``).
+        init: initial ``s_k`` (default 0, i.e. ``w_k = ½``; at least ``−700``).
         weight_lr: learning rate of ``s`` (default: the base optimizer's first group's lr).
         weight_optimizer: ``"adam"`` (default) or ``"sgd"``.
         base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
@@ -70,8 +73,11 @@ class UncertaintyWeighting(WeightingMethod):
         **kwargs: Any,
     ) -> None:
         self.init = float(init)
-        if not math.isfinite(self.init):
-            raise HyperparameterError(f"init (initial log-variance) must be finite, got {init!r}")
+        if not (math.isfinite(self.init) and self.init >= MIN_INIT):
+            raise HyperparameterError(
+                f"init (initial log-variance) must be finite and >= {MIN_INIT} "
+                f"(w = ½·exp(−init) must be a finite float), got {init!r}"
+            )
         super().__init__(params, base, **kwargs)
         lr = self.optimizer.param_groups[0]["lr"] if weight_lr is None else weight_lr
         self._log_vars = LearnableVector("uncertainty log-variances", lr, weight_optimizer)
