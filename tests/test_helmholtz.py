@@ -124,8 +124,12 @@ def test_unknown_parameter_error_names_it() -> None:
         problems.create("helmholtz", a3=1)
     with pytest.raises(ConfigError, match="'k' must be a number"):
         problems.create("helmholtz", k="one")
-    with pytest.raises(ConfigError, match="'a1' must be an integer"):
+    with pytest.raises(ConfigError, match="'a1' must be a nonzero integer"):
         problems.create("helmholtz", a1=1.5)
+    with pytest.raises(ConfigError, match="'a2' must be a nonzero integer"):
+        problems.create("helmholtz", a2=0)  # u ≡ 0: no relative error
+    with pytest.raises(ConfigError, match="'k' must be a finite number"):
+        problems.create("helmholtz", k=math.nan)
     with pytest.raises(ConfigError, match="multiple of 4"):
         problems.create("helmholtz", n_boundary=30)
     with pytest.raises(UnknownNameError, match="Did you mean 'helmholtz'"):

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from autobalance import nets, problems
+from autobalance import nets, problems, variants
 from autobalance.errors import ConfigError
 from autobalance.problems import spectral
 from autobalance.problems.allen_cahn import AllenCahnReference
 from autobalance.problems.burgers import cole_hopf_solution
+from autobalance.variants.hard import HardConstraint
 
 F64 = torch.float64
 EXACT = ("klein-gordon", "wave", "convection", "kovasznay")
@@ -227,6 +229,12 @@ def test_samples_and_losses_shapes_dtypes_devices(name: str) -> None:
         ("kovasznay", {"re": -20.0}, "'re' must be > 0"),
         ("kovasznay", {"pressure_boundary": "inlet"}, "'outflow', 'all'"),
         ("kovasznay", {"n_boundary": 30}, "multiple of 4"),
+        ("kovasznay", {"re": math.inf}, "'re' must be a finite number"),
+        ("burgers", {"nu": math.inf}, "'nu' must be a finite number"),
+        ("allen-cahn", {"rho": math.nan}, "'rho' must be a finite number"),
+        ("klein-gordon", {"gamma": math.nan}, "'gamma' must be a finite number"),
+        ("wave", {"a": math.inf}, "'a' must be a finite number"),
+        ("convection", {"beta": -math.inf}, "'beta' must be a finite number"),
     ],
 )
 def test_bad_parameters_raise_config_error(name: str, params: dict, message: str) -> None:
@@ -241,6 +249,14 @@ def test_defaults_are_the_literature_values() -> None:
     kg = problems.parameters("klein-gordon")
     assert (kg["alpha"], kg["beta"], kg["gamma"], kg["k"]) == (-1.0, 0.0, 1.0, 3)
     assert problems.parameters("wave")["c"] == 2.0
+    wave = problems.create("wave")
+    xt = torch.tensor([[0.3, 0.7], [0.55, 0.15]], dtype=F64)
+    x, t = xt[:, 0], xt[:, 1]
+    pi = math.pi
+    expected = torch.sin(pi * x) * torch.cos(2 * pi * t) + 0.5 * torch.sin(3 * pi * x) * torch.cos(
+        6 * pi * t
+    )
+    assert torch.allclose(wave.reference(xt).squeeze(-1), expected, atol=1e-14)
     assert problems.parameters("convection")["beta"] == 30.0
     assert problems.parameters("kovasznay")["re"] == 20.0
     domains = {
@@ -276,3 +292,144 @@ def test_short_training_lowers_the_loss(name: str) -> None:
         opt.step()
     after = total()
     assert math.isfinite(after) and after < 0.9 * before, (before, after)
+
+
+# --- hard constraints (variant "hard_constraint") ---------------------------------------------
+
+#: The losses each problem's hard constraint enforces exactly (and the variant drops).
+HARD: dict[str, tuple[str, ...]] = {
+    "helmholtz": ("boundary",),
+    "burgers": ("initial", "boundary"),
+    "wave": ("initial", "boundary"),
+    "klein-gordon": ("initial", "boundary"),
+    "convection": ("initial",),
+    "reaction-diffusion": ("initial",),
+    "allen-cahn": ("initial",),
+    "poisson-inverse": ("boundary_a",),
+    "kovasznay": ("boundary",),
+}
+HARD_SMALL: dict[str, dict[str, object]] = {
+    **SMALL,
+    "helmholtz": {"n_residual": 64, "n_boundary": 32},
+    "reaction-diffusion": {"n_residual": 64, "n_initial": 32, "n_boundary": 32},
+    "poisson-inverse": {"n_residual": 64, "n_boundary": 32, "n_data_side": 6},
+}
+
+
+def _hard_model(problem: problems.Problem, seed: int = 0) -> tuple[HardConstraint, nn.Module]:
+    torch.manual_seed(seed)
+    net = nets.create("mlp", problem.in_dim, problem.out_dim, width=8, depth=2).double()
+    hard = variants.create("hard_constraint")
+    assert isinstance(hard, HardConstraint)
+    return hard, hard.setup(problem, net)
+
+
+def test_every_problem_has_a_hard_constraint() -> None:
+    assert sorted(HARD) == problems.names()
+
+
+@pytest.mark.parametrize("name", sorted(HARD))
+def test_hard_constraint_zeroes_exactly_the_dropped_losses(name: str) -> None:
+    problem = problems.create(name, **HARD_SMALL[name])
+    assert problem.hard_constrained_losses == HARD[name]
+    assert set(HARD[name]) < set(problem.loss_names)
+    hard, model = _hard_model(problem)
+    batch = _batch(problem, seed=3)
+    raw = problem.losses(model, batch)
+    for key in problem.loss_names:
+        worst = raw.pointwise[key].detach().abs().max().item()
+        if key in HARD[name]:
+            assert worst <= 1e-15, (key, worst)  # exact up to the rounding of the data
+        else:
+            assert worst > 1e-6, (key, worst)  # a loss the transform does not enforce
+    kept = hard.transform_losses(raw, step=1)
+    assert list(kept) == [k for k in problem.loss_names if k not in HARD[name]]
+    assert set(kept.pointwise) == set(kept) and not set(HARD[name]) & set(kept.points)
+    # the lift uses only initial/boundary data: N = 0 is not the solution in the interior
+    inside = problem.domain.lower[0] + 0.37 * (problem.domain.upper[0] - problem.domain.lower[0])
+    pts = torch.tensor([[inside, 0.61 * problem.domain.upper[1]]], dtype=F64)
+    if name not in ("allen-cahn", "reaction-diffusion", "burgers"):  # analytic references
+        lifted = problem.hard_constraint(pts, torch.zeros(1, problem.out_dim, dtype=F64))
+        assert (lifted - problem.reference(pts)).abs().max().item() > 1e-2
+
+
+def test_wave_hard_constraint_initial_value_velocity_and_edges() -> None:
+    problem = problems.create("wave")
+    _, model = _hard_model(problem, seed=1)
+    x = torch.linspace(0, 1, 17, dtype=F64)[:, None]
+    xc, tc = x.clone().requires_grad_(), torch.zeros_like(x).requires_grad_()
+    u = model(torch.cat([xc, tc], dim=1))
+    (u_t,) = torch.autograd.grad(u.sum(), tc)
+    assert torch.equal(u.detach(), problem.initial_condition(torch.cat([x, 0 * x], dim=1)))
+    assert torch.equal(u_t, torch.zeros_like(u_t))  # u_t(x, 0) = 0 exactly
+    t = torch.rand(9, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
+    edges = torch.cat([torch.cat([0 * t, t], 1), torch.cat([0 * t + 1, t], 1)])
+    assert model(edges).abs().max().item() < 1e-15
+    # second derivatives go through the transform: u = u0 + c x(1 − x) t² for N ≡ c
+    pts = torch.tensor([[0.3, 0.4], [0.8, 0.9]], dtype=F64)
+    c = 0.7
+    residual = problem.pde_residual(lambda p: problem.hard_constraint(p, c + 0 * p[:, :1]), pts)
+    xs, ts = pts[:, 0:1], pts[:, 1:2]
+    u0_xx = -(math.pi**2) * torch.sin(math.pi * xs) - 0.5 * 9 * math.pi**2 * torch.sin(
+        3 * math.pi * xs
+    )
+    expected = 2 * c * xs * (1 - xs) - 4.0 * (u0_xx - 2 * c * ts**2)
+    torch.testing.assert_close(residual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_klein_gordon_hard_constraint_data_and_exact_network() -> None:
+    problem = problems.create("klein-gordon")
+    _, model = _hard_model(problem, seed=2)
+    x = torch.linspace(0, 1, 11, dtype=F64)[:, None]
+    xc, tc = x.clone().requires_grad_(), torch.zeros_like(x).requires_grad_()
+    u = model(torch.cat([xc, tc], dim=1))
+    (u_t,) = torch.autograd.grad(u.sum(), tc)
+    assert torch.equal(u.detach(), x) and torch.equal(u_t, torch.zeros_like(u_t))
+    t = torch.linspace(0, 1, 11, dtype=F64)[:, None]
+    assert torch.equal(model(torch.cat([0 * t, t], 1)), torch.zeros_like(t))
+    right = torch.cat([0 * t + 1, t], 1)
+    assert torch.equal(model(right), torch.cos(5 * math.pi * t) + t**3)
+    assert torch.equal(model(right), problem.reference(right))
+    # N = −(1 + x) t gives the exact solution: every loss vanishes through the transform
+    batch = _batch(problem, seed=4)
+
+    def exact(p: torch.Tensor) -> torch.Tensor:
+        return problem.hard_constraint(p, -(1 + p[:, 0:1]) * p[:, 1:2])
+
+    for key, r in problem.losses(exact, batch).pointwise.items():
+        assert r.detach().abs().max().item() < 1e-9, key
+
+
+@pytest.mark.parametrize("pressure_boundary", ["outflow", "all"])
+def test_kovasznay_hard_constraint_matches_the_dirichlet_data(pressure_boundary: str) -> None:
+    problem = problems.create("kovasznay", pressure_boundary=pressure_boundary)
+    _, model = _hard_model(problem, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    boundary = problem.domain.sample_boundary(16, gen, "cpu", F64)
+    error = (model(boundary) - problem.reference(boundary)).detach()
+    assert error[:, :2].abs().max().item() < 1e-15
+    mask = problem.pressure_mask(boundary)[:, 0] == 1
+    assert error[mask, 2].abs().max().item() < 1e-15
+    if pressure_boundary == "outflow":
+        assert error[~mask, 2].abs().min().item() > 0  # p is free elsewhere
+
+
+def test_poisson_inverse_hard_constraint_leaves_u_free() -> None:
+    problem = problems.create("poisson-inverse", n_data_side=6)
+    _, model = _hard_model(problem, seed=7)
+    pts = torch.rand(20, 2, dtype=F64, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(model(pts)[:, 0], model.net(pts)[:, 0], rtol=0, atol=0)
+    boundary = problem.domain.sample_boundary(8, torch.Generator().manual_seed(9), "cpu", F64)
+    assert (model(boundary)[:, 1:] - problem.exact_a(boundary)).abs().max().item() < 1e-15
+
+
+@pytest.mark.parametrize("name", ["convection", "reaction-diffusion", "allen-cahn"])
+def test_periodic_problems_hard_constraint_is_the_initial_condition(name: str) -> None:
+    problem = problems.create(name, **HARD_SMALL[name])
+    _, model = _hard_model(problem, seed=10)
+    initial = _batch(problem, seed=11)["initial"]
+    raw = problem.losses(model, _batch(problem, seed=11))
+    assert torch.equal(raw.pointwise["initial"], torch.zeros_like(raw.pointwise["initial"]))
+    inside = initial + torch.tensor([0.0, 0.5], dtype=F64)
+    shift = model(inside) - model(initial)
+    torch.testing.assert_close(shift, 0.5 * model.net(inside), rtol=1e-12, atol=1e-14)

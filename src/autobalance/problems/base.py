@@ -16,6 +16,7 @@ columns ordered as :attr:`Problem.input_names` and :attr:`Problem.output_names`.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,10 +24,21 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.problems.sampling import Sampler, UniformSampler, get_sampler
 
-__all__ = ["Batch", "Box", "Model", "Problem", "input_columns", "space_time_batch"]
+__all__ = [
+    "Batch",
+    "Box",
+    "Model",
+    "Problem",
+    "box_bubble",
+    "check_finite",
+    "input_columns",
+    "space_time_batch",
+    "transfinite_lift",
+]
 
 #: Named point sets of one training step, e.g. ``{"residual": (N, d), "boundary": (M, d)}``.
 Batch = Mapping[str, Tensor]
@@ -137,6 +149,60 @@ def input_columns(points: Tensor) -> list[Tensor]:
     (see :mod:`autobalance.derivatives`).
     """
     return [points[:, j : j + 1].detach().clone().requires_grad_() for j in range(points.shape[1])]
+
+
+def check_finite(where: str, **values: float) -> None:
+    """Raise ``ConfigError`` (``"{where}: 'key' must be a finite number, got …"``) for a NaN or
+    infinite coefficient; every problem checks its real coefficients with it."""
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key!r} must be a finite number, got {value!r}")
+
+
+def box_bubble(points: Tensor, box: Box) -> Tensor:
+    """``∏_j 4 (x_j − lo_j)(hi_j − x_j) / (hi_j − lo_j)²``: zero exactly on every face of ``box``,
+    1 at its centre, positive inside; shape ``(N, 1)``.
+
+    The distance-like factor of a hard constraint (Lagaris, Likas & Fotiadis, IEEE Trans. Neural
+    Netw. 9(5), 1998, Eq. 11): on a face one factor is ``lo_j − lo_j = 0`` or ``hi_j − hi_j = 0``.
+    """
+    out = torch.ones_like(points[:, 0:1])
+    for j, (lo, hi) in enumerate(zip(box.lower, box.upper, strict=True)):
+        x = points[:, j : j + 1]
+        out = out * (4.0 / (hi - lo) ** 2) * ((x - lo) * (hi - x))
+    return out
+
+
+def transfinite_lift(points: Tensor, box: Box, boundary: Callable[[Tensor], Tensor]) -> Tensor:
+    """The transfinite (Coons) interpolant of boundary data on a 2D rectangle, ``(N, k)``.
+
+    ``boundary`` gives the Dirichlet data; it is called only at points on ``∂box`` (the
+    projections of ``points`` on the four edges and the four corners), so the lift uses the
+    boundary data alone, never interior values.  With ``s = (x − x0)/(x1 − x0)``,
+    ``r = (y − y0)/(y1 − y0)`` and ``B`` the data (Gordon & Hall, Int. J. Numer. Methods Eng. 7(4),
+    1973, 461–477)::
+
+        g = (1 − r) B(x, y0) + r B(x, y1)
+            + (1 − s) [B(x0, y) − (1 − r) B(x0, y0) − r B(x0, y1)]
+            + s [B(x1, y) − (1 − r) B(x1, y0) − r B(x1, y1)]
+
+    ``g = B`` on the edges ``y = y0, y1`` bit for bit and on ``x = x0, x1`` to rounding.  It is
+    differentiable in ``points`` (torch operations only).
+    """
+    if box.dim != 2:
+        raise ValueError(f"transfinite_lift needs a 2D box, got dimension {box.dim}")
+    (x0, y0), (x1, y1) = box.lower, box.upper
+    x, y = points[:, 0:1], points[:, 1:2]
+    s, r = (x - x0) / (x1 - x0), (y - y0) / (y1 - y0)
+
+    def data(xs: Tensor | float, ys: Tensor | float) -> Tensor:
+        xc = xs if isinstance(xs, Tensor) else torch.full_like(x, xs)
+        yc = ys if isinstance(ys, Tensor) else torch.full_like(y, ys)
+        return boundary(torch.cat([xc, yc], dim=1))
+
+    left = data(x0, y) - (1 - r) * data(x0, y0) - r * data(x0, y1)
+    right = data(x1, y) - (1 - r) * data(x1, y0) - r * data(x1, y1)
+    return (1 - r) * data(x, y0) + r * data(x, y1) + (1 - s) * left + s * right
 
 
 def space_time_batch(

@@ -11,7 +11,15 @@ from torch import Tensor
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns, space_time_batch
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    Problem,
+    check_finite,
+    input_columns,
+    space_time_batch,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["Burgers", "cole_hopf_solution"]
@@ -110,6 +118,7 @@ class Burgers(Problem):
         n_quad: int = 200,
     ) -> None:
         where = "problem 'burgers'"
+        check_finite(where, nu=nu)
         if not nu > 0:
             raise ConfigError(f"{where}: viscosity 'nu' must be > 0, got {nu}")
         counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}

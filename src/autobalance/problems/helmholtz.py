@@ -10,7 +10,7 @@ from torch import Tensor
 from autobalance.derivatives import laplacian
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.base import Batch, Box, Model, Problem, check_finite, input_columns
 from autobalance.problems.registry import register_problem
 
 __all__ = ["HELMHOLTZ_PRESETS", "Helmholtz"]
@@ -70,11 +70,13 @@ class Helmholtz(Problem):
         n_boundary: int = 256,
         n_eval: int = 201,
     ) -> None:
+        check_finite("problem 'helmholtz'", k=k)
         for key, value in (("a1", a1), ("a2", a2)):
-            if not float(value).is_integer():
+            if not float(value).is_integer() or value == 0:
                 raise ConfigError(
-                    f"problem 'helmholtz': parameter {key!r} must be an integer (got {value!r}) "
-                    "so that the exact solution vanishes on the boundary"
+                    f"problem 'helmholtz': parameter {key!r} must be a nonzero integer (got "
+                    f"{value!r}) so that the exact solution vanishes on the boundary and is not "
+                    "identically zero (its relative error would be undefined)"
                 )
         for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
             if value < 1:

@@ -10,7 +10,15 @@ from torch import Tensor
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns, space_time_batch
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    Problem,
+    check_finite,
+    input_columns,
+    space_time_batch,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["KleinGordon"]
@@ -41,6 +49,10 @@ class KleinGordon(Problem):
       ``(mean (u − x)² + mean u_t²) / 2``,
     * ``"boundary"``: mean of ``(u − u_exact)²`` on ``x = 0`` and ``x = 1`` (half on each).
 
+    Hard constraint (variant ``"hard_constraint"``): ``u = x g1(t) + x(1 − x) t² N`` with
+    ``g1(t) = cos(5πt) + t³`` enforces ``"initial"`` and ``"boundary"`` (see
+    :meth:`hard_constraint`).
+
     Defaults: ``α = −1``, ``β = 0``, ``γ = 1``, ``k = 3`` (integer ``>= 1``), 1024 residual,
     256 initial and 256 boundary points per step, a 101 × 101 evaluation grid in ``(x, t)``.
 
@@ -66,6 +78,7 @@ class KleinGordon(Problem):
         n_eval: int = 101,
     ) -> None:
         where = "problem 'klein-gordon'"
+        check_finite(where, alpha=alpha, beta=beta, gamma=gamma)
         if k < 1:
             raise ConfigError(f"{where}: exponent 'k' must be an integer >= 1, got {k}")
         counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
@@ -121,6 +134,27 @@ class KleinGordon(Problem):
         """Exact ``u = x cos(5πt) + (x t)³``, shape ``(N, 1)``."""
         x, t = points[:, 0:1], points[:, 1:2]
         return x * torch.cos(5 * math.pi * t) + (x * t) ** 3
+
+    @staticmethod
+    def boundary_right(t: Tensor) -> Tensor:
+        """The Dirichlet data on ``x = 1``: ``g1(t) = cos(5πt) + t³`` (``g0 = 0`` on ``x = 0``)."""
+        return torch.cos(5 * math.pi * t) + t**3
+
+    #: The hard constraint enforces both initial conditions and both boundary conditions.
+    hard_constrained_losses = ("initial", "boundary")
+
+    def hard_constraint(self, points: Tensor, output: Tensor) -> Tensor:
+        """``u = x g1(t) + x (1 − x) t² · N(x, t)``, ``g1(t) = cos(5πt) + t³``.
+
+        ``x g1(t)`` is the linear-in-``x`` (transfinite) interpolation of the boundary data
+        ``g0 = 0``, ``g1``; it also meets the initial data, since ``x g1(0) = x`` and
+        ``∂_t(x g1)(x, 0) = x g1'(0) = 0``.  So at ``t = 0``: ``u = x`` and
+        ``u_t = x g1'(0) + x(1 − x)(2t N + t² N_t) = 0``; at ``x = 0``: ``u = 0``; at ``x = 1``:
+        ``u = g1(t)`` — all exactly.  The exact solution is ``N = −(1 + x) t``, not 0: the lift
+        uses only the initial and boundary data (Lagaris, Likas & Fotiadis 1998, Eq. 11).
+        """
+        x, t = points[:, 0:1], points[:, 1:2]
+        return x * self.boundary_right(t) + x * (1 - x) * (t * t) * output
 
     def source(self, points: Tensor) -> Tensor:
         """``f = u_tt + α u_xx + β u + γ u^k`` of the exact solution, shape ``(N, 1)``."""

@@ -10,7 +10,16 @@ from torch import Tensor
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    Problem,
+    box_bubble,
+    check_finite,
+    input_columns,
+    transfinite_lift,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["Kovasznay"]
@@ -47,6 +56,10 @@ class Kovasznay(Problem):
       ``(u − u*, v − v*, w·(p − p*))`` where ``w`` is 1 where the pressure is imposed and 0
       elsewhere; the loss is the mean over all three columns.
 
+    Hard constraint (variant ``"hard_constraint"``): the transfinite interpolant of the Dirichlet
+    data plus a bubble times the network enforces ``"boundary"`` exactly (see
+    :meth:`hard_constraint`).
+
     Defaults: ``Re = 20`` (``λ ≈ −1.810``), 2048 residual and 256 boundary points per step, a
     101 × 101 evaluation grid.
 
@@ -70,6 +83,7 @@ class Kovasznay(Problem):
         n_eval: int = 101,
     ) -> None:
         where = "problem 'kovasznay'"
+        check_finite(where, re=re)
         if not re > 0:
             raise ConfigError(f"{where}: Reynolds number 're' must be > 0, got {re}")
         if pressure_boundary not in _PRESSURE_BOUNDARIES:
@@ -130,6 +144,33 @@ class Kovasznay(Problem):
         v = lam / two_pi * decay * torch.sin(two_pi * y)
         p = 0.5 * (1 - decay**2)
         return torch.cat([u, v, p], dim=1)
+
+    #: The hard constraint enforces every Dirichlet condition of the boundary loss.
+    hard_constrained_losses = ("boundary",)
+
+    def hard_constraint(self, points: Tensor, output: Tensor) -> Tensor:
+        """Dirichlet data built in: ``(u, v) = G + b · (N_u, N_v)``, ``p`` by ``pressure_boundary``.
+
+        ``G`` is the transfinite (Coons) interpolant of the boundary data ``(u*, v*)``
+        (:func:`~autobalance.problems.base.transfinite_lift`, which evaluates the data only on
+        ∂Ω; in the interior ``G`` differs from the solution, so ``N = 0`` is not the answer) and
+        ``b`` the bubble ``∏ 4 (x_j − lo_j)(hi_j − x_j)/(hi_j − lo_j)²``, zero on ∂Ω
+        (:func:`~autobalance.problems.base.box_bubble`).  Pressure: ``"outflow"``:
+        ``p = p*(1, y) + (1 − x)/1.5 · N_p``, exact on ``x = 1`` only; ``"all"``: like ``u, v``.
+        The boundary loss is then zero (bit for bit on ``y = −0.5, 1.5`` and ``x = 1``, to
+        rounding on ``x = −0.5``).  The equations (momentum, continuity) stay losses.
+        """
+        box = self._box
+        bubble = box_bubble(points, box)
+        if self.pressure_boundary == "all":
+            lift = transfinite_lift(points, box, self.reference)
+            return lift + bubble * output
+        lift = transfinite_lift(points, box, lambda p: self.reference(p)[:, :2])
+        (x0, _), (x1, _) = box.lower, box.upper
+        x = points[:, 0:1]
+        outflow = torch.cat([torch.full_like(x, x1), points[:, 1:2]], dim=1)
+        pressure = self.reference(outflow)[:, 2:3] + (x1 - x) / (x1 - x0) * output[:, 2:3]
+        return torch.cat([lift + bubble * output[:, :2], pressure], dim=1)
 
     def pde_residuals(self, model: Model, points: Tensor) -> Tensor:
         """Pointwise ``(momentum_x, momentum_y, continuity)`` residuals, shape ``(N, 3)``."""

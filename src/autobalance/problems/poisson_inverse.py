@@ -10,7 +10,15 @@ from torch import Tensor
 from autobalance.derivatives import gradient, gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    Problem,
+    box_bubble,
+    input_columns,
+    transfinite_lift,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["PoissonInverse"]
@@ -46,6 +54,10 @@ class PoissonInverse(Problem):
     No boundary condition on ``u`` (as in PINNacle): ``u`` is pinned by the data.  Errors are
     reported per output (``rel_l2_u``, ``mse_u``, ``linf_u``, ``rel_l2_a``, ...) beside the
     combined ones, on a held-out uniform grid.
+
+    Hard constraint (variant ``"hard_constraint"``): ``a = A + b N_a`` with ``A`` the transfinite
+    interpolant of ``a``'s boundary data enforces ``"boundary_a"``; ``u`` is unconstrained (see
+    :meth:`hard_constraint`).
 
     Defaults: 1024 residual and 256 boundary points per step, a 50×50 data grid with
     ``noise_std = 0.1`` and ``noise_seed = 0``, a 101×101 evaluation grid (it meets the data grid
@@ -160,6 +172,27 @@ class PoissonInverse(Problem):
         return 2 * math.pi**2 * a * sx * sy + 2 * math.pi * a**2 * (
             (2 * x - 1) * cx * sy + (2 * y - 1) * sx * cy
         )
+
+    #: The hard constraint enforces the Dirichlet condition on ``a`` (the only boundary data).
+    hard_constrained_losses = ("boundary_a",)
+
+    def hard_constraint(self, points: Tensor, output: Tensor) -> Tensor:
+        """``(u, a) = (N_u, A(x, y) + b(x, y) · N_a)``: ``a`` equals its boundary data on ∂Ω.
+
+        ``A`` is the transfinite (Coons) interpolant of the boundary values of ``a``
+        (:func:`~autobalance.problems.base.transfinite_lift`; ``a_exact`` is evaluated only on
+        ∂Ω, where it is the given Dirichlet data, so ``N_a = 0`` is *not* the answer: at the
+        centre ``A = 0.467`` against ``a = 0.5``) and ``b = 16 x(1 − x) y(1 − y)``
+        (:func:`~autobalance.problems.base.box_bubble`).  ``a = a_exact`` holds bit for bit on
+        ``y = 0, 1`` and to rounding on ``x = 0, 1``.
+
+        ``u`` is left free: the problem has no boundary condition on ``u`` (as in PINNacle, only
+        noisy observations, boundary included), so imposing ``u = 0`` would add knowledge of
+        the exact solution that the problem does not give, and no loss would become zero.
+        """
+        a = transfinite_lift(points, self._box, self.exact_a)
+        a = a + box_bubble(points, self._box) * output[:, 1:2]
+        return torch.cat([output[:, 0:1], a], dim=1)
 
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``(u, a)`` at ``points``, shape ``(N, 2)``."""

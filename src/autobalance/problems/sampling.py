@@ -14,8 +14,9 @@ and the runner sets it from ``RunConfig.sampler``.
   a whole by one uniform random offset in ``[0, 1/m)^d``, and ``n`` of the ``m^d`` nodes kept
   (all when ``n = m^d``, else a random subset).  Every point set is a translated lattice, so
   fixed points (``resample_every = 0``) cover the box evenly.
-* ``"sobol"``: scrambled Sobol' points (``torch.quasirandom.SobolEngine``, Owen scrambling seeded
-  from the generator; Sobol', USSR Comput. Math. Math. Phys. 7(4), 1967).
+* ``"sobol"``: scrambled Sobol' points (``torch.quasirandom.SobolEngine``: random linear matrix
+  scrambling plus a random digital shift (Matoušek 1998), an Owen-type scrambling, seeded from
+  the generator; Sobol', USSR Comput. Math. Math. Phys. 7(4), 1967).
 
 All samplers are deterministic functions of the generator state, so runs are reproducible from
 the seed and resumable from a checkpoint of the generator.
@@ -128,7 +129,8 @@ class GridSampler(Sampler):
 
 
 class SobolSampler(Sampler):
-    """Owen-scrambled Sobol' points, the scrambling seeded from the generator."""
+    """Scrambled Sobol' points (linear matrix scrambling and digital shift, seeded from the
+    generator); drawn on the CPU in float64, then moved to ``device`` and cast to ``dtype``."""
 
     name = "sobol"
 
