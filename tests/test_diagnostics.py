@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call, hessian
 
-from autobalance.diagnostics.balance import BalanceLogger, balance_stats
+from autobalance.diagnostics.balance import BalanceLogger, balance_stats, stats_from_step_info
 from autobalance.diagnostics.hessian import (
     HessianOperator,
     HessianSizeError,
@@ -20,8 +20,13 @@ from autobalance.diagnostics.hessian import (
     spectral_density,
 )
 from autobalance.diagnostics.preconditioning import (
+    PreconditionedOperator,
     adam_preconditioner,
     autobalance_preconditioner,
+    curvature_measures,
+    effective_condition_number,
+    mass_condition_number,
+    median_spread,
     preconditioned_hessian,
     summarize_spectrum,
 )
@@ -31,7 +36,7 @@ from autobalance.diagnostics.quadratic import (
     make_quadratic,
     run_linear,
 )
-from autobalance.errors import AutoBalanceError, LossNameError
+from autobalance.errors import AutoBalanceError, LossNameError, LossValueError
 from autobalance.nets.mlp import MLP
 from autobalance.optim.autobalance import AutoBalance
 
@@ -220,3 +225,132 @@ def test_balance_logger_reads_step_info() -> None:
     # Step 1: u_k = lr·g_k/(|g_k|+eps), so both update norms are ≈ lr·sqrt(n).
     assert row["update_ratio_r/b"] == pytest.approx(1.0, rel=1e-3)
     assert -1.0 <= row["grad_cos_r/b"] <= 1.0
+
+
+# -- curvature measures that do not saturate ----------------------------------------------------
+
+
+def test_curvature_measures_closed_form() -> None:
+    # Positive eigenvalues, largest first: 10, 6, 3, 1, 1e-10 (positive mass 20 + 1e-10);
+    # cumulative shares 0.5, 0.8, 0.95, ≈1, 1.  Negative: −2, −1e-9.
+    eigs = torch.tensor([-2.0, -1e-9, 0.0, 1e-10, 1.0, 3.0, 6.0, 10.0], dtype=torch.float64)
+    m = curvature_measures(eigs, thresholds=(1e-2, 1e-12), fractions=(0.6, 0.9, 0.99))
+    assert m["kappa_mass@0.6"] == pytest.approx(10 / 6)  # 0.8 ≥ 0.6 first at μ = 6
+    assert m["kappa_mass@0.9"] == pytest.approx(10 / 3)  # 0.95 ≥ 0.9 first at μ = 3
+    assert m["kappa_mass@0.99"] == pytest.approx(10.0)  # ≈1 ≥ 0.99 first at μ = 1
+    assert m["kappa_eff@0.01"] == pytest.approx(10.0)  # min{λ > 0.1} = 1
+    assert m["kappa_eff@1e-12"] == pytest.approx(1e11)  # min{λ > 1e-11} = 1e-10
+    assert m["median_spread"] == pytest.approx(10 / 3)  # median of (1e-10, 1, 3, 6, 10)
+    assert m["negative_mass"] == pytest.approx((2 + 1e-9) / (22 + 1e-9 + 1e-10))
+    assert m["frac_below_threshold"] == pytest.approx(4 / 8)  # at τ = 1e-6: ≤ 1e-5
+    assert mass_condition_number(-eigs.abs(), 0.9) != mass_condition_number(-eigs.abs(), 0.9)
+
+
+def test_mass_condition_number_ignores_the_null_space_where_kappa_eff_saturates() -> None:
+    # A continuous spectrum 1 … 1e-8 (ratio 10^-0.01): κ_eff(τ) ≈ 1/τ for every τ tried.
+    base = torch.logspace(0, -8, 801, dtype=torch.float64)
+    for tau in (1e-2, 1e-4, 1e-6):
+        assert 0.97 / tau <= effective_condition_number(base, tau) <= 1 / tau
+    # κ_mass: scale-free, unchanged by 2000 round-off eigenvalues of either sign (≤ 1e-14).
+    noise = 1e-14 * torch.randn(2000, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    for q in (0.9, 0.99):
+        ref = mass_condition_number(base, q)
+        assert 1 < ref < 1e3  # carried by the top few decades, far below 1/τ
+        assert mass_condition_number(7.0 * base, q) == pytest.approx(ref)
+        assert mass_condition_number(torch.cat([base, noise]), q) == pytest.approx(ref)
+    # … whereas the median spread measures the null space: it explodes.
+    assert median_spread(torch.cat([base, noise])) > 1e10
+
+
+def test_weighted_measures_match_dense_and_slq() -> None:
+    eigs = torch.tensor([-0.5, 0.01, 0.2, 1.0, 4.0], dtype=torch.float64)
+    dense = curvature_measures(eigs)
+    # Uniform weights change nothing; a weight of 2 equals a duplicated eigenvalue.
+    assert curvature_measures(eigs, torch.full((5,), 0.2)) == pytest.approx(dense)
+    dup = torch.cat([eigs, eigs[2:3]])
+    w = torch.tensor([1.0, 1.0, 2.0, 1.0, 1.0], dtype=torch.float64)
+    for key in ("kappa_mass@0.9", "kappa_mass@0.99", "median_spread", "negative_mass"):
+        assert curvature_measures(eigs, w)[key] == pytest.approx(curvature_measures(dup)[key])
+    # Full Lanczos from q = 1/sqrt(n) on diag(eigs): Ritz values = eigs, weights τ² = 1/n.
+    res = lanczos(lambda v: eigs * v, 5, 5, start=torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(res.ritz_weights, torch.full((5,), 0.2, dtype=torch.float64))
+    slq = curvature_measures(res.ritz_values, res.ritz_weights)
+    assert slq == pytest.approx(dense, rel=1e-8)
+    # Exact ties (the weighted median of an even count) do not depend on rounding of weights.
+    nudged = torch.full((5,), 0.2, dtype=torch.float64) * (
+        1 + 1e-15 * torch.tensor([1, -1, 1, -1, 1])
+    )
+    assert median_spread(eigs, nudged) == pytest.approx(dense["median_spread"])
+    with pytest.raises(AutoBalanceError, match="one per eigenvalue"):
+        curvature_measures(eigs, torch.ones(3))
+
+
+def test_preconditioned_operator_lanczos_matches_dense() -> None:
+    model, x = _tiny()
+    params = list(model.parameters())
+    op = HessianOperator(lambda: _loss(model, x), params)
+    p = torch.rand(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64) + 0.1
+    exact = torch.linalg.eigvalsh(preconditioned_hessian(op.dense(), p))
+    res = lanczos(PreconditionedOperator(op, p), op.dim, op.dim, generator=torch.Generator())
+    scale = float(exact.abs().max())
+    assert abs(float(res.ritz_values[-1] - exact[-1])) < 1e-8 * scale
+    assert abs(float(res.ritz_values[0] - exact[0])) < 1e-8 * scale
+    with pytest.raises(AutoBalanceError, match="entries"):
+        PreconditionedOperator(op, p[:-1])
+
+
+def test_autobalance_preconditioner_state_that_misses_a_parameter() -> None:
+    # Loss "b" never reaches `extra`: its state has step 0 there; P = eps (what the optimizer
+    # divides by), instead of an error that hid every other parameter's preconditioner.
+    model, x = _tiny()
+    extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    params = [*model.parameters(), extra]
+    ab = AutoBalance(params, base="adam", lr=1e-3, eps=1e-7)
+    losses = {"a": _loss(model, x) + extra.pow(2).sum(), "b": model(x).mean() ** 2}
+    grad_b = torch.autograd.grad(losses["b"], params[:-1], retain_graph=True)
+    ab.step(losses)
+    pre = autobalance_preconditioner(ab, "b", params)
+    expected = torch.cat([g.abs().reshape(-1) for g in grad_b]) + 1e-7
+    torch.testing.assert_close(pre[:-3], expected)
+    torch.testing.assert_close(pre[-3:], torch.full((3,), 1e-7, dtype=torch.float64))
+
+
+def test_stats_from_step_info_picks_and_orders_losses() -> None:
+    model, x = _tiny()
+    ab = AutoBalance(list(model.parameters()), base="adam", lr=1e-3)
+    info = ab.step({"r": _loss(model, x), "b": model(x).mean() ** 2, "c": model(x).sum()})
+    full = stats_from_step_info(info)
+    picked = stats_from_step_info(info, ["c", "r"])
+    assert picked["grad_ratio_c/r"] == pytest.approx(full["c_grad_norm"] / full["r_grad_norm"])
+    assert picked["grad_cos_c/r"] == pytest.approx(full["grad_cos_r/c"])
+    assert picked["update_cos_c/r"] == pytest.approx(full["update_cos_r/c"])
+    assert "b_grad_norm" not in picked
+    with pytest.raises(LossValueError, match="'r', 'b', 'c'"):
+        stats_from_step_info(info, ["r", "x"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_hessian_tools_on_cuda() -> None:
+    model, x = _tiny()
+    model, x = model.cuda(), x.cuda()
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    _loss(model, x).backward()
+    opt.step()
+    pre = adam_preconditioner(opt, params)
+    assert pre.is_cuda
+    ab = AutoBalance(params, base="adam", lr=1e-3)
+    ab.step({"a": _loss(model, x), "b": model(x).mean() ** 2})
+    assert autobalance_preconditioner(ab, "b", params).is_cuda
+    # Operators are built after the last in-place parameter update (they hold its graph).
+    op = HessianOperator(lambda: _loss(model, x), params)
+    dense = op.dense()
+    assert dense.is_cuda
+    res = lanczos(op, op.dim, op.dim, generator=torch.Generator(device="cuda").manual_seed(0))
+    exact = torch.linalg.eigvalsh(dense).cpu()
+    assert abs(float(res.ritz_values[-1] - exact[-1])) < 1e-8 * float(exact.abs().max())
+    pres = torch.linalg.eigvalsh(preconditioned_hessian(dense, pre)).cpu()
+    res = lanczos(PreconditionedOperator(op, pre), op.dim, op.dim)
+    assert abs(float(res.ritz_values[-1] - pres[-1])) < 1e-8 * float(pres.abs().max())
+    density = spectral_density(op, op.dim, num_iters=10, num_probes=2)
+    assert torch.isfinite(density.density).all()

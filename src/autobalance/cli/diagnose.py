@@ -44,6 +44,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=30, help="problem: hidden units (%(default)s)")
     p.add_argument("--depth", type=int, default=3, help="problem: hidden layers (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    p.add_argument(
+        "--device", default="cpu", help="problem: torch device, e.g. cuda (default %(default)s)"
+    )
     p.add_argument("--log-every", type=int, default=20, help="problem: (default %(default)s)")
     p.add_argument("--checkpoints", type=int, default=5, help="problem: Hessian checkpoints")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="problem parameter")
@@ -85,8 +88,10 @@ def _quadratic(args: argparse.Namespace, out: Path) -> int:
 
     if args.c_max < 0 or args.n < 1:
         raise ConfigError("--c-max must be >= 0 and --n >= 1")
-    count = max(2, round(2 * args.c_max) + 1)
-    cs = [round(args.c_max * i / (count - 1), 3) for i in range(count)]
+    count = round(2 * args.c_max) + 1  # steps of about 0.5 from 0 to c_max
+    cs = [round(args.c_max * i / (count - 1), 3) for i in range(count)] if count > 1 else [0.0]
+    if cs[-1] != args.c_max:
+        cs.append(float(args.c_max))
     result = study_quadratic(
         n=args.n,
         cs=cs,
@@ -134,6 +139,25 @@ def _quadratic(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+#: Columns of the spectrum tables: (header, summary key).
+_MEASURES = (
+    ("λmax", "lambda_max"),
+    ("λmin", "lambda_min"),
+    ("κ_eff(1e-2)", "kappa_eff@0.01"),
+    ("κ_eff(1e-4)", "kappa_eff@0.0001"),
+    ("κ_eff(1e-6)", "kappa_eff@1e-06"),
+    ("κ_m(0.9)", "kappa_mass@0.9"),
+    ("κ_m(0.99)", "kappa_mass@0.99"),
+    ("med", "median_spread"),
+    ("neg", "negative_mass"),
+)
+_MEASURE_HEADER = [h for h, _ in _MEASURES]
+
+
+def _measures(summary: dict[str, float]) -> list[str]:
+    return [_fmt(summary.get(key, math.nan)) for _, key in _MEASURES]
+
+
 def _problem(args: argparse.Namespace, out: Path) -> int:
     from autobalance.cli.main import parse_assignments
     from autobalance.diagnostics.helmholtz_study import StudyConfig, run_study
@@ -148,6 +172,7 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
         width=args.width,
         depth=args.depth,
         seed=args.seed,
+        device=args.device,
         log_every=args.log_every,
         hessian_checkpoints=args.checkpoints,
         hessian_params=parse_assignments(args.hessian_param, "--hessian-param") or None,
@@ -162,52 +187,23 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
         f"{args.target}: {result['n_params']} parameters, Hessians {result['hessian']}, "
         f"{result['wall_s']:.0f} s"
     )
+    print(
+        "κ_eff(τ) = λmax / min{λ > τ λmax} (≤ 1/τ: saturates); κ_m(q) = λmax / the smallest "
+        "positive λ needed to carry the share q of tr(H+); med = λmax / median positive λ; "
+        "neg = Σ_{λ<0}|λ| / Σ|λ|"
+    )
     init = result["init_spectra"]
     print(
         _table(
-            ["init Hessian", "λmax", "λmin", "κ_eff(1e-6)", "κ_eff(1e-4)", "neg. mass"],
-            [
-                [
-                    n,
-                    _fmt(init[n]["summary"]["lambda_max"]),
-                    _fmt(init[n]["summary"]["lambda_min"]),
-                    _fmt(init[n]["summary"]["kappa_eff"]),
-                    _fmt(init[n]["summary"]["kappa_eff@0.0001"]),
-                    _fmt(init[n]["summary"]["negative_mass"]),
-                ]
-                for n in names
-            ],
+            ["init Hessian", *_MEASURE_HEADER], [[n, *_measures(init[n]["summary"])] for n in names]
         )
     )
-    rows = []
-    for method, res in result["methods"].items():
-        for kind, spec in res["final_spectra"].items():
-            s = spec["summary"]
-            rows.append(
-                [
-                    method,
-                    "raw" if kind == "raw" else "preconditioned",
-                    _fmt(s["lambda_max"]),
-                    _fmt(s["lambda_min_eff"]),
-                    _fmt(s["kappa_eff"]),
-                    _fmt(s["kappa_eff@0.0001"]),
-                    _fmt(s["negative_mass"]),
-                ]
-            )
-    print(
-        _table(
-            [
-                f"final {ref} H",
-                "kind",
-                "λmax",
-                "λmin_eff",
-                "κ_eff(1e-6)",
-                "κ_eff(1e-4)",
-                "neg. mass",
-            ],
-            rows,
-        )
-    )
+    rows = [
+        [method, "raw" if kind == "raw" else "preconditioned", *_measures(spec["summary"])]
+        for method, res in result["methods"].items()
+        for kind, spec in res["final_spectra"].items()
+    ]
+    print(_table([f"final {ref} H", "kind", *_MEASURE_HEADER], rows))
     rows = []
     for method, res in result["methods"].items():
         summ = res["summary"]
@@ -223,28 +219,14 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
                     _fmt(summ.get(f"median_info_update_ratio_{pair}", math.nan)),
                     _fmt(summ.get(f"median_grad_cos_{pair}", math.nan)),
                     _fmt(summ.get(f"median_update_cos_{pair}", math.nan)),
-                    _fmt(last["raw"]["kappa_eff@0.0001"]),
-                    _fmt(last.get("pre", {}).get("kappa_eff@0.0001", math.nan)),
+                    _fmt(last["raw"]["kappa_mass@0.99"]),
+                    _fmt(last.get("pre", {}).get("kappa_mass@0.99", math.nan)),
                     _fmt(res["rel_l2"]),
                 ]
             )
-    print(
-        _table(
-            [
-                "method",
-                "pair",
-                "med ‖g‖ ratio",
-                "med ‖lr g/P‖ ratio",
-                "med ‖u‖ ratio",
-                "med cos g",
-                "med cos lr g/P",
-                "κ_eff other raw",
-                "κ_eff other pre",
-                "rel L2",
-            ],
-            rows,
-        )
-    )
+    header = ["method", "pair", "med ‖g‖ ratio", "med ‖lr g/P‖ ratio", "med ‖u‖ ratio"]
+    header += ["med cos g", "med cos lr g/P", "κ_m(.99) other raw", "κ_m(.99) other pre"]
+    print(_table([*header, "rel L2"], rows))
     print(f"files: {out / 'study.json'}, {out / 'fig1_spectra.png'}, {out / 'fig2_balance.png'}")
     return 0
 

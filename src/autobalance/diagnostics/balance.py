@@ -97,22 +97,36 @@ def balance_stats(
     return out
 
 
-def stats_from_step_info(info: StepInfo) -> dict[str, float]:
+def _select(matrix: Sequence[Sequence[float]], index: list[int], size: int) -> list[list[float]]:
+    """Rows and columns ``index`` of a ``size × size`` matrix; NaN when it has another size."""
+    if len(matrix) != size or any(len(row) != size for row in matrix):
+        return [[math.nan] * len(index) for _ in index]
+    return [[float(matrix[i][j]) for j in index] for i in index]
+
+
+def stats_from_step_info(info: StepInfo, names: Sequence[str] | None = None) -> dict[str, float]:
     """The statistics of :func:`balance_stats` read from a ``StepInfo`` (NaN where unknown).
 
-    Update cosines are per state; they are mapped to losses when every loss owns its own state
-    (otherwise left out).
+    ``names`` picks and orders the losses (the first is the reference of the ratios); all of
+    ``info.losses`` in their order by default.  Update cosines are per state; they are mapped to
+    losses when every loss owns its own state (otherwise NaN).
     """
-    names = list(info.losses)
+    all_names = list(info.losses)
+    names = all_names if names is None else list(names)
+    missing = [n for n in names if n not in info.losses]
+    if missing:
+        raise LossValueError(
+            f"the step has no loss {', '.join(map(repr, missing))}; its losses are: "
+            f"{', '.join(map(repr, all_names))}"
+        )
+    index = [all_names.index(n) for n in names]
     stats = [info.losses[n] for n in names]
-    nan_matrix = [[math.nan] * len(names) for _ in names]
-    grad_cos = info.grad_cosines if len(info.grad_cosines) == len(names) else nan_matrix
+    size = len(all_names)
     out = {"step": float(info.step)}
+    grad_cos = _select(info.grad_cosines, index, size)
     out.update(_pair_stats("grad", names, [s.grad_norm for s in stats], grad_cos))
-    own_states = [s.state or n for s, n in zip(stats, names, strict=True)] == names
-    upd_cos = (
-        info.update_cosines if own_states and len(info.update_cosines) == len(names) else nan_matrix
-    )
+    own_states = [info.losses[n].state or n for n in all_names] == all_names
+    upd_cos = _select(info.update_cosines if own_states else [], index, size)
     out.update(_pair_stats("update", names, [s.update_norm for s in stats], upd_cos))
     return out
 

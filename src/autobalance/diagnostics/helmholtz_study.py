@@ -12,9 +12,11 @@ Recorded:
 * **Fig. 1b** – after training, for the first loss: the raw ``H_1`` and the preconditioned
   ``P^{-1/2} H_1 P^{-1/2}`` with each method's own preconditioner for that loss (single Adam:
   ``P = sqrt(v̂) + eps`` of the summed gradient; AutoBalance: ``P_1`` of the residual's state).
-* **Fig. 1c** – at checkpoints during training, the effective condition number (definition in
-  :mod:`~autobalance.diagnostics.preconditioning`) of every other loss's Hessian, raw and
-  preconditioned with the method's preconditioner for that loss.
+* **Fig. 1c** – at checkpoints during training, the curvature measures (definitions in
+  :mod:`~autobalance.diagnostics.preconditioning`: κ_eff(τ) at τ = 1e-2, 1e-4, 1e-6, the
+  non-saturating mass condition numbers κ_mass(0.9), κ_mass(0.99), the median spread, the
+  negative mass) of every other loss's Hessian, raw and preconditioned with the method's
+  preconditioner for that loss.
 * **Fig. 2** – every ``log_every`` steps: per-loss gradient norms ``‖g_k‖`` and cosines
   ``cos(g_i, g_j)`` (an extra backward pass per loss at those steps only), and per-loss
   *preconditioned gradients* ``ũ_k = lr · g_k / P_k`` with the method's preconditioner for loss
@@ -25,7 +27,14 @@ Recorded:
 Hessians are taken on one fixed batch (drawn once with its own seed; ``hessian_params`` override
 the problem's point counts, default 256 residual points) so that spectra at different times are
 comparable.  Models with more than ``max_params`` parameters use Lanczos (``lanczos_iters``
-steps) instead of dense eigendecompositions: extreme eigenvalues only.
+steps from one random probe) instead of dense eigendecompositions: the extreme eigenvalues are
+accurate, and the measures that sum over the spectrum (masses, medians) are one-probe SLQ
+estimates from the Ritz values and their weights ``τ_j²`` (stored as ``"weights"``).
+
+Everything runs on ``device`` (``"cpu"``, ``"cuda"``, ...): the network, the point streams
+(one ``torch.Generator`` on that device), Hessian-vector products, Lanczos and the
+preconditioners; only the spectra are brought back to the CPU.  Point streams drawn on
+different devices differ, so compare methods on the same device.
 """
 
 from __future__ import annotations
@@ -50,9 +59,10 @@ from autobalance.diagnostics.hessian import (
 )
 from autobalance.diagnostics.preconditioning import (
     PreconditionedOperator,
+    PreconditionerUnavailableError,
+    curvature_measures,
     method_preconditioner,
     preconditioned_hessian,
-    summarize_spectrum,
 )
 from autobalance.errors import ConfigError, LossNameError
 from autobalance.nets.mlp import MLP
@@ -75,6 +85,7 @@ class StudyConfig:
     width: int = 30
     depth: int = 3
     seed: int = 0
+    device: str = "cpu"
     log_every: int = 20
     hessian_checkpoints: int = 5
     hessian_params: dict[str, Any] | None = None
@@ -93,6 +104,7 @@ class StudyConfig:
             (self.hessian_checkpoints >= 1, "hessian_checkpoints must be >= 1"),
             (len(self.methods) >= 1, "at least one method is needed"),
             (len(set(self.methods)) == len(self.methods), "methods must be distinct"),
+            (0 < self.rel_threshold < 1, "rel_threshold must lie in (0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -103,6 +115,10 @@ def _params(model: torch.nn.Module, unknowns: dict[str, Tensor]) -> list[Tensor]
     return [*model.parameters(), *unknowns.values()]
 
 
+#: A spectrum: eigenvalues (or Ritz values) and SLQ weights (``None`` for a full spectrum).
+Spectrum = tuple[Tensor, Tensor | None]
+
+
 class _Curvature:
     """Spectra of one loss at the current parameters: dense when small, Lanczos otherwise."""
 
@@ -111,31 +127,45 @@ class _Curvature:
         self.dense = n <= cfg.max_params
         self.seconds = 0.0
 
-    def spectra(self, loss_fn: Any, params: list[Tensor], pre: dict[str, Tensor]) -> dict:
-        """``{"raw": eigs, name: eigs of P^{-1/2} H P^{-1/2} for each P in pre}``."""
+    def spectra(
+        self, loss_fn: Any, params: list[Tensor], pre: dict[str, Tensor]
+    ) -> dict[str, Spectrum]:
+        """``{"raw": spectrum of H, name: spectrum of P^{-1/2} H P^{-1/2} for each P in pre}``.
+
+        Dense: all eigenvalues (CPU, float64), weights ``None``.  Lanczos: Ritz values and their
+        weights ``τ_j²`` from one probe drawn with ``hessian_seed`` (the same probe each call).
+        """
         tic = time.perf_counter()
         op = HessianOperator(loss_fn, params)
-        out: dict[str, Tensor] = {}
+        out: dict[str, Spectrum] = {}
         if self.dense:
             h = op.dense(max_params=self.cfg.max_params)
-            out["raw"] = torch.linalg.eigvalsh(h)
+            out["raw"] = (torch.linalg.eigvalsh(h).cpu(), None)
             for name, p in pre.items():
-                out[name] = torch.linalg.eigvalsh(preconditioned_hessian(h, p))
+                out[name] = (torch.linalg.eigvalsh(preconditioned_hessian(h, p)).cpu(), None)
         else:
-            gen = torch.Generator().manual_seed(self.cfg.hessian_seed)
-            out["raw"] = lanczos(op, op.dim, self.cfg.lanczos_iters, generator=gen).ritz_values
-            for name, p in pre.items():
-                pop = PreconditionedOperator(op, p)
-                out[name] = lanczos(pop, op.dim, self.cfg.lanczos_iters, generator=gen).ritz_values
+            operators: dict[str, Any] = {"raw": op}
+            operators.update({name: PreconditionedOperator(op, p) for name, p in pre.items()})
+            for name, operator in operators.items():
+                gen = torch.Generator().manual_seed(self.cfg.hessian_seed)
+                res = lanczos(operator, op.dim, self.cfg.lanczos_iters, generator=gen)
+                out[name] = (res.ritz_values, res.ritz_weights)
         self.seconds += time.perf_counter() - tic
         return out
 
 
-def _summ(eigs: Tensor, cfg: StudyConfig) -> dict[str, float]:
-    """Summary at ``cfg.rel_threshold`` plus κ_eff at the coarser thresholds 1e-2 and 1e-4."""
-    out = summarize_spectrum(eigs, cfg.rel_threshold).to_dict()
-    for tau in (1e-2, 1e-4):
-        out[f"kappa_eff@{tau:g}"] = summarize_spectrum(eigs, tau).kappa_eff
+def _summ(spectrum: Spectrum, cfg: StudyConfig) -> dict[str, float]:
+    """:func:`curvature_measures` at ``cfg.rel_threshold`` (κ_eff at 1e-2, 1e-4, 1e-6 too)."""
+    eigs, weights = spectrum
+    return curvature_measures(eigs, weights, rel_threshold=cfg.rel_threshold)
+
+
+def _record(spectrum: Spectrum, cfg: StudyConfig) -> dict[str, Any]:
+    """``{"summary", "eigenvalues"[, "weights"]}`` of a spectrum, JSON-ready."""
+    eigs, weights = spectrum
+    out: dict[str, Any] = {"summary": _summ(spectrum, cfg), "eigenvalues": eigs.tolist()}
+    if weights is not None:
+        out["weights"] = weights.tolist()
     return out
 
 
@@ -146,10 +176,23 @@ def _checkpoint_steps(steps: int, count: int) -> list[int]:
 
 
 def _pre(method: Any, loss: str, params: list[Tensor]) -> Tensor | None:
+    """The method's preconditioner for ``loss``; ``None`` for methods that keep none."""
     try:
         return method_preconditioner(method, loss, params)
-    except (LossNameError, ValueError):
+    except PreconditionerUnavailableError:
         return None
+
+
+def _flat_grad(grads: Sequence[Tensor | None], params: list[Tensor]) -> Tensor:
+    """One flat float64 gradient (zeros for parameters the loss does not reach)."""
+    return torch.cat(
+        [
+            torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+            if g is None
+            else g.reshape(-1).double()
+            for p, g in zip(params, grads, strict=True)
+        ]
+    )
 
 
 def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
@@ -170,11 +213,16 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
     hessian_params = cfg.hessian_params
     if hessian_params is None:
         hessian_params = {"n_residual": 256} if "n_residual" in problem.params else {}
+    device = torch.device(cfg.device)
     hproblem = problems.create(cfg.problem, **{**problem.params, **hessian_params})
-    hbatch = hproblem.sample(torch.Generator().manual_seed(cfg.hessian_seed), "cpu", dtype)
+    hgen = torch.Generator(device=device).manual_seed(cfg.hessian_seed)
+    hbatch = hproblem.sample(hgen, device, dtype)
 
     torch.manual_seed(cfg.seed)
-    init_model = MLP(problem.in_dim, problem.out_dim, cfg.width, cfg.depth).to(dtype)
+    init_model = MLP(problem.in_dim, problem.out_dim, cfg.width, cfg.depth).to(device, dtype)
+    with torch.no_grad():  # unknowns in place, as the runner does
+        for v in problem.unknowns().values():
+            v.data = v.data.to(device, dtype)
     n_params = sum(p.numel() for p in init_model.parameters())
     n_params += sum(p.numel() for p in problem.unknowns().values())
     curv = _Curvature(cfg, n_params)
@@ -183,13 +231,13 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
     def loss_fn(model: torch.nn.Module, prob: Any, name: str) -> Any:
         return named_loss(lambda: prob.losses(model, hbatch), name)
 
-    init_unknowns = {k: v.data.to(dtype) for k, v in problem.unknowns().items()}
+    init_unknowns = {k: v.data.clone() for k, v in problem.unknowns().items()}
     init_spectra: dict[str, Any] = {}
     for name in loss_names:
-        eigs = curv.spectra(
+        spectrum = curv.spectra(
             loss_fn(init_model, problem, name), _params(init_model, problem.unknowns()), {}
         )["raw"]
-        init_spectra[name] = {"summary": _summ(eigs, cfg), "eigenvalues": eigs.tolist()}
+        init_spectra[name] = _record(spectrum, cfg)
 
     results: dict[str, Any] = {}
     marks = _checkpoint_steps(cfg.steps, cfg.hessian_checkpoints)
@@ -203,13 +251,13 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
         params = _params(model, unknowns)
         kwargs = {**_DEFAULT_METHOD_PARAMS.get(method_name, {}), "lr": cfg.lr}
         method = methods.create(method_name, params, **kwargs)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
         history: list[dict[str, float]] = []
         checkpoints: list[dict[str, Any]] = []
         tic = time.perf_counter()
         hessian_s = curv.seconds
         for step in range(1, cfg.steps + 1):
-            batch = prob.sample(gen, "cpu", dtype)
+            batch = prob.sample(gen, device, dtype)
             losses = prob.losses(model, batch)
             logging = step == 1 or step % cfg.log_every == 0 or step == cfg.steps
             grads = None
@@ -221,21 +269,13 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
             info = method.step({n: losses[n] for n in losses})
             if grads is not None:
                 pres = {n: _pre(method, n, params) for n in loss_names}
-                flat = {
-                    n: torch.cat(
-                        [
-                            torch.zeros(p.numel(), dtype=dtype) if g is None else g.reshape(-1)
-                            for p, g in zip(params, grads[n], strict=True)
-                        ]
-                    ).double()
-                    for n in loss_names
-                }
+                flat = {n: _flat_grad(grads[n], params) for n in loss_names}
                 updates = None
                 if all(p is not None for p in pres.values()):
                     updates = {n: cfg.lr * flat[n] / pres[n] for n in loss_names}  # type: ignore[operator]
                 row = {"step": float(step), **{n: float(losses[n].detach()) for n in loss_names}}
                 row.update(balance_stats(flat, updates))
-                actual = stats_from_step_info(info)
+                actual = stats_from_step_info(info, loss_names)
                 row.update(
                     {f"info_{k}": v for k, v in actual.items() if "update" in k and k != "step"}
                 )
@@ -256,22 +296,21 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
         final = curv.spectra(
             loss_fn(model, prob, ref), params, {} if pre_ref is None else {"pre": pre_ref}
         )
-        points = prob.evaluation_points("cpu", dtype)
+        points = prob.evaluation_points(device, dtype)
         with torch.no_grad():
             pred, exact = model(points), prob.reference(points)
         rel_l2 = float((pred - exact).norm() / exact.norm())
         results[method_name] = {
             "history": history,
             "checkpoints": checkpoints,
-            "final_spectra": {
-                k: {"summary": _summ(v, cfg), "eigenvalues": v.tolist()} for k, v in final.items()
-            },
+            "final_spectra": {k: _record(v, cfg) for k, v in final.items()},
             "rel_l2": rel_l2,
             "train_s": train_s,
             "summary": _method_summary(history, loss_names),
         }
     return {
         "config": {**asdict(cfg), "hessian_params": hessian_params},
+        "device": str(device),
         "loss_names": loss_names,
         "n_params": n_params,
         "hessian": "dense" if curv.dense else f"lanczos ({cfg.lanczos_iters} steps)",

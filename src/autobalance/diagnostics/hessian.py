@@ -88,7 +88,9 @@ class HessianOperator:
         loss_fn: closure returning the scalar loss (called once, at construction).
         params: the parameters ``θ`` (flattened and concatenated in this order).
 
-    The operator is a snapshot: changing the parameters afterwards does not change it.
+    The operator is a snapshot of the gradient graph at the current parameters: updating the
+    parameters in place afterwards (an optimizer step) invalidates it, and autograd then raises
+    "modified by an inplace operation" at the next product; build a new operator instead.
     """
 
     def __init__(self, loss_fn: LossFn, params: Sequence[Tensor]) -> None:
@@ -96,6 +98,11 @@ class HessianOperator:
         loss = loss_fn()
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise LossValueError("the loss closure must return a scalar tensor")
+        if not loss.requires_grad:
+            raise LossValueError(
+                "the loss does not depend on any parameter (no autograd graph): build it with "
+                "gradients enabled from the parameters passed here"
+            )
         self.loss = float(loss.detach())
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         pieces = []
@@ -133,20 +140,21 @@ class HessianOperator:
     __call__ = matvec
 
     def dense(self, *, max_params: int = DEFAULT_MAX_PARAMS) -> Tensor:
-        """The full symmetrised Hessian (``n`` HVPs); see :func:`full_hessian`."""
-        _check_size(self.dim, max_params)
+        """The full symmetrised Hessian (``n`` HVPs, on :attr:`device`); see ``full_hessian``."""
+        _check_size(self.dim, max_params, self.dtype)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         columns = [self.matvec(eye[i]) for i in range(self.dim)]
         h = torch.stack(columns, dim=1)
         return 0.5 * (h + h.T)
 
 
-def _check_size(n: int, max_params: int) -> None:
+def _check_size(n: int, max_params: int, dtype: torch.dtype = torch.float64) -> None:
     if n > max_params:
-        gib = 8 * n * n / 2**30
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        gib = itemsize * n * n / 2**30
         raise HessianSizeError(
             f"a dense Hessian of {n} parameters needs {n} Hessian-vector products and "
-            f"{gib:.1f} GiB (float64), above the limit of max_params={max_params}; use "
+            f"{gib:.1f} GiB ({dtype}), above the limit of max_params={max_params}; use "
             "lanczos()/extreme_eigenvalues() or spectral_density() instead, which need only "
             "Hessian-vector products (or raise max_params if you have the memory)"
         )
@@ -165,8 +173,10 @@ def full_hessian(
     Raises:
         HessianSizeError: ``n > max_params``; the message suggests Lanczos.
     """
-    n = sum(p.numel() for p in _trainable(params))
-    _check_size(n, max_params)  # before any autograd work
+    trainable = _trainable(params)
+    _check_size(
+        sum(p.numel() for p in trainable), max_params, trainable[0].dtype
+    )  # before autograd
     return HessianOperator(loss_fn, params).dense(max_params=max_params)
 
 
@@ -198,6 +208,7 @@ def lanczos(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     keep_basis: bool = False,
+    device: torch.device | str | None = None,
 ) -> LanczosResult:
     """Symmetric Lanczos with full reorthogonalisation (two Gram–Schmidt passes per step).
 
@@ -205,24 +216,39 @@ def lanczos(
     ``w = Hq_j − β_{j−1} q_{j−1}``, ``α_j = q_jᵀw``, ``w ← w − α_j q_j``, then ``w`` is
     reorthogonalised against every ``q_i``, ``β_j = ‖w‖``, ``q_{j+1} = w / β_j``.  Stops early
     when ``β_j`` vanishes (an invariant subspace: its Ritz values are exact eigenvalues).
+
+    The Lanczos vectors live on ``device``: by default ``matvec.device`` when the operator has
+    one (:class:`HessianOperator`, ``PreconditionedOperator``), else ``start``'s device, else the
+    CPU.  The random start is drawn on ``generator``'s device and moved there.  ``T``, its Ritz
+    values and weights are returned on the CPU.
     """
     if num_iters < 1:
         raise LossValueError(f"num_iters must be >= 1, got {num_iters}")
+    if device is None:
+        device = getattr(matvec, "device", None)
+    if device is None:
+        device = start.device if start is not None else "cpu"
     m = min(num_iters, dim)
     q = (
-        torch.randn(dim, generator=generator, dtype=dtype)
+        torch.randn(
+            dim,
+            generator=generator,
+            dtype=dtype,
+            device=generator.device if generator is not None else "cpu",
+        )
         if start is None
         else start.detach().to(dtype).reshape(-1).clone()
     )
+    q = q.to(device)
     if q.shape != (dim,) or not torch.isfinite(q).all() or q.norm() == 0:
         raise LossValueError("the Lanczos start vector must be finite, nonzero and of length dim")
-    basis = torch.zeros(dim, m, dtype=dtype)
+    basis = torch.zeros(dim, m, dtype=dtype, device=device)
     basis[:, 0] = q / q.norm()
     alphas: list[float] = []
     betas: list[float] = []
     scale = 0.0
     for j in range(m):
-        w = matvec(basis[:, j]).to(dtype).reshape(-1)
+        w = matvec(basis[:, j]).to(device=basis.device, dtype=dtype).reshape(-1)
         alpha = float(basis[:, j] @ w)
         alphas.append(alpha)
         w = w - alpha * basis[:, j]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,9 @@ import numpy as np
 __all__ = ["plot_balance", "plot_quadratic", "plot_spectra"]
 
 _COLORS = {"gd": "tab:gray", "adam": "tab:blue", "autobalance": "tab:red"}
+
+#: Measure of panel (c) of Fig. 1 (non-saturating; see ``preconditioning``).
+_CHECKPOINT_MEASURE = ("kappa_mass@0.99", "κ_mass(0.99)")
 
 
 def _plt() -> Any:
@@ -22,193 +27,148 @@ def _plt() -> Any:
     return plt
 
 
+@contextmanager
+def _figure(path: Path, ncols: int, figsize: tuple[float, float], **kw: Any) -> Iterator[Any]:
+    """``plt.subplots(1, ncols)`` yielding the axes; saved to ``path`` (parents made), closed."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, **kw)
+    try:
+        yield axes
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _finish(
+    ax: Any, xlabel: str, ylabel: str | None = None, title: str | None = None, fontsize: int = 7
+) -> None:
+    """Labels, grid and legend of one panel."""
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=fontsize)
+
+
 def plot_quadratic(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """``quadratic_kappa.png`` (κ vs c, both kinds) and ``quadratic_convergence.png``."""
-    plt = _plt()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, kind in zip(axes, ("rotated", "diagonal"), strict=True):
-        rows = [r for r in result["rows"] if r["kind"] == kind]
-        cs = [r["c"] for r in rows]
-        for name in ("gd", "adam", "autobalance"):
-            ax.semilogy(
-                cs, [r[f"kappa_{name}"] for r in rows], "o-", label=name, color=_COLORS[name]
-            )
-        ax.set_xlabel("c  (singular values of A: 1 … 10^c)")
-        ax.set_title(f"A = diag(s) Vᵀ, V {'random orthogonal' if kind == 'rotated' else '= I'}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("κ(M) = λmax/λmin (geo-mean over seeds)")
-    axes[0].legend()
-    fig.tight_layout()
-    paths = [out / "quadratic_kappa.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    paths = [out / "quadratic_kappa.png", out / "quadratic_convergence.png"]
+    with _figure(paths[0], 2, (10, 4), sharey=True) as axes:
+        for ax, kind in zip(axes, ("rotated", "diagonal"), strict=True):
+            rows = [r for r in result["rows"] if r["kind"] == kind]
+            cs = [r["c"] for r in rows]
+            for name in ("gd", "adam", "autobalance"):
+                kappas = [r[f"kappa_{name}"] for r in rows]
+                ax.semilogy(cs, kappas, "o-", label=name, color=_COLORS[name])
+            where = "random orthogonal" if kind == "rotated" else "= I"
+            _finish(ax, "c  (singular values of A: 1 … 10^c)", title=f"A = diag(s) Vᵀ, V {where}")
+        axes[0].set_ylabel("κ(M) = λmax/λmin (geo-mean over seeds)")
 
     curves = result["curves"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, hist in curves.items():
-        if not isinstance(hist, list):
-            continue
-        name = key.split("_", 1)[1]
-        style = "-" if key.startswith("linear") else "--"
-        label = f"{name} ({'frozen P, η*' if style == '-' else 'real optimizer, best lr'})"
-        values = np.clip(np.asarray(hist, dtype=float), 1e-300, 1e300)
-        ax.semilogy(values, style, label=label, color=_COLORS.get(name, "k"))
-    ax.set_xlabel("step")
-    ax.set_ylabel("L(w_t) / L(w_0)")
-    ax.set_ylim(1e-20, 1e3)
-    ax.set_title(f"quadratic model, c = {curves['c']} (rotated, seed 0)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "quadratic_convergence.png")
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    with _figure(paths[1], 1, (6, 4)) as ax:
+        for key, hist in curves.items():
+            if not isinstance(hist, list):
+                continue
+            name = key.split("_", 1)[1]
+            linear = key.startswith("linear")
+            label = f"{name} ({'frozen P, η*' if linear else 'real optimizer, best lr'})"
+            values = np.clip(np.asarray(hist, dtype=float), 1e-300, 1e300)
+            ax.semilogy(values, "-" if linear else "--", label=label, color=_COLORS.get(name, "k"))
+        ax.set_ylim(1e-20, 1e3)
+        title = f"quadratic model, c = {curves['c']} (rotated, seed 0)"
+        _finish(ax, "step", "L(w_t) / L(w_0)", title, fontsize=8)
     return paths
 
 
-def _hist(ax: Any, eigs: list[float], label: str, color: str | None = None) -> None:
-    """Histogram of signed log-magnitudes ``sign(λ)·log10(1 + |λ|/λ_s)``."""
-    values = np.asarray(eigs, dtype=float)
-    scale = max(1e-12, float(np.abs(values).max()) * 1e-8)
-    transformed = np.sign(values) * np.log10(1.0 + np.abs(values) / scale)
-    ax.hist(transformed, bins=60, histtype="step", label=label, color=color, density=True)
-
-
 def plot_spectra(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """``fig1_spectra.png``: init spectra, final first-loss spectra, κ_eff of the others."""
-    plt = _plt()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """``fig1_spectra.png``: init spectra, final first-loss spectra, κ_mass(0.99) of the others."""
+    path = Path(out_dir) / "fig1_spectra.png"
     names = result["loss_names"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    ax = axes[0]
-    for name in names:
-        s = result["init_spectra"][name]
-        ax.semilogy(sorted(np.abs(s["eigenvalues"]))[::-1], label=f"{name} |λ| (init)")
-    ax.set_xlabel("index (sorted by |λ|)")
-    ax.set_ylabel("|eigenvalue|")
-    ax.set_title("(a) Hessian spectra at initialisation")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    with _figure(path, 3, (16, 4.5)) as axes:
+        for name in names:
+            eigs = result["init_spectra"][name]["eigenvalues"]
+            axes[0].semilogy(sorted(np.abs(eigs))[::-1], label=f"{name} |λ| (init)")
+        _finish(axes[0], "index (sorted by |λ|)", "|eigenvalue|", "(a) Hessian spectra at init", 8)
 
-    ax = axes[1]
-    ref = names[0]
-    for method, res in result["methods"].items():
-        color = _COLORS.get(method)
-        for kind, spec in res["final_spectra"].items():
-            eigs = np.asarray(spec["eigenvalues"], dtype=float)
-            positive = np.sort(eigs[eigs > 0])[::-1]
-            label = f"{method}: {'raw H' if kind == 'raw' else 'P^-1/2 H P^-1/2'}"
-            ax.semilogy(
-                positive / positive[0],
-                ":" if kind == "raw" else "-",
-                color=color,
-                label=f"{label} (κ_eff={spec['summary']['kappa_eff']:.2g})",
-            )
-    ax.set_xlabel("index")
-    ax.set_ylabel("λ / λmax (positive eigenvalues)")
-    ax.set_title(f"(b) {ref} Hessian after training")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-
-    ax = axes[2]
-    for method, res in result["methods"].items():
-        color = _COLORS.get(method)
-        for name in names[1:]:
-            steps = [c["step"] for c in res["checkpoints"]]
-            for kind, style in (("raw", ":"), ("pre", "-")):
-                values = [
-                    c[name].get(kind, {}).get("kappa_eff@0.0001", math.nan)
-                    for c in res["checkpoints"]
-                ]
-                ax.semilogy(
-                    steps,
-                    values,
-                    style + "o",
-                    color=color,
-                    label=f"{method} {name} {'raw' if kind == 'raw' else 'precond.'}",
+        for method, res in result["methods"].items():
+            for kind, spec in res["final_spectra"].items():
+                eigs = np.asarray(spec["eigenvalues"], dtype=float)
+                positive = np.sort(eigs[eigs > 0])[::-1]
+                if positive.size == 0:
+                    continue
+                s = spec["summary"]
+                kappa_mass = s.get("kappa_mass@0.99", math.nan)
+                label = (
+                    f"{method}: {'raw H' if kind == 'raw' else 'P^-1/2 H P^-1/2'} "
+                    f"(κ_eff={s['kappa_eff']:.2g}, κ_mass(.99)={kappa_mass:.2g})"
                 )
-    ax.set_xlabel("step")
-    ax.set_ylabel("κ_eff (τ = 1e-4)")
-    ax.set_title("(c) effective condition number of the other losses")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "fig1_spectra.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+                style = ":" if kind == "raw" else "-"
+                axes[1].semilogy(
+                    positive / positive[0], style, color=_COLORS.get(method), label=label
+                )
+        title = f"(b) {names[0]} Hessian after training"
+        _finish(axes[1], "index", "λ / λmax (positive eigenvalues)", title)
+
+        key, label = _CHECKPOINT_MEASURE
+        for method, res in result["methods"].items():
+            steps = [c["step"] for c in res["checkpoints"]]
+            for name in names[1:]:
+                for kind, style in (("raw", ":"), ("pre", "-")):
+                    values = [c[name].get(kind, {}).get(key, math.nan) for c in res["checkpoints"]]
+                    axes[2].semilogy(
+                        steps,
+                        values,
+                        style + "o",
+                        color=_COLORS.get(method),
+                        label=f"{method} {name} {'raw' if kind == 'raw' else 'precond.'}",
+                    )
+        _finish(axes[2], "step", label, f"(c) {label} of the other losses' Hessians")
     return path
 
 
+#: Fig. 2 curves: (panel, history key prefix, line style, label template); ``{p}`` = pair.
+_BALANCE_CURVES = (
+    (0, "grad_ratio", ":", "‖g‖ ratio {p}"),
+    (0, "update_ratio", "-", "‖lr·g/P‖ ratio {p}"),
+    (0, "info_update_ratio", "--", "‖u_k‖ ratio {p} (momentum)"),
+    (1, "grad_cos", ":", "cos(g) {p}"),
+    (1, "update_cos", "-", "cos(lr·g/P) {p}"),
+    (1, "info_update_cos", "--", "cos(u_k) {p} (momentum)"),
+)
+
+
 def plot_balance(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """``fig2_balance.png``: gradient vs update norm ratios, gradient vs update cosines."""
-    plt = _plt()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """``fig2_balance.png``: gradient vs update norm ratios, gradient vs update cosines.
+
+    A curve is drawn only when it has at least one finite value.
+    """
+    path = Path(out_dir) / "fig2_balance.png"
     names = result["loss_names"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method, res in result["methods"].items():
-        color = _COLORS.get(method)
-        hist = res["history"]
-        steps = [r["step"] for r in hist]
-        for other in names[1:]:
-            pair = f"{names[0]}/{other}"
-            axes[0].semilogy(
-                steps,
-                [r[f"grad_ratio_{pair}"] for r in hist],
-                ":",
-                color=color,
-                label=f"{method} ‖g‖ ratio {pair}",
-            )
-            axes[0].semilogy(
-                steps,
-                [r.get(f"update_ratio_{pair}", math.nan) for r in hist],
-                "-",
-                color=color,
-                label=f"{method} ‖lr·g/P‖ ratio {pair}",
-            )
-            if any(math.isfinite(r.get(f"info_update_ratio_{pair}", math.nan)) for r in hist):
-                axes[0].semilogy(
-                    steps,
-                    [r[f"info_update_ratio_{pair}"] for r in hist],
-                    "--",
-                    color=color,
-                    label=f"{method} ‖u_k‖ ratio {pair} (momentum)",
-                )
-            axes[1].plot(
-                steps,
-                [r[f"grad_cos_{pair}"] for r in hist],
-                ":",
-                color=color,
-                label=f"{method} cos(g) {pair}",
-            )
-            axes[1].plot(
-                steps,
-                [r.get(f"update_cos_{pair}", math.nan) for r in hist],
-                "-",
-                color=color,
-                label=f"{method} cos(lr·g/P) {pair}",
-            )
-            if any(math.isfinite(r.get(f"info_update_cos_{pair}", math.nan)) for r in hist):
-                axes[1].plot(
-                    steps,
-                    [r[f"info_update_cos_{pair}"] for r in hist],
-                    "--",
-                    color=color,
-                    label=f"{method} cos(u_k) {pair} (momentum)",
-                )
-    axes[0].axhline(1.0, color="k", lw=0.5)
-    axes[0].set_title("(a) norm ratio, first loss / other")
-    axes[1].axhline(0.0, color="k", lw=0.5)
-    axes[1].set_title("(b) cosine between the losses' vectors")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "fig2_balance.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, 2, (12, 4.5)) as axes:
+        for method, res in result["methods"].items():
+            hist = res["history"]
+            steps = [r["step"] for r in hist]
+            for other in names[1:]:
+                pair = f"{names[0]}/{other}"
+                for panel, prefix, style, template in _BALANCE_CURVES:
+                    values = [r.get(f"{prefix}_{pair}", math.nan) for r in hist]
+                    if not any(math.isfinite(v) for v in values):
+                        continue
+                    draw = axes[panel].semilogy if panel == 0 else axes[panel].plot
+                    draw(
+                        steps,
+                        values,
+                        style,
+                        color=_COLORS.get(method),
+                        label=f"{method} {template.format(p=pair)}",
+                    )
+        axes[0].axhline(1.0, color="k", lw=0.5)
+        axes[1].axhline(0.0, color="k", lw=0.5)
+        _finish(axes[0], "step", title="(a) norm ratio, first loss / other")
+        _finish(axes[1], "step", title="(b) cosine between the losses' vectors")
     return path

@@ -226,6 +226,9 @@ def run_optimizer(
 
 
 def _geomean(values: Sequence[float]) -> float:
+    """Geometric mean of positive values; inf if any is not finite or not positive, NaN if none."""
+    if not values:
+        return math.nan
     finite = [v for v in values if math.isfinite(v) and v > 0]
     if len(finite) < len(values):
         return math.inf
