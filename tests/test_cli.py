@@ -44,6 +44,16 @@ def test_parse_assignments() -> None:
         parse_assignments(["novalue"], "--param")
 
 
+def test_flags_parse_values_as_set_does() -> None:
+    """--param / --method-param values mean what the same text means after --set."""
+    from autobalance.experiments.config_files import parse_value
+
+    texts = ["null", "1_000", ".5", "[0.9, 0.99]", '{"x": 2.0}', "True", "adam"]
+    parsed = parse_assignments([f"k{i}={t}" for i, t in enumerate(texts)], "-p")
+    assert parsed == {f"k{i}": parse_value(t) for i, t in enumerate(texts)}
+    assert parsed["k0"] is None and parsed["k4"] == {"x": 2.0}
+
+
 _PROBE = (
     "import os; print('TUNABLES=' + str(os.environ.get('GLIBC_TUNABLES'))); "
     "from autobalance.cli.main import main; main({argv})"

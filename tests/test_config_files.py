@@ -84,6 +84,12 @@ def test_json_and_yaml_files(tmp_path: Path) -> None:
         ({}, ["budget=time=-3"], "budget.value"),
         ({"steps": 5}, ["steps.x=1"], "'steps' is 5, not a table"),
         ({}, ["noequals"], "DOTTED.KEY=VALUE"),
+        ({}, ["net_params.widht=3"], "'net_params'.*'widht'.*Did you mean 'width'"),
+        ({}, ["net_params.width=wide"], "'net_params'.*'width' must be an integer"),
+        ({}, ['variants=[{"name": "rbaa"}]'], "'variants'.*unknown variant 'rbaa'"),
+        ({}, ['variants=[{"name": "rba", "etaa": 1}]'], "'variants'.*'etaa'"),
+        ({}, ["lr=Infinity"], "lr must be a finite number > 0"),
+        ({}, ['budget={"kind": [1], "value": 3}'], "budget kind"),
     ],
 )
 def test_errors_name_the_key(data: dict, overrides: list[str], match: str) -> None:

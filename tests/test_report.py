@@ -265,3 +265,27 @@ def test_real_run_and_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["report", str(runs), "--metric", "nope", "--no-figures"]) == 2
     assert "'nope' is in no run" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) -> None:
+    """Variants wrapping the network and inputs named in net_params: the same prediction."""
+    from autobalance.experiments.figures import plot_solution_panels, predict_run
+    from autobalance.experiments.runner import errors
+
+    torch.set_num_threads(1)
+    config = RunConfig(
+        problem="helmholtz",
+        problem_params={"n_residual": 64, "n_boundary": 16, "n_eval": 21},
+        net_params={"width": 8, "depth": 1, "periodic": {"x": 2.0}},
+        variants=[{"name": "hard_constraint"}],
+        method="adam",
+        steps=5,
+        eval_every=5,
+        device="cpu",
+    )
+    metrics = train(config, tmp_path / "run", progress=False)
+    _, _, reference, prediction = predict_run(tmp_path / "run")
+    rebuilt = errors(torch.from_numpy(prediction), torch.from_numpy(reference))
+    assert rebuilt["rel_l2"] == pytest.approx(metrics["rel_l2"], rel=1e-5)
+    path, skipped = plot_solution_panels(tmp_path / "s.png", {"adam": tmp_path / "run"})
+    assert path is not None and not skipped

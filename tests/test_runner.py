@@ -261,3 +261,17 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     write_json(tmp_path / "m.json", {"nan": math.nan, "ok": 1.5})
     assert json.loads((tmp_path / "m.json").read_text()) == {"nan": None, "ok": 1.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.pt", "m.json", "x.txt"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_records_its_own_peak_gpu_memory(tmp_path: Path) -> None:
+    """On CUDA the run writes peak_gpu_mb, the run's own peak (not earlier allocations')."""
+    big = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")  # 256 MiB
+    del big
+    metrics = train(small_config(device="cuda", steps=10), tmp_path / "gpu", progress=False)
+    assert metrics["device"].startswith("cuda") and metrics["status"] == "ok"
+    assert 0 < metrics["peak_gpu_mb"] < 256
+    resumed = train(
+        small_config(device="cuda", steps=20), tmp_path / "gpu", progress=False, resume=True
+    )
+    assert resumed["steps"] == 20 and resumed["status"] == "ok"

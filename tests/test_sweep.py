@@ -395,3 +395,81 @@ def test_tensorboard_flag_without_tensorboard_is_a_warning(
     assert "--tensorboard ignored: the tensorboard package is not installed" in (
         capsys.readouterr().err
     )
+
+
+class _TwoAtOnce:
+    """An executor that starts two jobs before the first finishes (as two workers do)."""
+
+    workers = 2
+
+    def run(self, fn: Any, jobs: Any, on_start: Any = None) -> Any:
+        jobs = list(jobs)
+        for job in jobs[:2]:
+            on_start(job)
+        for i, job in enumerate(jobs):
+            if i >= 2:
+                on_start(job)
+            yield job, {"name": job["name"], "status": "ok", "seconds": 1.0, "rel_l2": 0.5}
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_counts_the_runs_in_progress(tmp_path: Path) -> None:
+    import io
+
+    stream = io.StringIO()
+    specs = [RunSpec(tiny(seed=s)) for s in range(3)]
+    run_sweep(specs, tmp_path, executor=_TwoAtOnce(), stream=stream)  # type: ignore[arg-type]
+    lines = stream.getvalue().splitlines()
+    assert "starting 3 run(s)" in lines[0] and "0 running" in lines[0]
+    assert "1 running" in lines[1] and "started" in lines[1]
+    assert "2 running" in lines[2] and "started" in lines[2]
+    assert "1/3 complete" in lines[3] and "1 running" in lines[3] and "ETA ?" not in lines[3]
+    assert "3/3 complete" in lines[-1] and "0 running" in lines[-1] and "ETA 0s" in lines[-1]
+
+
+def test_eta_uses_the_time_seen_by_the_sweep() -> None:
+    """Run time from hand-over to result (worker start-up included), not the worker's own."""
+    progress = SweepProgress(total=3, workers=1)
+    progress.start("a")
+    assert progress.running == 1 and math.isnan(progress.eta_s())
+    progress._started["a"] -= 100.0  # handed over 100 s ago
+    progress.record({"status": "ok", "seconds": 1.0}, "a")
+    assert progress.running == 0 and progress.eta_s() == pytest.approx(200.0, rel=1e-3)
+    progress.start("b")
+    progress.record({"status": "error", "error": "boom"}, "b")  # errors do not feed the mean
+    assert progress.running == 0 and progress.eta_s() == pytest.approx(100.0, rel=1e-3)
+    progress.start("c")
+    progress.record({"status": "skipped"}, "c")  # finished meanwhile by someone else
+    assert progress.running == 0 and progress.skipped == 1 and progress.eta_s() == 0.0
+
+
+def test_tensorboard_logs_the_losses(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = RunSpec(tiny(steps=20, log_every=5))
+    result = run_sweep([spec], tmp_path, tensorboard=True, stream=None)
+    assert result.executed == [spec.name]
+    events = EventAccumulator(str(tmp_path / spec.name / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/total", "loss/residual", "loss/boundary"} <= tags
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 5, 10, 15, 20]
+
+
+def test_cli_tensorboard_flag_writes_event_files(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    suite = tmp_path / "mine.json"
+    suite.write_text(
+        json.dumps(
+            {
+                "defaults": {"device": "cpu", "steps": 3, "problem_params": TINY},
+                "experiments": [{"methods": ["adam"]}],
+            }
+        )
+    )
+    argv = ["bench", str(suite), "--executor", "inline", "--quiet", "--no-report", "--tensorboard"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert list((tmp_path / "out").glob("*/tensorboard/events.out.tfevents.*"))

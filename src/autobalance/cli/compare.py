@@ -140,14 +140,14 @@ def _tensorboard_ok(args: argparse.Namespace) -> bool:
 
 # ------------------------------------------------------------------------------------- table
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite numbers (NaN where undefined)."""
+    from autobalance.experiments.stats import summarize
+
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
-    return mean, math.sqrt(var)
+    summary = summarize(finite)
+    return summary.mean, summary.std
 
 
 def _fmt(mean: float, std: float, style: str) -> str:

@@ -7,7 +7,6 @@ exit with code 2; a run that diverges writes its files and exits with code 1.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from autobalance.cli.bench import add_bench_command, cmd_bench
 from autobalance.cli.compare import add_compare_command, cmd_compare
 from autobalance.cli.report import add_report_command, cmd_report
 
-__all__ = ["GLIBC_TUNABLES", "build_parser", "main", "parse_assignments"]
+__all__ = ["GLIBC_TUNABLES", "build_parser", "main", "parse_assignments", "parse_variants"]
 
 #: glibc's default malloc thresholds make every PINN step page-fault on the autograd buffers it
 #: just freed; raising both thresholds makes CPU steps 11–25% faster (measured on the 2-core
@@ -54,14 +53,14 @@ def _reexec_with_tunables() -> None:
 
 
 def _parse_value(text: str) -> Any:
-    """``"4"`` → 4, ``"1e-3"`` → 0.001, ``"true"`` → True, ``"(0.9, 0.99)"`` → tuple, else text."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text
+    """``"4"`` → 4, ``"1e-3"`` → 0.001, ``"true"`` → True, ``"(0.9, 0.99)"`` → tuple, else text.
+
+    The parser of ``--set`` (:func:`autobalance.experiments.config_files.parse_value`), so a
+    value means the same in ``--param``, ``--method-param``, ``--variant`` and ``--set``.
+    """
+    from autobalance.experiments.config_files import parse_value
+
+    return parse_value(text)
 
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -75,6 +74,24 @@ def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
             raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = _parse_value(value)
     return out
+
+
+def parse_variants(items: Sequence[str] | None) -> list[dict[str, Any]]:
+    """``["rba", "causal:chunks=16,epsilon=0.1"]`` → ``[{"name": "rba"}, {"name": "causal", ...}]``.
+
+    Parameters follow the name after a colon as comma-separated ``KEY=VALUE`` pairs (values as
+    in :func:`_parse_value`); a value that itself holds a comma needs ``--set variants=JSON``.
+    """
+    from autobalance.errors import ConfigError
+
+    specs: list[dict[str, Any]] = []
+    for item in items or ():
+        name, _, rest = item.partition(":")
+        if not name.strip():
+            raise ConfigError(f"--variant expects NAME[:KEY=VALUE,...], got {item!r}")
+        pairs = [p for p in rest.split(",") if p.strip()]
+        specs.append({"name": name.strip(), **parse_assignments(pairs, f"--variant {name}")})
+    return specs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--width", type=int, help="hidden units per layer (mlp default 50)")
     run.add_argument("--depth", type=int, help="hidden layers (mlp default 4)")
     run.add_argument("--net-param", action="append", metavar="KEY=VALUE", help="(repeatable)")
+    run.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="PINN variant applied in the order given, e.g. rba, causal:chunks=16, "
+        "gpinn:weight=0.1 (repeatable; see `autobalance list`)",
+    )
+    run.add_argument(
+        "--sampler",
+        default="uniform",
+        help="collocation points: uniform (default), lhs, grid or sobol",
+    )
+    run.add_argument(
+        "--resample-every",
+        type=int,
+        default=1,
+        help="fresh points every N steps (default %(default)s; 0: fixed points)",
+    )
     run.add_argument("--eval-every", type=int, default=500, help="(default %(default)s)")
     run.add_argument("--log-every", type=int, default=10, help="(default %(default)s)")
     run.add_argument("--checkpoint-every", type=int, default=5000, help="(default %(default)s)")
@@ -146,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a configuration key last, e.g. method_params.base=adam (repeatable)",
     )
 
-    sub.add_parser("list", help="list problems, networks and methods")
+    sub.add_parser("list", help="list problems, networks, variants and methods")
     _diagnose.add_parser(sub)
     add_report_command(sub)
     add_compare_command(sub)
@@ -158,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 _RUN_FLAG_KEYS = {
     **{k: k for k in ("problem", "method", "net", "lr", "lr_decay", "lr_decay_steps", "steps")},
     **{k: k for k in ("seed", "device", "dtype", "eval_every", "log_every", "checkpoint_every")},
+    **{k: k for k in ("sampler", "resample_every")},
     "base": "method_params.base",
     "weight_decay": "method_params.weight_decay",
     "width": "net_params.width",
@@ -183,6 +219,8 @@ def _config_from_file_args(args: argparse.Namespace) -> tuple[Any, Path]:
         ("method_param", "method_params"),
     ):
         items += [f"{prefix}.{item}" for item in getattr(args, dest) or ()]
+    if args.variant:
+        items.append(f"variants={json.dumps(parse_variants(args.variant))}")
     data = load_mapping(args.config) if args.config else {}
     config = config_from_dict(data, [*items, *(args.set or ())])
     return config, Path(args.out or f"runs/{config.problem}-{config.method}-seed{config.seed}")
@@ -226,6 +264,9 @@ def _config_from_args(args: argparse.Namespace) -> tuple[Any, Path]:
         "eval_every": args.eval_every,
         "log_every": args.log_every,
         "checkpoint_every": args.checkpoint_every,
+        "sampler": args.sampler,
+        "resample_every": args.resample_every,
+        "variants": parse_variants(args.variant),
     }
     if args.steps is not None:
         kwargs["steps"] = args.steps
@@ -274,12 +315,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from autobalance import methods, nets, problems
+    from autobalance import methods, nets, problems, variants
 
     print("problems:")
     print(_format_table([(f"  {n}", s) for n, s in problems.describe()]))
     print("\nnetworks:")
     print(_format_table([(f"  {n}", s) for n, s in nets.describe()]))
+    print(
+        "  (every network takes the input embeddings fourier_features=M, fourier_sigma=S, "
+        "periodic={input: period}\n   and rwf=true for random weight factorisation: "
+        "--net-param KEY=VALUE)"
+    )
+    print("\nvariants (--variant NAME[:KEY=VALUE,...], applied in order):")
+    print(_format_table([(f"  {n}", s) for n, s in variants.describe()]))
     print("\nmethods:")
     specs = methods.describe()
     print(_format_table([(f"  {s.name}", f"[{s.family}] {s.summary}") for s in specs]))

@@ -46,7 +46,7 @@ class Budget:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in BUDGET_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in BUDGET_KINDS:
             raise ConfigError(unknown_name_message("budget kind", str(self.kind), BUDGET_KINDS))
         value = self.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):

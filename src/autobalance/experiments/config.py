@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,7 @@ class RunConfig:
         """Raise :class:`ConfigError` on values that cannot work."""
         checks = [
             (self.steps >= 0, "steps must be >= 0"),
-            (self.lr > 0, "lr must be > 0"),
+            (0 < self.lr < math.inf, "lr must be a finite number > 0"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
             (self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),

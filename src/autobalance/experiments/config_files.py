@@ -243,8 +243,14 @@ def check_types(data: Mapping[str, Any]) -> None:
 
 
 def _check_names(config: RunConfig) -> None:
-    """Names and parameter keys that can be checked without building anything."""
-    from autobalance import methods, nets, problems
+    """Names and parameter keys that can be checked without building anything.
+
+    The problem's, the network's and every variant's parameters are checked here, so a typo is
+    an error when the configuration is read, not when a sweep's worker starts the run.  Method
+    parameters are checked when the method is created (its factories take ``**kwargs``).
+    """
+    from autobalance import methods, nets, problems, variants
+    from autobalance._params import check_params
 
     for key, check in (
         ("problem", problems.get),
@@ -264,6 +270,14 @@ def _check_names(config: RunConfig) -> None:
                 f"unknown key problem_params.{key} of problem {config.problem!r}.{hint} "
                 f"Known: {', '.join(sorted(known))}."
             )
+    try:
+        check_params(f"network {config.net!r}", nets.parameters(config.net), config.net_params)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid value for 'net_params': {exc}") from None
+    try:
+        variants.resolve_specs(config.variants)
+    except (ConfigError, UnknownNameError) as exc:
+        raise ConfigError(f"invalid value for 'variants': {exc}") from None
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> RunConfig:

@@ -18,7 +18,6 @@ to draw.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from autobalance.errors import AutoBalanceError
-from autobalance.experiments.io import atomic_write_bytes
+from autobalance.experiments.plots import render_png as _render
 
 __all__ = [
     "FigureDataError",
@@ -47,12 +46,6 @@ _STAT_SUFFIXES = ("_grad_norm", "_update_norm", "_cosine")
 
 class FigureDataError(AutoBalanceError):
     """A run directory lacks, or holds an unreadable, file a figure needs."""
-
-
-def _render(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -235,22 +228,22 @@ def predict_run(run_dir: str | os.PathLike[str]) -> tuple[Any, np.ndarray, np.nd
     """
     import torch
 
-    from autobalance import nets, problems
-    from autobalance.experiments.config import resolve_dtype
+    from autobalance import problems
+    from autobalance.experiments.config import RunConfig, resolve_dtype
+    from autobalance.experiments.runner import build_model
 
     path = Path(run_dir) / "checkpoint.pt"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        config = ckpt["config"]
-        dtype = resolve_dtype(config.get("dtype", "float32"))
-        problem = problems.create(config["problem"], **config["problem_params"])
-        model = nets.create(
-            config["net"], problem.in_dim, problem.out_dim, **config["net_params"]
-        ).to(dtype=dtype)
+        config = RunConfig.from_dict(ckpt["config"])
+        dtype = resolve_dtype(config.dtype)
+        problem = problems.create(config.problem, **config.problem_params)
+        # As the runner builds it: input names for the network, variants wrapping it.
+        model, _ = build_model(config, problem, "cpu", dtype)
         model.load_state_dict(ckpt["model"])
     except FileNotFoundError:
         raise FigureDataError(f"{path} does not exist") from None
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+    except (AutoBalanceError, OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise FigureDataError(f"cannot rebuild the model of {path}: {exc}") from None
     model.eval()
     with torch.no_grad():

@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 from autobalance.experiments.io import atomic_write_bytes
 from autobalance.problems.base import Problem
 
-__all__ = ["plot_solution"]
+__all__ = ["plot_solution", "render_png"]
 
 
-def _render(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def render_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` as a 100-dpi PNG at ``path`` atomically; returns the path."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return atomic_write_bytes(path, buf.getvalue())
@@ -81,4 +82,4 @@ def plot_solution(
     else:
         return None
     fig.suptitle(f"{problem.name}: solution on the evaluation grid")
-    return _render(fig, path)
+    return render_png(fig, path)

@@ -50,7 +50,7 @@ from autobalance.methods import Balancer
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
 
-__all__ = ["CHECKPOINT_FORMAT", "errors", "peak_rss_mb", "train"]
+__all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
@@ -142,6 +142,26 @@ def _history_columns(rows: list[dict[str, Any]], loss_names: list[str]) -> list[
     return [*columns, "backward_passes", "skipped"]
 
 
+def build_model(
+    config: RunConfig, problem: Problem, device: torch.device | str, dtype: torch.dtype
+) -> tuple[nn.Module, variants.VariantStack]:
+    """The network of ``config`` for ``problem`` on ``device``, wrapped by its variants.
+
+    The model whose ``state_dict`` a checkpoint holds (variants such as hard constraints wrap
+    the network), so ``build_model(...)[0].load_state_dict(ckpt["model"])`` rebuilds a run's
+    model.  Draws the initial weights from torch's global generator.
+    """
+    model = nets.create(
+        config.net,
+        problem.in_dim,
+        problem.out_dim,
+        input_names=problem.input_names,
+        **config.net_params,
+    )
+    stack = variants.from_specs(config.variants)
+    return stack.setup(problem, model.to(device=device, dtype=dtype)), stack
+
+
 class _Run:
     """The objects of one run and the writing of its outputs."""
 
@@ -150,6 +170,8 @@ class _Run:
         self.out = out_dir
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype)
+        if self.device.type == "cuda":  # peak_gpu_mb: this run's peak, not the process's
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.problem: Problem = problems.create(config.problem, **config.problem_params)
         self.problem.use_sampler(config.sampler)
         net_params = nets.parameters(config.net)
@@ -157,18 +179,7 @@ class _Run:
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)  # the network's initialisation
-        model = nets.create(
-            config.net,
-            self.problem.in_dim,
-            self.problem.out_dim,
-            input_names=self.problem.input_names,
-            **config.net_params,
-        )
-        # Variants (hard constraints, RBA, causal, gPINN, ...) may wrap the network.
-        self.variants = variants.from_specs(config.variants)
-        self.model = self.variants.setup(
-            self.problem, model.to(device=self.device, dtype=self.dtype)
-        )
+        self.model, self.variants = build_model(config, self.problem, self.device, self.dtype)
         # Record every default, so that config.json alone reproduces the run.
         self.config = RunConfig.from_dict(
             {

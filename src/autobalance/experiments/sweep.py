@@ -192,23 +192,28 @@ def execute_job(job: Job) -> Outcome:
             "reason": state.reason,
         },
     )
-    callback, writer = None, None
-    if job.get("tensorboard"):
-        with contextlib.suppress(ImportError):
-            callback, writer = _tensorboard_callback(
-                run_dir, state.step if resume else 0, config.log_every
-            )
-    try:
+
+    def attempt(from_step: int | None) -> dict[str, Any]:
+        """``train``, resumed from the checkpoint at ``from_step`` (None: from scratch)."""
+        callback, writer = None, None
+        if job.get("tensorboard"):
+            with contextlib.suppress(ImportError):
+                callback, writer = _tensorboard_callback(run_dir, from_step or 0, config.log_every)
         try:
-            metrics = train(config, run_dir, progress=False, resume=resume, callback=callback)
-        except ConfigError as exc:
-            if not (resume and "cannot resume" in str(exc)):
-                raise
-            resume = False  # a checkpoint of another configuration: start again
-            metrics = train(config, run_dir, progress=False, resume=False, callback=callback)
-    finally:
-        if writer is not None:
-            writer.close()
+            return train(
+                config, run_dir, progress=False, resume=from_step is not None, callback=callback
+            )
+        finally:
+            if writer is not None:
+                writer.close()
+
+    try:
+        metrics = attempt(state.step if resume else None)
+    except ConfigError as exc:
+        if not (resume and "cannot resume" in str(exc)):
+            raise
+        resume = False  # a checkpoint of another configuration: start again
+        metrics = attempt(None)
     return {
         "name": job["name"],
         "status": metrics["status"],
@@ -232,7 +237,14 @@ def _duration(seconds: float) -> str:
 
 @dataclass
 class SweepProgress:
-    """Counts of a sweep and a one-line display: done / running / failed, ETA."""
+    """Counts of a sweep and a one-line display: done / running / failed, ETA.
+
+    ``running`` counts the runs handed to a worker and not finished yet (:meth:`start` /
+    :meth:`record`).  Run durations are measured here, from :meth:`start` to :meth:`record`, so
+    they include a worker's start-up (a fresh process per run imports torch), which the
+    ``seconds`` a worker reports leaves out; ``seconds`` is the fallback for a run whose start
+    was not seen.
+    """
 
     total: int
     workers: int = 1
@@ -243,9 +255,14 @@ class SweepProgress:
     errors: int = 0
     running: int = 0
     _seconds: list[float] = field(default_factory=list)
+    _started: dict[str, float] = field(default_factory=dict)
 
     def eta_s(self) -> float:
-        """Remaining runs × mean run time (this session) / workers; NaN before the first."""
+        """Remaining runs × mean run time (this session) / workers; NaN before the first.
+
+        A run that ended in an error (retried on the next start) is not counted in the mean: it
+        usually stops early and would make the estimate too optimistic.
+        """
         remaining = self.total - self.skipped - self.done - self.failed - self.errors
         if remaining <= 0:
             return 0.0
@@ -265,24 +282,36 @@ class SweepProgress:
         return f"{text} | {last}" if last else text
 
     def show(self, last: str = "") -> None:
+        """Print :meth:`line` to ``stream`` (nothing when ``stream`` is None)."""
         if self.stream is not None:
             print(self.line(last), file=self.stream, flush=True)
 
-    def record(self, outcome: Outcome) -> None:
-        """Count a finished job."""
+    def start(self, name: str) -> None:
+        """Count run ``name`` as running (it was handed to a worker)."""
+        self.running += 1
+        self._started[name] = time.perf_counter()
+
+    def record(self, outcome: Outcome, name: str | None = None) -> None:
+        """Count a finished job (``name``: the run, as given to :meth:`start`)."""
+        started = self._started.pop(name, None) if name is not None else None
+        if started is not None:
+            self.running = max(0, self.running - 1)
         status = outcome.get("status")
         if status == "skipped":
             self.skipped += 1
             return
-        self.running = max(0, self.running - 1)
-        if isinstance(outcome.get("seconds"), (int, float)):
-            self._seconds.append(float(outcome["seconds"]))
+        if started is None:  # a run whose start was not counted
+            self.running = max(0, self.running - 1)
+        seconds = time.perf_counter() - started if started is not None else outcome.get("seconds")
         if status == "ok":
             self.done += 1
         elif status == "failed":
             self.failed += 1
         else:
             self.errors += 1
+            return
+        if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+            self._seconds.append(float(seconds))
 
 
 # ------------------------------------------------------------------------------------ sweeps
@@ -399,20 +428,19 @@ def run_sweep(
                     "tensorboard": tensorboard,
                 }
             )
-        progress.show("starting" if jobs else "every run is complete")
+        progress.show(f"starting {len(jobs)} run(s)" if jobs else "every run is complete")
 
         def on_start(job: Job) -> None:
-            progress.running += 1
+            progress.start(job["name"])
+            progress.show(f"{job['name']}: started")
 
         errors: dict[str, str] = {}
         executed: list[str] = []
         for job, outcome in executor.run(execute_job, jobs, on_start):
+            progress.record(outcome, job["name"])
             if outcome.get("status") == "skipped":  # completed meanwhile (not by this sweep)
-                progress.running = max(0, progress.running - 1)
-                progress.record(outcome)
                 skipped.append(job["name"])
                 continue
-            progress.record(outcome)
             if outcome.get("status") == "error":
                 errors[job["name"]] = str(outcome.get("error", ""))
             else:
