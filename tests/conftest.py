@@ -6,6 +6,13 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI must not fail on a new random draw);
+# HYPOTHESIS_PROFILE=explore draws fresh ones, to look for counterexamples by hand.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("AUTOBALANCE_NO_REEXEC", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -118,3 +118,33 @@ def test_single_loss_matches_adam_for_any_hyperparameters(
     )
     for p, q in zip(ref, ab, strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("base", [torch.optim.Adam, torch.optim.AdamW])
+def test_scalar_parameters_follow_the_base_optimizer(base: type[torch.optim.Optimizer]) -> None:
+    """0-d parameters (PirateNet's gates) work and match the base optimizer (two losses)."""
+    torch.manual_seed(0)
+    ref_params = [torch.nn.Parameter(torch.tensor(0.5)), torch.nn.Parameter(torch.randn(3))]
+    ab_params = [torch.nn.Parameter(p.detach().clone()) for p in ref_params]
+    x = torch.randn(8, 3)
+
+    def losses(a: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = a * torch.tanh(x @ w)
+        return {"fit": (pred - 1).pow(2).mean(), "small": 0.1 * a.pow(2)}
+
+    ref = base(ref_params, lr=1e-2)
+    ab = AutoBalance(ab_params, base=base, lr=1e-2)
+    for _ in range(5):
+        ab.step(losses(*ab_params))
+    # One loss through AutoBalance equals the base optimizer on it: check with "fit" only.
+    ab_one = [torch.nn.Parameter(p.detach().clone()) for p in ref_params]
+    opt_one = AutoBalance(ab_one, base=base, lr=1e-2)
+    for _ in range(5):
+        ref.zero_grad()
+        losses(*ref_params)["fit"].backward()
+        ref.step()
+        opt_one.step({"fit": losses(*ab_one)["fit"]})
+    assert ab_params[0].shape == torch.Size([])
+    for p, q in zip(ref_params, ab_one, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ab_params[0], ref_params[0])

@@ -84,7 +84,7 @@ class Bucket:
         """Views of a ``(..., N)`` tensor shaped like the parameters (leading dims kept)."""
         lead = flat.shape[:-1]
         return [
-            piece.view(*lead, *p.shape)
+            piece.view((*lead, *p.shape))
             for piece, p in zip(flat.split(self.sizes, dim=-1), self.params, strict=True)
         ]
 

@@ -36,8 +36,7 @@ def causal_weights(chunk_losses: Tensor, epsilon: float) -> Tensor:
 
 @register_variant("causal")
 class CausalWeighting(Variant):
-    """Causal weighting (Wang, Sankaran & Perdikaris 2024): chunk ``i`` weighted by
-    ``exp(−ε Σ_{k<i} L_k)``.
+    """Causal weighting (Wang, Sankaran & Perdikaris 2024): chunk i weighted exp(−ε Σ_{k<i} L_k).
 
     The points of loss ``loss`` are binned into ``chunks`` equal time intervals of the problem's
     domain (by their ``time`` coordinate), so fresh random points work; an empty chunk has loss
