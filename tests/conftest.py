@@ -21,3 +21,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _private_reference_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Computed references go to one cache of this test session, never the user's."""
+    monkeypatch.setenv("AUTOBALANCE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "references"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -29,15 +28,6 @@ SMALL: dict[str, dict[str, int]] = {
     "convection": {"n_residual": 64, "n_initial": 32, "n_boundary": 32},
     "kovasznay": {"n_residual": 64, "n_boundary": 32},
 }
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep computed references out of the user's cache, shared across this module's tests."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOBALANCE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "references"))
-    yield
-    mp.undo()
 
 
 def _batch(problem: problems.Problem, seed: int = 0, dtype: torch.dtype = F64):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ SMALL = {
     "n_quad": 40,
     "n_data_side": 10,
 }
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the references computed here out of the user's cache (shared by this module)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOBALANCE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "references"))
-    yield
-    mp.undo()
 
 
 def small_params(problem: str) -> list[str]:

@@ -372,6 +372,15 @@ def test_cli_bench_user_suite_and_errors(
     assert "budget kind 'weeks'" in capsys.readouterr().err
 
 
+def bench_one_adam_run_with_tensorboard(tmp_path: Path) -> int:
+    """``autobalance bench`` of a 3-step Adam suite with ``--tensorboard``, into tmp_path/out."""
+    suite = tmp_path / "mine.json"
+    defaults = {"device": "cpu", "steps": 3, "problem_params": TINY}
+    suite.write_text(json.dumps({"defaults": defaults, "experiments": [{"methods": ["adam"]}]}))
+    argv = ["bench", str(suite), "--executor", "inline", "--quiet", "--no-report", "--tensorboard"]
+    return main([*argv, "--out", str(tmp_path / "out")])
+
+
 def test_tensorboard_flag_without_tensorboard_is_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,17 +390,7 @@ def test_tensorboard_flag_without_tensorboard_is_a_warning(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "tensorboard" else real(n, *a)
     )
-    suite = tmp_path / "mine.json"
-    suite.write_text(
-        json.dumps(
-            {
-                "defaults": {"device": "cpu", "steps": 3, "problem_params": TINY},
-                "experiments": [{"methods": ["adam"]}],
-            }
-        )
-    )
-    argv = ["bench", str(suite), "--executor", "inline", "--quiet", "--no-report", "--tensorboard"]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert bench_one_adam_run_with_tensorboard(tmp_path) == 0
     assert "--tensorboard ignored: the tensorboard package is not installed" in (
         capsys.readouterr().err
     )
@@ -461,15 +460,5 @@ def test_tensorboard_logs_the_losses(tmp_path: Path) -> None:
 
 def test_cli_tensorboard_flag_writes_event_files(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="tensorboard is not installed")
-    suite = tmp_path / "mine.json"
-    suite.write_text(
-        json.dumps(
-            {
-                "defaults": {"device": "cpu", "steps": 3, "problem_params": TINY},
-                "experiments": [{"methods": ["adam"]}],
-            }
-        )
-    )
-    argv = ["bench", str(suite), "--executor", "inline", "--quiet", "--no-report", "--tensorboard"]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert bench_one_adam_run_with_tensorboard(tmp_path) == 0
     assert list((tmp_path / "out").glob("*/tensorboard/events.out.tfevents.*"))
