@@ -90,7 +90,7 @@ def test_per_output_errors_and_held_out_grid() -> None:
     errs = problem.extra_errors(pred, ref)
     assert errs["rel_l2_u"] == 0 and errs["linf_a"] == pytest.approx(0.1)
     assert errs["mse_a"] == pytest.approx(0.01)
-    assert set(errs) == {f"{e}_{f}" for e in ("rel_l2", "mse", "linf") for f in ("u", "a")}
+    assert set(errs) == {f"{e}_{f}" for e in ("rel_l2", "rel_l1", "mse", "linf") for f in ("u", "a")}
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_smoke_training_reduces_both_errors(tmp_path: Path) -> None:
     metrics = train(config, tmp_path, progress=False)
     assert metrics["status"] == "ok"
     evals = (tmp_path / "eval.csv").read_text().splitlines()
-    assert evals[0].startswith("step,wall_s,rel_l2,mse,linf,rel_l2_u,mse_u,linf_u,rel_l2_a")
+    assert evals[0].startswith("step,wall_s,rel_l2,rel_l1,mse,linf,rel_l2_u,rel_l1_u,mse_u,linf_u")
     first = dict(zip(evals[0].split(","), map(float, evals[1].split(",")), strict=True))
     assert metrics["rel_l2_u"] < 0.5 * first["rel_l2_u"]
     assert metrics["rel_l2_a"] < 0.5 * first["rel_l2_a"]

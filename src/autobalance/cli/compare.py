@@ -173,6 +173,7 @@ def _label(row: dict[str, Any], show_lr: bool) -> str:
 
 _COLUMNS = (
     ("rel-L2", "rel_l2", "e"),
+    ("rel-L1", "rel_l1", "e"),
     ("MSE", "mse", "e"),
     ("L∞", "linf", "e"),
     ("wall s", "wall_s", "1"),

@@ -304,8 +304,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             [
                 ("metric", "value"),
                 ("rel L2", fmt(metrics["rel_l2"])),
+                ("rel L1", fmt(metrics.get("rel_l1"))),
                 ("MSE", fmt(metrics["mse"])),
                 ("L∞", fmt(metrics["linf"])),
+                *[
+                    (f"  {key}", fmt(value))
+                    for key, value in metrics.items()
+                    if key.startswith(("rel_l2_", "rel_l1_", "linf_"))
+                ],
                 ("wall-clock", f"{metrics['wall_s']:.1f} s ({metrics['step_ms']:.2f} ms/step)"),
             ]
         )

@@ -65,7 +65,7 @@ __all__ = [
     "load_run",
 ]
 
-DEFAULT_METRICS = ("rel_l2", "mse", "linf")
+DEFAULT_METRICS = ("rel_l2", "rel_l1", "mse", "linf")
 #: Method labels starting with this are AutoBalance variants, compared with every other label.
 AUTOBALANCE_PREFIX = "autobalance"
 
@@ -797,7 +797,7 @@ def build_report(
         runs_dir: searched recursively for run directories (module docstring).
         out_dir: where to write (created if needed); default ``runs_dir``.
         metrics: the error metrics (keys of ``metrics.json``) tabulated; keys such as
-            ``rel_l2_a`` found in the runs are added.
+            ``rel_l2_a`` found in the runs are added; one that no run records is left out.
         metric: the metric that ranks methods and decides win/tie/loss (default
             ``metrics[0]``); added to ``metrics`` when missing.
         alpha: significance level of the tests, in ``(0, 1)``.
@@ -829,6 +829,11 @@ def build_report(
         raise ReportError(
             f"metric {metric!r} is in no run's metrics.json; numeric keys: {', '.join(known)}"
         )
+    # A default metric that no run records (runs made before it existed) is left out, not shown
+    # as a column of n/a; the ranking metric was checked above.
+    metrics = [
+        m for m in metrics if m == metric or not complete or any(m in r.metrics for r in complete)
+    ]
     problems = group_runs(runs)
     for groups in problems.values():
         _assign_ranks(groups, metric)

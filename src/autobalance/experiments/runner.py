@@ -12,15 +12,17 @@ Output directory (every file written atomically):
 * ``config.json``: the :class:`RunConfig`, with every default filled in;
 * ``history.csv``: every ``log_every`` steps, the learning rate, each loss and, where the method
   reports them, each loss's gradient norm, update norm and cosine with the update;
-* ``eval.csv``: relative L2, MSE and L∞ errors on the held-out grid vs step and training time,
-  plus the problem's ``extra_errors`` (per output column when there are several, unknowns);
+* ``eval.csv``: relative L2, relative L1, MSE and L∞ errors on the held-out grid vs step and
+  training time, plus the problem's ``extra_errors`` (per output column when there are several,
+  unknowns);
 * ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
 * ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
   ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
 
 Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``û``:
-``rel_l2 = ‖û − u‖₂ / ‖u‖₂``, ``mse = mean (û − u)²``, ``linf = max |û − u|``.
+``rel_l2 = ‖û − u‖₂ / ‖u‖₂``, ``rel_l1 = ‖û − u‖₁ / ‖u‖₁``, ``mse = mean (û − u)²``,
+``linf = max |û − u|``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from autobalance.experiments.config import RunConfig, resolve_device, resolve_dt
 from autobalance.experiments.io import write_csv, write_json, write_torch
 from autobalance.experiments.plots import plot_solution
 from autobalance.methods import Balancer
+from autobalance.metrics import ERROR_NAMES, error_metrics
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
 
@@ -59,17 +62,9 @@ _STATS = ("grad_norm", "update_norm", "cosine")
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
-    """``rel_l2 = ‖pred − ref‖₂/‖ref‖₂``, ``mse = mean (pred − ref)²``, ``linf = max |pred − ref|``.
-
-    Computed in float64 over every point and output component.
-    """
-    diff = (prediction.detach().double() - reference.detach().double()).reshape(-1)
-    ref = reference.detach().double().reshape(-1)
-    return {
-        "rel_l2": (diff.norm() / ref.norm()).item(),
-        "mse": diff.pow(2).mean().item(),
-        "linf": diff.abs().max().item(),
-    }
+    """``rel_l2``, ``rel_l1``, ``mse`` and ``linf`` over every point and output component
+    (:func:`autobalance.metrics.error_metrics`)."""
+    return error_metrics(prediction, reference)
 
 
 def peak_rss_mb() -> float:
@@ -312,7 +307,7 @@ class _Run:
     def write_tables(self) -> None:
         p = self.progress
         write_csv(self.out / "history.csv", _history_columns(p.history, p.loss_names), p.history)
-        columns = ["step", "wall_s", "rel_l2", "mse", "linf"]
+        columns = ["step", "wall_s", *ERROR_NAMES]
         columns += [k for k in (p.evals[-1] if p.evals else {}) if k not in columns]
         write_csv(self.out / "eval.csv", columns, p.evals)
 
@@ -349,12 +344,9 @@ class _Run:
             "rel_l2": final.get("rel_l2", math.nan),
             "mse": final.get("mse", math.nan),
             "linf": final.get("linf", math.nan),
-            "initial": {k: initial.get(k, math.nan) for k in ("rel_l2", "mse", "linf")},
-            **{
-                k: v
-                for k, v in final.items()
-                if k not in ("step", "wall_s", "rel_l2", "mse", "linf")
-            },
+            "rel_l1": final.get("rel_l1", math.nan),
+            "initial": {k: initial.get(k, math.nan) for k in ERROR_NAMES},
+            **{k: v for k, v in final.items() if k not in ("step", "wall_s", *ERROR_NAMES)},
             "wall_s": p.wall_s,
             "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
             "elapsed_s": elapsed_s,

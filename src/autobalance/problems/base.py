@@ -26,6 +26,7 @@ from torch import Tensor
 
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
+from autobalance.metrics import error_metrics
 from autobalance.problems.sampling import Sampler, UniformSampler, get_sampler
 
 __all__ = [
@@ -326,18 +327,15 @@ class Problem(abc.ABC):
         """Errors besides the combined ``rel_l2``/``mse``/``linf``, by name.
 
         ``prediction`` and ``reference`` are ``(N, out_dim)`` on the evaluation grid.  By default,
-        when there are several output columns, ``rel_l2_<name>``, ``mse_<name>`` and
-        ``linf_<name>`` of each column; problems with :meth:`unknowns` add theirs.
+        when there are several output columns, ``rel_l2_<name>``, ``rel_l1_<name>``,
+        ``mse_<name>`` and ``linf_<name>`` of each column; problems with :meth:`unknowns` add
+        theirs.
         """
         if self.out_dim < 2:
             return {}
         out: dict[str, float] = {}
         for j, name in enumerate(self.output_names):
-            diff = prediction[:, j].detach().double() - reference[:, j].detach().double()
-            ref = reference[:, j].detach().double()
-            out[f"rel_l2_{name}"] = (diff.norm() / ref.norm()).item()
-            out[f"mse_{name}"] = diff.pow(2).mean().item()
-            out[f"linf_{name}"] = diff.abs().max().item()
+            out.update(error_metrics(prediction[:, j], reference[:, j], suffix=f"_{name}"))
         return out
 
     #: Loss terms an exact :meth:`hard_constraint` makes redundant (e.g. ``("boundary",)``); the
