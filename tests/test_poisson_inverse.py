@@ -90,7 +90,9 @@ def test_per_output_errors_and_held_out_grid() -> None:
     errs = problem.extra_errors(pred, ref)
     assert errs["rel_l2_u"] == 0 and errs["linf_a"] == pytest.approx(0.1)
     assert errs["mse_a"] == pytest.approx(0.01)
-    assert set(errs) == {f"{e}_{f}" for e in ("rel_l2", "rel_l1", "mse", "linf") for f in ("u", "a")}
+    assert set(errs) == {
+        f"{e}_{f}" for e in ("rel_l2", "rel_l1", "mse", "linf") for f in ("u", "a")
+    }
 
 
 @pytest.mark.parametrize(
