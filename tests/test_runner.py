@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -275,3 +276,13 @@ def test_cuda_run_records_its_own_peak_gpu_memory(tmp_path: Path) -> None:
         small_config(device="cuda", steps=20), tmp_path / "gpu", progress=False, resume=True
     )
     assert resumed["steps"] == 20 and resumed["status"] == "ok"
+
+
+def test_history_logs_the_weights_of_a_weighting_method(tmp_path: Path) -> None:
+    config = small_config(method="fixed", method_params={"weights": {"residual": 1, "boundary": 7}})
+    train(dataclasses.replace(config, steps=4, log_every=2), tmp_path, progress=False)
+    rows = _rows(tmp_path / "history.csv")
+    assert [float(r["boundary_weight"]) for r in rows] == [7.0, 7.0, 7.0]
+    assert [float(r["residual_weight"]) for r in rows] == [1.0, 1.0, 1.0]
+    train(small_config(steps=2), tmp_path / "adam", progress=False)
+    assert "boundary_weight" not in _rows(tmp_path / "adam" / "history.csv")[0]

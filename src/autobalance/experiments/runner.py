@@ -11,7 +11,7 @@ Output directory (every file written atomically):
 
 * ``config.json``: the :class:`RunConfig`, with every default filled in;
 * ``history.csv``: every ``log_every`` steps, the learning rate, each loss and, where the method
-  reports them, each loss's gradient norm, update norm and cosine with the update;
+  reports them, each loss's weight, gradient norm, update norm and cosine with the update;
 * ``eval.csv``: relative L2, relative L1, MSE and L∞ errors on the held-out grid vs step and
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
@@ -58,7 +58,7 @@ __all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
 
-_STATS = ("grad_norm", "update_norm", "cosine")
+_STATS = ("weight", "grad_norm", "update_norm", "cosine")
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
