@@ -34,6 +34,7 @@ __all__ = [
     "Box",
     "Model",
     "Problem",
+    "SpaceTimeProblem",
     "box_bubble",
     "check_finite",
     "input_columns",
@@ -368,3 +369,35 @@ class Problem(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{type(self).__name__}({args})"
+
+
+class SpaceTimeProblem(Problem):
+    """A problem on ``[x0, x1] × [0, T]``: residual, initial and boundary (``x = x0, x1``) points.
+
+    Subclasses set ``self._box`` and the point counts ``n_residual``, ``n_initial`` and
+    ``n_boundary`` in ``__init__``; :meth:`sample` draws them with :func:`space_time_batch`.
+    """
+
+    _box: Box
+    n_residual: int
+    n_initial: int
+    n_boundary: int
+
+    @property
+    def domain(self) -> Box:
+        return self._box
+
+    def sample(
+        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Interior points, points on ``t = 0`` and on ``x = x0, x1`` (half each)."""
+        return space_time_batch(
+            self._box,
+            self.n_residual,
+            self.n_initial,
+            self.n_boundary,
+            generator,
+            device,
+            dtype,
+            self.sampler,
+        )

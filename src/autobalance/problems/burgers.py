@@ -15,10 +15,9 @@ from autobalance.problems.base import (
     Batch,
     Box,
     Model,
-    Problem,
+    SpaceTimeProblem,
     check_finite,
     input_columns,
-    space_time_batch,
 )
 from autobalance.problems.registry import register_problem
 
@@ -73,7 +72,7 @@ def cole_hopf_solution(
 
 
 @register_problem("burgers")
-class Burgers(Problem):
+class Burgers(SpaceTimeProblem):
     """1D viscous Burgers: u_t + u·u_x − ν·u_xx = 0 on [−1,1]×[0,1], u0 = −sin πx (shock at 0).
 
     Equation::
@@ -150,27 +149,8 @@ class Burgers(Problem):
         self._box = Box(lower=(-1.0, 0.0), upper=(1.0, 1.0))
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval_x, self.n_eval_t)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = ±1`` (half each), by ``sampler``."""
-        return space_time_batch(
-            self._box,
-            self.n_residual,
-            self.n_initial,
-            self.n_boundary,
-            generator,
-            device,
-            dtype,
-            self.sampler,
-        )
 
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = −sin(πx)``, shape ``(N, 1)``."""

@@ -14,10 +14,9 @@ from autobalance.problems.base import (
     Batch,
     Box,
     Model,
-    Problem,
+    SpaceTimeProblem,
     check_finite,
     input_columns,
-    space_time_batch,
 )
 from autobalance.problems.registry import register_problem
 
@@ -25,7 +24,7 @@ __all__ = ["KleinGordon"]
 
 
 @register_problem("klein-gordon")
-class KleinGordon(Problem):
+class KleinGordon(SpaceTimeProblem):
     """1D Klein–Gordon: u_tt + α·u_xx + β·u + γ·u^k = f on [0,1]², manufactured exact solution.
 
     Equation (Wang, Teng & Perdikaris 2021, eq. (2.15) form)::
@@ -108,27 +107,8 @@ class KleinGordon(Problem):
         self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval, self.n_eval)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = 0, 1`` (half each)."""
-        return space_time_batch(
-            self._box,
-            self.n_residual,
-            self.n_initial,
-            self.n_boundary,
-            generator,
-            device,
-            dtype,
-            self.sampler,
-        )
 
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``u = x cos(5πt) + (x t)³``, shape ``(N, 1)``."""

@@ -14,10 +14,9 @@ from autobalance.problems.base import (
     Batch,
     Box,
     Model,
-    Problem,
+    SpaceTimeProblem,
     check_finite,
     input_columns,
-    space_time_batch,
 )
 from autobalance.problems.registry import register_problem
 
@@ -25,7 +24,7 @@ __all__ = ["Wave"]
 
 
 @register_problem("wave")
-class Wave(Problem):
+class Wave(SpaceTimeProblem):
     """1D wave: u_tt = c²·u_xx on [0,1]², u = sin πx cos cπt + a sin mπx cos cmπt (exact).
 
     Equation::
@@ -104,27 +103,8 @@ class Wave(Problem):
         self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval, self.n_eval)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = 0, 1`` (half each)."""
-        return space_time_batch(
-            self._box,
-            self.n_residual,
-            self.n_initial,
-            self.n_boundary,
-            generator,
-            device,
-            dtype,
-            self.sampler,
-        )
 
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = sin(πx) + a sin(mπx)`` (the initial data), shape ``(N, 1)``."""
