@@ -12,7 +12,15 @@ from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.problems import spectral
-from autobalance.problems.base import Batch, Box, Model, Problem, check_finite, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    SpaceTimeProblem,
+    check_at_least,
+    check_finite,
+    input_columns,
+)
 from autobalance.problems.cache import cached_arrays
 from autobalance.problems.registry import register_problem
 
@@ -144,7 +152,7 @@ class AllenCahnReference:
 
 
 @register_problem("allen-cahn")
-class AllenCahn(Problem):
+class AllenCahn(SpaceTimeProblem):
     """1D Allen–Cahn: u_t − d·u_xx + ρ·u³ − ρ·u = 0 on [−1,1]×[0,1], periodic, u0 = x² cos πx.
 
     Equation::
@@ -177,6 +185,8 @@ class AllenCahn(Problem):
     Allen–Cahn example; A.-K. Kassam, L. N. Trefethen, SIAM J. Sci. Comput. 26(4) (2005).
     """
 
+    periodic = True
+
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
@@ -199,13 +209,8 @@ class AllenCahn(Problem):
         check_finite(where, d=d, rho=rho)
         if not d > 0:
             raise ConfigError(f"{where}: diffusion 'd' must be > 0, got {d}")
-        counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
-        for key, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
-        for key, value in (("n_eval_x", n_eval_x), ("n_eval_t", n_eval_t)):
-            if value < 2:
-                raise ConfigError(f"{where}: {key!r} must be >= 2, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
+        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
         if n_modes < 16 or n_modes % 2:
             raise ConfigError(f"{where}: 'n_modes' must be even and >= 16, got {n_modes}")
         if save_every < 1 or n_steps < 2 * save_every or n_steps % save_every:
@@ -233,10 +238,6 @@ class AllenCahn(Problem):
         self._solution: AllenCahnReference | None = None
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval_x, self.n_eval_t)
 
@@ -252,23 +253,6 @@ class AllenCahn(Problem):
                 save_every=self.save_every,
             )
         return self._solution
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = −1`` (paired with ``x = 1``)."""
-        box, sampler = self._box, self.sampler
-        return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "initial": box.sample_face(
-                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": box.sample_face(
-                0, 0, self.n_boundary, generator, device, dtype, sampler=sampler
-            ),
-        }
 
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = x² cos(πx)``, shape ``(N, 1)``."""

@@ -36,6 +36,7 @@ __all__ = [
     "Problem",
     "SpaceTimeProblem",
     "box_bubble",
+    "check_at_least",
     "check_finite",
     "input_columns",
     "space_time_batch",
@@ -161,6 +162,14 @@ def check_finite(where: str, **values: float) -> None:
             raise ConfigError(f"{where}: {key!r} must be a finite number, got {value!r}")
 
 
+def check_at_least(where: str, minimum: int, **values: int) -> None:
+    """Raise ``ConfigError`` (``"{where}: 'key' must be >= minimum, got …"``) for a count below
+    ``minimum`` (point counts: 1; evaluation grid sizes: 2)."""
+    for key, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"{where}: {key!r} must be >= {minimum}, got {value}")
+
+
 def box_bubble(points: Tensor, box: Box) -> Tensor:
     """``∏_j 4 (x_j − lo_j)(hi_j − x_j) / (hi_j − lo_j)²``: zero exactly on every face of ``box``,
     1 at its centre, positive inside; shape ``(N, 1)``.
@@ -216,20 +225,24 @@ def space_time_batch(
     device: torch.device | str,
     dtype: torch.dtype,
     sampler: Any,
+    *,
+    periodic: bool = False,
 ) -> dict[str, Tensor]:
     """Points of a 1D-in-space, time-dependent problem on ``box = [x0, x1] × [0, T]``.
 
     ``"residual"``: interior points; ``"initial"``: points on ``t = 0``; ``"boundary"``: half of
-    ``n_boundary`` on ``x = x0`` then half on ``x = x1``; drawn in that order by ``sampler``.
+    ``n_boundary`` on ``x = x0`` then half on ``x = x1`` or, ``periodic``, all on ``x = x0`` (the
+    losses pair each with ``x1``); drawn in that order by ``sampler``.
     """
-    half = n_boundary // 2
+    faces = (0,) if periodic else (0, 1)
+    per_face = n_boundary // len(faces)
     return {
         "residual": box.sample_interior(n_residual, generator, device, dtype, sampler=sampler),
         "initial": box.sample_face(1, 0, n_initial, generator, device, dtype, sampler=sampler),
         "boundary": torch.cat(
             [
-                box.sample_face(0, side, half, generator, device, dtype, sampler=sampler)
-                for side in (0, 1)
+                box.sample_face(0, side, per_face, generator, device, dtype, sampler=sampler)
+                for side in faces
             ]
         ),
     }
@@ -376,7 +389,11 @@ class SpaceTimeProblem(Problem):
 
     Subclasses set ``self._box`` and the point counts ``n_residual``, ``n_initial`` and
     ``n_boundary`` in ``__init__``; :meth:`sample` draws them with :func:`space_time_batch`.
+    A :attr:`periodic` problem draws its boundary points on ``x = x0`` only.
     """
+
+    #: Periodic in ``x``: boundary points on ``x = x0``, paired with ``x = x1`` by the losses.
+    periodic: ClassVar[bool] = False
 
     _box: Box
     n_residual: int
@@ -390,7 +407,7 @@ class SpaceTimeProblem(Problem):
     def sample(
         self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
     ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = x0, x1`` (half each)."""
+        """Interior points, points on ``t = 0`` and boundary points (see :attr:`periodic`)."""
         return space_time_batch(
             self._box,
             self.n_residual,
@@ -400,4 +417,5 @@ class SpaceTimeProblem(Problem):
             device,
             dtype,
             self.sampler,
+            periodic=self.periodic,
         )

@@ -16,6 +16,7 @@ from autobalance.problems.base import (
     Box,
     Model,
     SpaceTimeProblem,
+    check_at_least,
     check_finite,
     input_columns,
 )
@@ -120,18 +121,13 @@ class Burgers(SpaceTimeProblem):
         check_finite(where, nu=nu)
         if not nu > 0:
             raise ConfigError(f"{where}: viscosity 'nu' must be > 0, got {nu}")
-        counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
-        for key, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
         if n_boundary % 2:
             raise ConfigError(
                 f"{where}: 'n_boundary' must be even (half on x = −1, half on x = 1), "
                 f"got {n_boundary}"
             )
-        for key, value in (("n_eval_x", n_eval_x), ("n_eval_t", n_eval_t)):
-            if value < 2:
-                raise ConfigError(f"{where}: {key!r} must be >= 2, got {value}")
+        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
         if n_quad < 16:
             raise ConfigError(f"{where}: 'n_quad' must be >= 16, got {n_quad}")
         super().__init__(

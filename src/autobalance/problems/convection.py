@@ -8,9 +8,16 @@ import torch
 from torch import Tensor
 
 from autobalance.derivatives import gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, check_finite, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    SpaceTimeProblem,
+    check_at_least,
+    check_finite,
+    input_columns,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["Convection"]
@@ -19,7 +26,7 @@ _TWO_PI = 2.0 * math.pi
 
 
 @register_problem("convection")
-class Convection(Problem):
+class Convection(SpaceTimeProblem):
     """1D convection: u_t + β·u_x = 0 on [0,2π)×[0,1], periodic, u = sin(x − βt) (exact).
 
     Equation::
@@ -48,6 +55,8 @@ class Convection(Problem):
     (arXiv:2109.01050), Sec. 3.1 (β = 30 among the failing speeds).
     """
 
+    periodic = True
+
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
@@ -64,13 +73,8 @@ class Convection(Problem):
     ) -> None:
         where = "problem 'convection'"
         check_finite(where, beta=beta)
-        counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
-        for key, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
-        for key, value in (("n_eval_x", n_eval_x), ("n_eval_t", n_eval_t)):
-            if value < 2:
-                raise ConfigError(f"{where}: {key!r} must be >= 2, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
+        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
         super().__init__(
             beta=float(beta),
             n_residual=int(n_residual),
@@ -85,29 +89,8 @@ class Convection(Problem):
         self._box = Box(lower=(0.0, 0.0), upper=(_TWO_PI, 1.0))
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval_x, self.n_eval_t)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and on ``x = 0`` (paired with ``x = 2π``)."""
-        box, sampler = self._box, self.sampler
-        return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "initial": box.sample_face(
-                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": box.sample_face(
-                0, 0, self.n_boundary, generator, device, dtype, sampler=sampler
-            ),
-        }
 
     #: The hard constraint enforces the initial condition; the periodic boundary stays a loss.
     hard_constrained_losses = ("initial",)

@@ -10,7 +10,15 @@ from torch import Tensor
 from autobalance.derivatives import laplacian
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, check_finite, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    Problem,
+    check_at_least,
+    check_finite,
+    input_columns,
+)
 from autobalance.problems.registry import register_problem
 
 __all__ = ["HELMHOLTZ_PRESETS", "Helmholtz"]
@@ -78,16 +86,13 @@ class Helmholtz(Problem):
                     f"{value!r}) so that the exact solution vanishes on the boundary and is not "
                     "identically zero (its relative error would be undefined)"
                 )
-        for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
-            if value < 1:
-                raise ConfigError(f"problem 'helmholtz': {key!r} must be >= 1, got {value}")
+        check_at_least("problem 'helmholtz'", 1, n_residual=n_residual, n_boundary=n_boundary)
         if n_boundary % 4:
             raise ConfigError(
                 f"problem 'helmholtz': 'n_boundary' must be a multiple of 4 (equal points per "
                 f"edge), got {n_boundary}"
             )
-        if n_eval < 2:
-            raise ConfigError(f"problem 'helmholtz': 'n_eval' must be >= 2, got {n_eval}")
+        check_at_least("problem 'helmholtz'", 2, n_eval=n_eval)
         super().__init__(
             a1=float(a1),
             a2=float(a2),

@@ -15,6 +15,7 @@ from autobalance.problems.base import (
     Box,
     Model,
     SpaceTimeProblem,
+    check_at_least,
     check_finite,
     input_columns,
 )
@@ -80,17 +81,13 @@ class KleinGordon(SpaceTimeProblem):
         check_finite(where, alpha=alpha, beta=beta, gamma=gamma)
         if k < 1:
             raise ConfigError(f"{where}: exponent 'k' must be an integer >= 1, got {k}")
-        counts = {"n_residual": n_residual, "n_initial": n_initial, "n_boundary": n_boundary}
-        for key, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
         if n_boundary % 2:
             raise ConfigError(
                 f"{where}: 'n_boundary' must be even (half on x = 0, half on x = 1), "
                 f"got {n_boundary}"
             )
-        if n_eval < 2:
-            raise ConfigError(f"{where}: 'n_eval' must be >= 2, got {n_eval}")
+        check_at_least(where, 2, n_eval=n_eval)
         super().__init__(
             alpha=float(alpha),
             beta=float(beta),

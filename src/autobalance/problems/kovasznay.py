@@ -16,6 +16,7 @@ from autobalance.problems.base import (
     Model,
     Problem,
     box_bubble,
+    check_at_least,
     check_finite,
     input_columns,
     transfinite_lift,
@@ -91,16 +92,13 @@ class Kovasznay(Problem):
                 f"{where}: 'pressure_boundary' must be one of "
                 f"{', '.join(map(repr, _PRESSURE_BOUNDARIES))}, got {pressure_boundary!r}"
             )
-        for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_boundary=n_boundary)
         if n_boundary % 4:
             raise ConfigError(
                 f"{where}: 'n_boundary' must be a multiple of 4 (equal points per edge), "
                 f"got {n_boundary}"
             )
-        if n_eval < 2:
-            raise ConfigError(f"{where}: 'n_eval' must be >= 2, got {n_eval}")
+        check_at_least(where, 2, n_eval=n_eval)
         super().__init__(
             re=float(re),
             pressure_boundary=pressure_boundary,

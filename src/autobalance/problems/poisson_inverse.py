@@ -16,6 +16,7 @@ from autobalance.problems.base import (
     Model,
     Problem,
     box_bubble,
+    check_at_least,
     input_columns,
     transfinite_lift,
 )
@@ -85,22 +86,18 @@ class PoissonInverse(Problem):
         n_eval: int = 101,
     ) -> None:
         where = "problem 'poisson-inverse'"
-        for key, value in (("n_residual", n_residual), ("n_boundary", n_boundary)):
-            if value < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+        check_at_least(where, 1, n_residual=n_residual, n_boundary=n_boundary)
         if n_boundary % 4:
             raise ConfigError(
                 f"{where}: 'n_boundary' must be a multiple of 4 (equal points per edge), "
                 f"got {n_boundary}"
             )
-        if n_data_side < 2:
-            raise ConfigError(f"{where}: 'n_data_side' must be >= 2, got {n_data_side}")
+        check_at_least(where, 2, n_data_side=n_data_side)
         if not (math.isfinite(noise_std) and noise_std >= 0):
             raise ConfigError(f"{where}: 'noise_std' must be a finite number >= 0, got {noise_std}")
         if noise_seed < 0:
             raise ConfigError(f"{where}: 'noise_seed' must be >= 0, got {noise_seed}")
-        if n_eval < 2:
-            raise ConfigError(f"{where}: 'n_eval' must be >= 2, got {n_eval}")
+        check_at_least(where, 2, n_eval=n_eval)
         super().__init__(
             n_residual=int(n_residual),
             n_boundary=int(n_boundary),

@@ -12,7 +12,14 @@ from torch import Tensor
 from autobalance.derivatives import derivative, gradient
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
+from autobalance.problems.base import (
+    Batch,
+    Box,
+    Model,
+    SpaceTimeProblem,
+    check_at_least,
+    input_columns,
+)
 from autobalance.problems.cache import cached_arrays
 from autobalance.problems.registry import register_problem
 from autobalance.problems.spectral import PeriodicSolution, nodes, solve_periodic, wavenumbers
@@ -31,7 +38,7 @@ def initial_condition(x: np.ndarray) -> np.ndarray:
 
 
 @register_problem("reaction-diffusion")
-class ReactionDiffusion(Problem):
+class ReactionDiffusion(SpaceTimeProblem):
     """1D reaction–diffusion: u_t − ν u_xx − ρ u(1 − u) = 0, periodic on [0, 2π), t ∈ [0, 1].
 
     Equation::
@@ -72,6 +79,8 @@ class ReactionDiffusion(Problem):
     setting used here, as in later benchmarks — AutoBalance's exact values are not published).
     """
 
+    periodic = True
+
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
@@ -94,22 +103,14 @@ class ReactionDiffusion(Problem):
         for key, value in (("nu", nu), ("rho", rho)):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{where}: {key!r} must be a finite number >= 0, got {value!r}")
-        for key, count in (
-            ("n_residual", n_residual),
-            ("n_initial", n_initial),
-            ("n_boundary", n_boundary),
-        ):
-            if count < 1:
-                raise ConfigError(f"{where}: {key!r} must be >= 1, got {count}")
+        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
         if n_modes < 16 or n_modes % 2:
             raise ConfigError(f"{where}: 'n_modes' must be even and >= 16, got {n_modes}")
         if n_steps < _SAVE_EVERY or n_steps % _SAVE_EVERY:
             raise ConfigError(
                 f"{where}: 'n_steps' must be a positive multiple of {_SAVE_EVERY}, got {n_steps}"
             )
-        for key, count in (("n_eval_x", n_eval_x), ("n_eval_t", n_eval_t)):
-            if count < 2:
-                raise ConfigError(f"{where}: {key!r} must be >= 2, got {count}")
+        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
         super().__init__(
             nu=float(nu),
             rho=float(rho),
@@ -131,32 +132,10 @@ class ReactionDiffusion(Problem):
         self._solution: PeriodicSolution | None = None
 
     @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
     def evaluation_shape(self) -> tuple[int, ...]:
         return (self.n_eval_x, self.n_eval_t)
 
     # ------------------------------------------------------------------------------- sampling
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points, points on ``t = 0`` and points on ``x = 0`` (paired with ``x = 2π``
-        in :meth:`losses`), drawn by :attr:`sampler`."""
-        box, sampler = self._box, self.sampler
-        return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "initial": box.sample_face(
-                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": box.sample_face(
-                0, 0, self.n_boundary, generator, device, dtype, sampler=sampler
-            ),
-        }
-
     # ---------------------------------------------------------------------------------- losses
     def initial_values(self, x: Tensor) -> Tensor:
         """``u0(x)`` for a column ``x``."""
