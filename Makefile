@@ -10,7 +10,7 @@ DEMO_OUT ?= runs/demo
 # glibc's default malloc thresholds cost 11-25% of a PINN step in page faults; both knobs must be set.
 export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench busy-core compact-results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,22 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+LINTED := src tests benchmarks docs/results/compact_figures.py
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/step_time.py
+
+# step time with 1 and 2 threads, quiet and next to a busy core (benchmarks/busy_core.py)
+busy-core: $(VENV)/.installed
+	$(BIN)/python benchmarks/busy_core.py
+
+# before committing results: every figure under docs/results an 8-bit PNG below 300 KB
+compact-results: $(VENV)/.installed
+	$(BIN)/python docs/results/compact_figures.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
