@@ -8,6 +8,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+from autobalance.threads import apply_threads
+
 # Property tests draw the same examples on every run (CI must not fail on a new random draw);
 # HYPOTHESIS_PROFILE=explore draws fresh ones, to look for counterexamples by hand.
 settings.register_profile("ci", derandomize=True, database=None)
@@ -15,7 +17,9 @@ settings.register_profile("explore", max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("AUTOBALANCE_NO_REEXEC", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread for the session (and OMP/MKL_NUM_THREADS=1 for the CLI subprocesses):
+# two spin-waiting threads collapse when another process is busy on a 2-core machine.
+apply_threads(1)
 
 
 @pytest.fixture(autouse=True)
