@@ -41,7 +41,7 @@ __all__ = ["RIDGE", "TOL", "min_norm_simplex", "nonneg_qp", "simplex_kkt", "simp
 #: Ridge added (to the unit-diagonal scaled matrix) only where quadprog needs strict positivity.
 RIDGE = 1e-10
 #: KKT tolerance of the refinement, relative to the unit-diagonal scaled problem.
-TOL = 1e-12
+TOL = 1e-13
 
 
 def _jacobi(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
