@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import quadprog
 
-__all__ = ["RIDGE", "TOL", "min_norm_simplex", "nonneg_qp", "simplex_kkt", "simplex_qp"]
+__all__ = ["RIDGE", "TOL", "min_norm_simplex", "nonneg_qp", "simplex_qp"]
 
 #: Ridge added (to the unit-diagonal scaled matrix) only where quadprog needs strict positivity.
 RIDGE = 1e-10
@@ -151,14 +151,6 @@ def _refine(
                 break  # nothing left to free, and a further correction no longer helps
             previous = res
     return best
-
-
-def simplex_kkt(M: np.ndarray, b: np.ndarray | None, w: np.ndarray) -> float:
-    """The (relative) KKT residual of ``w ∈ Δ`` for ``simplex_qp(M, b)``: 0 at the optimum."""
-    A, D, s = _jacobi(M)
-    u = w / D
-    b = np.zeros(M.shape[0]) if b is None else np.asarray(b, dtype=np.float64) * D / s
-    return _kkt(A, b, _feasible(u, D), D)[0]
 
 
 def _simplex_pair(M: np.ndarray, b: np.ndarray) -> np.ndarray:

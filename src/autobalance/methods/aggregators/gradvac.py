@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.aggregators._base import Aggregator
 from autobalance.methods.aggregators._gram import row_norms
+from autobalance.methods.aggregators._order import VisitOrder
 from autobalance.methods.base import check_in_range
 
 __all__ = ["GradVac"]
@@ -42,15 +42,12 @@ class GradVac(Aggregator):
     beta: float = 0.01
     shuffle: bool = True
     seed: int = 0
-    _gen: torch.Generator = field(init=False, repr=False, compare=False)
+    _order: VisitOrder = field(init=False, repr=False, compare=False)
     targets: list[list[float]] | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         self.beta = check_in_range("gradvac beta", self.beta, 0.0, 1.0, closed="(]")
-        self.shuffle = bool(self.shuffle)
-        self.seed = int(self.seed)
-        self._gen = torch.Generator()
-        self._gen.manual_seed(self.seed)
+        self._order = VisitOrder(self.shuffle, self.seed)
 
     def coefficients(self, M: np.ndarray) -> np.ndarray:
         """``C`` (``K × K``) with ``g_i' = Σ_j C_ij g_j`` (updates the targets)."""
@@ -62,8 +59,7 @@ class GradVac(Aggregator):
         norms = row_norms(M).tolist()
         C = np.eye(K)
         for i in range(K):
-            order = torch.randperm(K, generator=self._gen).tolist() if self.shuffle else range(K)
-            for j in (j for j in order if j != i):
+            for j in self._order.others(K, i):
                 ni = math.sqrt(max(float(C[i] @ M @ C[i]), 0.0))
                 if ni == 0.0 or norms[j] == 0.0:
                     continue
@@ -83,9 +79,9 @@ class GradVac(Aggregator):
 
     def state_dict(self) -> dict[str, Any]:
         targets = None if self.targets is None else [[float(x) for x in r] for r in self.targets]
-        return {"generator": self._gen.get_state(), "targets": targets}
+        return {**self._order.state_dict(), "targets": targets}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._gen.set_state(state["generator"].cpu())  # a CPU generator (map_location may move it)
+        self._order.load_state_dict(state)
         t = state["targets"]
         self.targets = None if t is None else [[float(x) for x in r] for r in t]

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from autobalance.methods.aggregators._base import Aggregator, check_gradient_matrix
 from autobalance.methods.aggregators._gram import gram
+from autobalance.methods.aggregators._order import VisitOrder
 
 __all__ = ["PCGrad"]
 
@@ -44,14 +45,11 @@ class PCGrad(Aggregator):
     name = "pcgrad"
     shuffle: bool = True
     seed: int = 0
-    _gen: torch.Generator = field(init=False, repr=False, compare=False)
+    _order: VisitOrder = field(init=False, repr=False, compare=False)
     last_orders: list[list[int]] = field(default_factory=list, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.shuffle = bool(self.shuffle)
-        self.seed = int(self.seed)
-        self._gen = torch.Generator()
-        self._gen.manual_seed(self.seed)
+        self._order = VisitOrder(self.shuffle, self.seed)
 
     def coefficients(self, M: np.ndarray) -> np.ndarray:
         """``C`` (``K × K``) with ``g_i^PC = Σ_j C_ij g_j`` (draws this call's orders)."""
@@ -59,8 +57,7 @@ class PCGrad(Aggregator):
         C = np.eye(K)
         self.last_orders = []
         for i in range(K):
-            order = torch.randperm(K, generator=self._gen).tolist() if self.shuffle else range(K)
-            order = [j for j in order if j != i]
+            order = self._order.others(K, i)
             self.last_orders.append(order)
             for j in order:
                 dot = float(C[i] @ M[:, j])  # g_i^PC · g_j
@@ -77,7 +74,7 @@ class PCGrad(Aggregator):
         return self.coefficients(M).sum(axis=0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self._gen.get_state()}
+        return self._order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._gen.set_state(state["generator"].cpu())  # a CPU generator (map_location may move it)
+        self._order.load_state_dict(state)
