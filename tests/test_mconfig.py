@@ -10,7 +10,7 @@ import torch
 
 from autobalance import methods
 from autobalance.errors import HyperparameterError
-from autobalance.methods.aggregators.config import config_direction
+from autobalance.methods.aggregators.conflict_free import config_direction
 
 
 def _quadratic():

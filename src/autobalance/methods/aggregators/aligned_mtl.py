@@ -13,17 +13,17 @@ the rows of ``Ĝ`` are summed, as in the authors' balancer).  For full rank the 
 orthogonal with equal norms ``√λ_min`` (``Ĝ Ĝᵀ = λ_min I``).  Variant: the full-parameter
 version, *without* the upper-bound (Aligned-MTL-UB, encoder-feature) trick.  Rank-deficient
 systems are aligned inside their range; all-zero ``G`` gives ``d = 0``.  Permutation invariant
-and homogeneous; ``last_weights`` reports ``B w``.
+and homogeneous; the weights are ``B w``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
-from autobalance.methods.aggregators._linalg import combine, gram
+from autobalance.methods.aggregators._base import Aggregator
 
 __all__ = ["AlignedMTL", "aligned_mtl_weights"]
 
@@ -49,19 +49,18 @@ def aligned_mtl_weights(M: np.ndarray, scale: str = "min") -> np.ndarray:
     return B @ np.ones(K)
 
 
-@register_aggregator(
-    "aligned-mtl", summary="Aligned-MTL (Senushkin et al. 2023): condition G to 1."
-)
-class AlignedMTL:
-    def __init__(self, scale: str = "min") -> None:
-        if scale not in SCALES:
-            raise HyperparameterError(
-                f"aligned-mtl scale must be one of {', '.join(SCALES)}, got {scale!r}"
-            )
-        self.scale = scale
-        self.last_weights: list[float] | None = None
+@dataclass
+class AlignedMTL(Aggregator):
+    """Aligned-MTL (Senushkin et al. 2023): condition G to 1."""
 
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        w = aligned_mtl_weights(gram(check_gradient_matrix(G)), self.scale)
-        self.last_weights = [float(x) for x in w]
-        return combine(w, G)
+    name = "aligned-mtl"
+    scale: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise HyperparameterError(
+                f"aligned-mtl scale must be one of {', '.join(SCALES)}, got {self.scale!r}"
+            )
+
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
+        return aligned_mtl_weights(M, self.scale)

@@ -12,21 +12,22 @@ update lies in the dual cone ``K* = {v : v·g_r ≥ 0, v·g_b ≥ 0}``:
 * ``"average"``: ``d = g`` if ``g ∈ K*``; else the mean of the two projections above.
 
 ``K > 2`` (the authors' code, documented generalisation): the first ``num_pde`` losses are summed
-into ``g_r`` and the rest into ``g_b``.  Degenerate cases: a zero ``g_r`` or ``g_b`` has no unit
-vector and contributes none; anti-parallel gradients make ``c = 0`` and ``"center"`` returns
-``d = 0`` (the cone is then the normal hyperplane, whose "centre" is undefined).  Permutation
-invariant within each group; homogeneous.
+into ``g_r`` and the rest into ``g_b``; with the group matrix ``C`` (``2 × K``) the pair's Gram
+matrix is ``C M Cᵀ``, and ``w_k`` is ``a`` or ``b`` by group (``d = a g_r + b g_b``).  Degenerate
+cases: a zero ``g_r`` or ``g_b`` has no unit vector and contributes none; anti-parallel gradients
+make ``c = 0`` and ``"center"`` returns ``d = 0`` (the cone is then the normal hyperplane, whose
+"centre" is undefined).  Permutation invariant within each group; homogeneous.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import torch
-from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
-from autobalance.methods.aggregators._linalg import combine, gram, safe_div
+from autobalance.methods.aggregators._base import Aggregator, check_positive_int
+from autobalance.methods.aggregators._gram import safe_div
 
 __all__ = ["DCGD", "VARIANTS", "dcgd_pair_weights"]
 
@@ -54,37 +55,30 @@ def dcgd_pair_weights(M2: np.ndarray, variant: str) -> np.ndarray:
     return 0.5 * (proj_b + proj_r)
 
 
-@register_aggregator("dcgd", summary="DCGD (Hwang & Lim 2024): update inside the dual cone.")
-class DCGD:
-    def __init__(self, variant: str = "center", num_pde: int = 1) -> None:
-        if variant not in VARIANTS:
-            raise HyperparameterError(
-                f"dcgd variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
-            )
-        if (
-            isinstance(num_pde, bool)
-            or not isinstance(num_pde, int | float)
-            or not np.isfinite(num_pde)
-            or int(num_pde) != num_pde
-            or num_pde < 1
-        ):
-            raise HyperparameterError(f"dcgd num_pde must be an integer >= 1, got {num_pde!r}")
-        self.variant = variant
-        self.num_pde = int(num_pde)
-        self.last_weights: list[float] | None = None
+@dataclass
+class DCGD(Aggregator):
+    """DCGD (Hwang & Lim 2024): update inside the dual cone."""
 
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        G = check_gradient_matrix(G)
-        K = G.shape[0]
+    name = "dcgd"
+    variant: str = "center"
+    num_pde: int = 1
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise HyperparameterError(
+                f"dcgd variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}"
+            )
+        self.num_pde = check_positive_int("dcgd num_pde", self.num_pde)
+
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
+        K = M.shape[0]
         if K < 2 or self.num_pde >= K:
             raise HyperparameterError(
                 f"dcgd needs a residual group (the first num_pde={self.num_pde} losses) and a "
                 f"boundary group (the rest); got {K} losses"
             )
-        groups = torch.zeros(2, K, dtype=G.dtype, device=G.device)
-        groups[0, : self.num_pde] = 1.0
-        groups[1, self.num_pde :] = 1.0
-        ab = dcgd_pair_weights(gram(groups @ G), self.variant)
-        w = np.where(np.arange(K) < self.num_pde, ab[0], ab[1])
-        self.last_weights = [float(x) for x in w]
-        return combine(w, G)
+        C = np.zeros((2, K))
+        C[0, : self.num_pde] = 1.0
+        C[1, self.num_pde :] = 1.0
+        ab = dcgd_pair_weights(C @ M @ C.T, self.variant)
+        return np.where(np.arange(K) < self.num_pde, ab[0], ab[1])

@@ -13,16 +13,17 @@ with the Moore–Penrose pseudo-inverse, so the equal-projection property then h
 least-squares sense, and the solution — one of several with equal projections — depends on which
 loss is ``g_1``: permutation invariance then fails (it holds when ``D Uᵀ`` is non-singular).  Only
 the gradient part (IMTL-G) is implemented, not the loss scaling (IMTL-L).  Homogeneous;
-``last_weights`` reports ``α``.
+the weights are ``α``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from torch import Tensor
+from dataclasses import dataclass
 
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
-from autobalance.methods.aggregators._linalg import combine, gram, row_norms, safe_div
+import numpy as np
+
+from autobalance.methods.aggregators._base import Aggregator
+from autobalance.methods.aggregators._gram import row_norms, safe_div
 
 __all__ = ["IMTLG", "imtl_g_weights"]
 
@@ -47,12 +48,11 @@ def imtl_g_weights(M: np.ndarray) -> np.ndarray:
     return np.concatenate([[1.0 - a.sum()], a])
 
 
-@register_aggregator("imtl-g", summary="IMTL-G (Liu et al. 2021): equal projections on unit grads.")
-class IMTLG:
-    def __init__(self) -> None:
-        self.last_weights: list[float] | None = None
+@dataclass
+class IMTLG(Aggregator):
+    """IMTL-G (Liu et al. 2021): equal projections on unit grads."""
 
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        alpha = imtl_g_weights(gram(check_gradient_matrix(G)))
-        self.last_weights = [float(a) for a in alpha]
-        return combine(alpha, G)
+    name = "imtl-g"
+
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
+        return imtl_g_weights(M)

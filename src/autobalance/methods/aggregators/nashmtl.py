@@ -29,14 +29,12 @@ part of the aggregator.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
-from autobalance.errors import HyperparameterError
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
-from autobalance.methods.aggregators._linalg import combine, gram
+from autobalance.methods.aggregators._base import Aggregator, check_positive_int
 from autobalance.methods.base import check_positive
 
 __all__ = ["NashMTL", "nash_solve"]
@@ -82,37 +80,30 @@ def nash_solve(
     return alpha, bool(np.linalg.norm(grad) <= tol * np.linalg.norm(1.0 / alpha))
 
 
-def _is_positive_int(value: Any) -> bool:
-    """Whether ``value`` is an integer ``>= 1`` (``3.0`` counts; ``True``, ``inf``, "3" do not)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and int(value) == value and value >= 1
+@dataclass
+class NashMTL(Aggregator):
+    """Nash-MTL (Navon et al. 2022): Nash bargaining weights.
 
+    ``last_converged`` says whether the last solve converged (else the previous ``α`` was kept).
+    """
 
-@register_aggregator("nashmtl", summary="Nash-MTL (Navon et al. 2022): Nash bargaining weights.")
-class NashMTL:
-    def __init__(
-        self,
-        update_every: int = 1,
-        max_iter: int = 100,
-        tol: float = 1e-10,
-        normalize_gram: bool = False,
-    ) -> None:
-        for name, value in (("update_every", update_every), ("max_iter", max_iter)):
-            if not _is_positive_int(value):
-                raise HyperparameterError(f"nashmtl {name} must be an integer >= 1, got {value!r}")
-        self.update_every = int(update_every)
-        self.max_iter = int(max_iter)
-        self.tol = check_positive("nashmtl tol", tol)
-        self.normalize_gram = bool(normalize_gram)
-        self._alpha: np.ndarray | None = None
-        self._calls = 0
-        self.last_converged = True
-        self.last_weights: list[float] | None = None
+    name = "nashmtl"
+    update_every: int = 1
+    max_iter: int = 100
+    tol: float = 1e-10
+    normalize_gram: bool = False
+    _alpha: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _calls: int = field(default=0, init=False, repr=False, compare=False)
+    last_converged: bool = field(default=True, init=False, repr=False, compare=False)
 
-    def weights(self, G: Tensor) -> np.ndarray:
+    def __post_init__(self) -> None:
+        self.update_every = check_positive_int("nashmtl update_every", self.update_every)
+        self.max_iter = check_positive_int("nashmtl max_iter", self.max_iter)
+        self.tol = check_positive("nashmtl tol", self.tol)
+        self.normalize_gram = bool(self.normalize_gram)
+
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
         """``α`` (see the module docstring for its scale)."""
-        M = gram(check_gradient_matrix(G))
         K = M.shape[0]
         if self._alpha is not None and self._alpha.shape[0] != K:
             self._alpha = None
@@ -130,11 +121,6 @@ class NashMTL:
                 self.last_converged = False
         self._calls += 1
         return np.ones(K) if self._alpha is None else self._alpha
-
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        alpha = self.weights(G)
-        self.last_weights = [float(a) for a in alpha]
-        return combine(alpha, G)
 
     def state_dict(self) -> dict[str, Any]:
         alpha = None if self._alpha is None else [float(a) for a in self._alpha]

@@ -6,8 +6,11 @@ order; whenever ``g_i^PC · g_j < 0``, project onto the normal plane of ``g_j``:
 
     g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j          (Algorithm 1, line 6)
 
-and return ``d = Σ_i g_i^PC``.  The order is drawn from a seeded generator kept in the state
-(``shuffle=False`` visits ``j = 0, 1, …`` instead).
+and return ``d = Σ_i g_i^PC``.  Every ``g_i^PC`` stays a combination ``Σ_j C_ij g_j`` of the
+original rows, and every product above is read off the Gram matrix (``g_i^PC · g_j = (C M)_ij``),
+so the weights are ``w = 1ᵀC``.  The order is drawn from a seeded generator kept in the state
+(``shuffle=False`` visits ``j = 0, 1, …`` instead); ``last_orders`` keeps the orders of the last
+call.
 
 Guarantees: for ``K = 2`` the result does not conflict with either gradient (``d·g_i ≥ 0``).  For
 ``K > 2`` PCGrad gives no such guarantee; what holds is that every projected row is no longer than
@@ -18,50 +21,60 @@ permutation invariant (the random order).  Zero rows never trigger a projection.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
+from autobalance.methods.aggregators._base import Aggregator, check_gradient_matrix
+from autobalance.methods.aggregators._gram import gram
+from autobalance.methods.aggregators._order import VisitOrder
 
 __all__ = ["PCGrad"]
 
 
-@register_aggregator("pcgrad", summary="PCGrad (Yu et al. 2020): project out pairwise conflicts.")
-class PCGrad:
-    """Args: shuffle: random visiting order per row (the paper) or fixed; seed: of that order."""
+@dataclass
+class PCGrad(Aggregator):
+    """PCGrad (Yu et al. 2020): project out pairwise conflicts.
 
-    def __init__(self, shuffle: bool = True, seed: int = 0) -> None:
-        self.shuffle = bool(shuffle)
-        self._gen = torch.Generator()
-        self._gen.manual_seed(int(seed))
-        self.last_orders: list[list[int]] = []
+    Args: shuffle: random visiting order per row (the paper) or fixed; seed: of that order.
+    """
+
+    name = "pcgrad"
+    shuffle: bool = True
+    seed: int = 0
+    _order: VisitOrder = field(init=False, repr=False, compare=False)
+    last_orders: list[list[int]] = field(default_factory=list, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._order = VisitOrder(self.shuffle, self.seed)
+
+    def coefficients(self, M: np.ndarray) -> np.ndarray:
+        """``C`` (``K × K``) with ``g_i^PC = Σ_j C_ij g_j`` (draws this call's orders)."""
+        K = M.shape[0]
+        C = np.eye(K)
+        self.last_orders = []
+        for i in range(K):
+            order = self._order.others(K, i)
+            self.last_orders.append(order)
+            for j in order:
+                dot = float(C[i] @ M[:, j])  # g_i^PC · g_j
+                if dot < 0:
+                    C[i, j] -= dot / M[j, j]
+        return C
 
     def project(self, G: Tensor) -> Tensor:
         """The projected rows ``g_i^PC`` (``K × P``)."""
-        G = check_gradient_matrix(G)
-        K = G.shape[0]
-        out = G.clone()
-        self.last_orders = []
-        for i in range(K):
-            order = torch.randperm(K, generator=self._gen).tolist() if self.shuffle else range(K)
-            order = [j for j in order if j != i]
-            self.last_orders.append(order)
-            gi = out[i]
-            for j in order:
-                gj = G[j]
-                dot = torch.dot(gi, gj)
-                if dot < 0:
-                    gi = gi - (dot / torch.dot(gj, gj)) * gj
-            out[i] = gi
-        return out
+        C = self.coefficients(gram(check_gradient_matrix(G)))
+        return torch.as_tensor(C, dtype=G.dtype, device=G.device) @ G
 
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        return self.project(G).sum(dim=0)
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
+        return self.coefficients(M).sum(axis=0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self._gen.get_state()}
+        return self._order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._gen.set_state(state["generator"].cpu())  # a CPU generator (map_location may move it)
+        self._order.load_state_dict(state)

@@ -6,20 +6,24 @@ Each row is projected onto the dual cone ``{v : G v ≥ 0}`` of the rows::
     π(g_i) = argmin_{G v ≥ 0} ‖v − g_i‖²  =  g_i + Gᵀ λ_i,
     λ_i    = argmin_{λ ≥ 0} ½ λᵀ M λ + λᵀ M e_i                 (M = G Gᵀ, the dual QP)
 
-and ``d = (1/K) Σ_i π(g_i)`` (the paper's mean pre-weighting).  The dual QP is solved exactly by
-face enumeration (:mod:`._linalg`, ``K ≤ 12``) — TorchJD uses a QP solver with a small ridge; no
-ridge here.  ``normalize_rows=True`` projects the unit rows ``g_i / ‖g_i‖`` instead (the
-scale-invariant variant the paper mentions); the cone is unchanged.  Every ``π(g_i)`` lies in the
-cone, hence so does ``d``: ``G d ≥ 0``.  Permutation invariant and homogeneous.
+and ``d = (1/K) Σ_i π(g_i)`` (the paper's mean pre-weighting), i.e. ``w = (1/K) Σ_i (e_i + λ_i)``.
+The ``K`` dual QPs are solved exactly at any ``K`` (:mod:`._qp`: quadprog, then an exact
+active-set refinement on the unridged Gram matrix; a closed form for ``K = 2``) — TorchJD solves
+them with quadprog on a Gram matrix carrying a ridge of ``1e-4`` (relative to its trace).
+``normalize_rows=True`` projects the unit rows ``g_i / ‖g_i‖`` instead (the scale-invariant
+variant the paper mentions); the cone is unchanged.  Every ``π(g_i)`` lies in the cone, hence so
+does ``d``: ``G d ≥ 0``.  Permutation invariant and homogeneous.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from torch import Tensor
+from dataclasses import dataclass
 
-from autobalance.methods.aggregation import check_gradient_matrix, register_aggregator
-from autobalance.methods.aggregators._linalg import combine, gram, nonneg_qp, row_norms, safe_div
+import numpy as np
+
+from autobalance.methods.aggregators._base import Aggregator
+from autobalance.methods.aggregators._gram import row_norms, safe_div
+from autobalance.methods.aggregators._qp import nonneg_qp
 
 __all__ = ["UPGrad", "upgrad_weights"]
 
@@ -33,15 +37,15 @@ def upgrad_weights(M: np.ndarray, normalize_rows: bool = False) -> np.ndarray:
     return (E + lam).sum(axis=1) / K
 
 
-@register_aggregator(
-    "upgrad", summary="UPGrad (Quinton & Rey 2024): mean of dual-cone projections."
-)
-class UPGrad:
-    def __init__(self, normalize_rows: bool = False) -> None:
-        self.normalize_rows = bool(normalize_rows)
-        self.last_weights: list[float] | None = None
+@dataclass
+class UPGrad(Aggregator):
+    """UPGrad (Quinton & Rey 2024): mean of dual-cone projections."""
 
-    def __call__(self, G: Tensor, losses: Tensor | None = None) -> Tensor:
-        w = upgrad_weights(gram(check_gradient_matrix(G)), self.normalize_rows)
-        self.last_weights = [float(x) for x in w]
-        return combine(w, G)
+    name = "upgrad"
+    normalize_rows: bool = False
+
+    def __post_init__(self) -> None:
+        self.normalize_rows = bool(self.normalize_rows)
+
+    def weights(self, M: np.ndarray, losses: np.ndarray | None = None) -> np.ndarray:
+        return upgrad_weights(M, self.normalize_rows)

@@ -6,7 +6,7 @@ robin (``k = (t − 1) mod K``), and updates only its momentum::
 
     m_k ← β₁ m_k + (1 − β₁) g_k,        t_k ← t_k + 1
     m̂_j = m_j / (1 − β₁^{t_j})                     (bias correction with each loss's own count)
-    g_c = ConFIG(m̂_1, …, m̂_K)                      (:func:`~..aggregators.config.config_direction`)
+    g_c = ConFIG(m̂_1, …, m̂_K)          (:func:`~..aggregators.conflict_free.config_direction`)
 
 and, with the paper's pseudo second moment (``second_moment=True``, default): ``t`` counts the
 steps since every momentum was initialised, ``m̃ = g_c (1 − β₁^t)``, the pseudo gradient
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from autobalance.losses import LossDict
-from autobalance.methods.aggregators.config import config_direction
+from autobalance.methods.aggregators.conflict_free import config_direction
 from autobalance.methods.base import (
     CombineResult,
     GradientMatrix,
