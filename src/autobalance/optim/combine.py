@@ -1,0 +1,260 @@
+"""Post-combine rules: the per-loss preconditioned updates ``u_k`` → one step ``Δ``.
+
+AutoBalance (An et al. 2025) keeps one base-optimizer state per loss; each state turns its own
+gradient ``g_k`` into a preconditioned update ``u_k`` (Adam: ``lr · m̂_k / (√v̂_k + ε)``) and the
+parameters move by ``θ ← θ − Δ``.  A *post-combine rule* decides ``Δ`` from the stacked updates
+``U`` (``K × P``), the stacked raw gradients ``G`` (``K × P``) and the loss values.  Every rule
+here is linear in the rows::
+
+    Δ = aᵀ U + bᵀ G                 a, b ∈ R^K from the joint Gram matrix of [U; G] and the losses
+
+so it needs only the ``2K × 2K`` Gram matrix (a sum over parameter buckets) and never flattens
+the parameters: the TorchJD shape (a weighting of the Gram matrix) applied after
+preconditioning.  The rules (``RULES`` catalogues them by name):
+
+* ``sum``: ``Δ = Σ_k u_k``, the paper's rule (a = 1, b = 0).
+* ``upgrad``: ``Δ = Σ_k π(u_k)``, each update projected onto the dual cone
+  ``{d : U d ≥ 0}`` of the updates (Quinton & Rey 2024, Eq. (5), applied to ``U``; ``K ×`` the
+  UPGrad mean, so that it equals ``sum`` when no two updates conflict).
+* ``config``: ConFIG applied to the updates (Liu et al. 2025, Eqs. (2)–(3)): the direction with
+  equal cosine to every ``u_k``, of length ``Σ_k u_kᵀ d̂``.
+* ``descent-cone``: the sum projected onto the dual cone of the *raw gradients*,
+  ``Δ = argmin_{G d ≥ 0} ‖d − Σ_k u_k‖²`` (dual: ``Δ = Σ u_k + Gᵀλ``,
+  ``λ = argmin_{λ ≥ 0} ½ λᵀ G Gᵀ λ + λᵀ G Σ u_k``): no loss increases to first order.
+* ``progress``: ``Δ = Σ_k w_k u_k`` with ``w_k = K r_k / Σ_j r_j``, ``r_k = L_k / L_k(first
+  step)``, the relative progress weights of ReLoBRaLo/LRA (Bischof & Kraus 2021) on the updates.
+
+Three rules read the Adam moments and act per coordinate (not linear in the rows):
+:func:`shared_second_moment` (per-loss first moments over one shared second moment),
+:func:`sign_consensus` (per coordinate, only the updates that agree with the summed first
+moment) and :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from autobalance.catalog import Catalog
+from autobalance.errors import HyperparameterError
+from autobalance.methods.aggregators._gram import safe_div
+from autobalance.methods.aggregators._qp import nonneg_qp
+from autobalance.methods.aggregators.conflict_free import config_weights
+from autobalance.methods.aggregators.upgrad import upgrad_weights
+
+__all__ = [
+    "RULES",
+    "CombineRule",
+    "ConflictFreeUpdates",
+    "DescentCone",
+    "ProgressWeighted",
+    "ProjectedSum",
+    "SumRule",
+    "adam_blend",
+    "check_update_matrices",
+    "combine",
+    "joint_gram",
+    "shared_second_moment",
+    "sign_consensus",
+]
+
+
+def check_update_matrices(updates: Tensor, grads: Tensor) -> None:
+    """Raise a clear error unless ``updates`` and ``grads`` are finite ``(K, P)`` twins."""
+    for name, m in (("updates", updates), ("grads", grads)):
+        if not isinstance(m, Tensor) or m.dim() != 2 or m.shape[0] < 1:
+            shape = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+            raise HyperparameterError(f"{name} must be a (K losses × P) matrix, got {shape}")
+        if not bool(torch.isfinite(m).all()):
+            raise HyperparameterError(f"{name} has NaN or infinite entries")
+    if updates.shape != grads.shape:
+        raise HyperparameterError(
+            f"updates {tuple(updates.shape)} and grads {tuple(grads.shape)} must have one row "
+            "per loss and one column per parameter coordinate each"
+        )
+
+
+def joint_gram(updates: Tensor, grads: Tensor) -> np.ndarray:
+    """The float64 Gram matrix of ``[U; G]`` (``2K × 2K``): updates first, then gradients."""
+    stacked = torch.cat([updates, grads]).detach().to(torch.float64)
+    gram = (stacked @ stacked.T).cpu().numpy()
+    return 0.5 * (gram + gram.T)
+
+
+class CombineRule(abc.ABC):
+    """``(a, b)`` from the joint Gram matrix of ``[U; G]`` and the loss values; ``Δ = aᵀU + bᵀG``.
+
+    Rules that remember something between steps (``progress``) keep it as state and override
+    :meth:`state_dict` / :meth:`load_state_dict`.
+    """
+
+    name = ""
+
+    @abc.abstractmethod
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b)``, each ``K`` float64, from ``gram`` (``2K × 2K``) and ``values`` (``K``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise HyperparameterError(f"combine rule {self.name!r} keeps no state, got {state}")
+
+
+def combine(
+    rule: CombineRule, updates: Tensor, grads: Tensor, values: Tensor | np.ndarray
+) -> Tensor:
+    """``Δ = aᵀU + bᵀG`` for one step of ``rule`` (``U``, ``G``: ``K × P``; ``values``: ``K``)."""
+    check_update_matrices(updates, grads)
+    K = updates.shape[0]
+    vals = np.asarray(
+        values.detach().cpu().double().numpy() if isinstance(values, Tensor) else values,
+        dtype=np.float64,
+    ).reshape(-1)
+    if vals.shape != (K,):
+        raise HyperparameterError(f"values must hold one loss value per row ({K}), got {vals}")
+    a, b = rule.coefficients(joint_gram(updates, grads), vals)
+    a_t = torch.as_tensor(a, dtype=updates.dtype, device=updates.device)
+    b_t = torch.as_tensor(b, dtype=grads.dtype, device=grads.device)
+    return a_t @ updates + b_t @ grads
+
+
+def _split(gram: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    K = gram.shape[0] // 2
+    return K, gram[:K, :K], gram[K:, K:], gram[K:, :K]
+
+
+@dataclass
+class SumRule(CombineRule):
+    """The paper's rule: ``Δ = Σ_k u_k`` (An et al. 2025)."""
+
+    name = "sum"
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K = gram.shape[0] // 2
+        return np.ones(K), np.zeros(K)
+
+
+@dataclass
+class ProjectedSum(CombineRule):
+    """``Δ = Σ_k π(u_k)``: every update projected onto the dual cone of the updates (UPGrad)."""
+
+    name = "upgrad"
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K, uu, _, _ = _split(gram)
+        return K * upgrad_weights(uu), np.zeros(K)
+
+
+@dataclass
+class ConflictFreeUpdates(CombineRule):
+    """ConFIG on the updates: equal positive cosine with every ``u_k``, length ``Σ u_kᵀ d̂``."""
+
+    name = "config"
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K, uu, _, _ = _split(gram)
+        return config_weights(uu), np.zeros(K)
+
+
+@dataclass
+class DescentCone(CombineRule):
+    """``Δ = argmin_{G d ≥ 0} ‖d − Σ u_k‖²``: the sum, corrected so that no loss rises."""
+
+    name = "descent-cone"
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K, _, gg, gu = _split(gram)
+        linear = gu @ np.ones(K)  # G Σ u_k
+        if np.all(linear >= 0):
+            return np.ones(K), np.zeros(K)
+        lam = nonneg_qp(gg, linear[:, None])[:, 0]
+        return np.ones(K), lam
+
+
+@dataclass
+class ProgressWeighted(CombineRule):
+    """``Δ = Σ w_k u_k``, ``w_k = K r_k / Σ r_j``, ``r_k = L_k / L_k(first step)``.
+
+    ``temperature`` τ > 0 sharpens (τ < 1) or flattens (τ > 1) the weights:
+    ``w = K softmax(log r / τ)``; τ = 1 is the plain ratio.
+    """
+
+    name = "progress"
+    temperature: float = 1.0
+    reference: list[float] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, int | float) and self.temperature > 0):
+            raise HyperparameterError(f"temperature must be > 0, got {self.temperature!r}")
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K = gram.shape[0] // 2
+        if self.reference is None:
+            self.reference = [float(v) for v in values]
+        ratio = safe_div(values, np.asarray(self.reference))
+        logs = np.log(np.maximum(ratio, 1e-300)) / float(self.temperature)
+        w = np.exp(logs - logs.max())
+        return K * w / w.sum(), np.zeros(K)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ref = state.get("reference")
+        self.reference = None if ref is None else [float(v) for v in ref]
+
+
+def shared_second_moment(updates: Tensor, second_moments: Tensor, eps: float) -> Tensor:
+    """Per-loss first moments over one shared second moment, per coordinate::
+
+        Δ = Σ_k lr·m̂_k / (√(Σ_j v̂_j) + ε),     lr·m̂_k = u_k ⊙ (√v̂_k + ε)
+
+    ``updates`` ``u_k`` and ``second_moments`` ``v̂_k`` (bias-corrected) are ``K × P``.
+    """
+    numerators = updates * (second_moments.sqrt() + eps)
+    return numerators.sum(dim=0) / (second_moments.sum(dim=0).sqrt() + eps)
+
+
+def sign_consensus(updates: Tensor, second_moments: Tensor, eps: float) -> Tensor:
+    """Per coordinate, the updates that agree in sign with the summed first moment, summed::
+
+        Δ_i = Σ_k u_{k,i} · [sign u_{k,i} = sign Σ_j lr·m̂_{j,i}],    lr·m̂_k = u_k ⊙ (√v̂_k + ε)
+
+    The summed first moment is what one Adam on the summed loss would follow, so every
+    coordinate moves in Adam's direction; the losses that push that way keep their own
+    (per-loss normalised) step, those that oppose it are left out at that coordinate.
+    """
+    consensus = (updates * (second_moments.sqrt() + eps)).sum(dim=0).sign()
+    agree = updates.sign() == consensus
+    return (updates * agree).sum(dim=0)
+
+
+def adam_blend(
+    updates: Tensor, second_moments: Tensor, summed_second_moment: Tensor, eps: float, alpha: float
+) -> Tensor:
+    """``Δ = (1 − α)·Adam(Σ g) + α·Σ u_k`` with Adam's update written from the per-loss moments::
+
+        Adam(Σ g) = Σ_k lr·m̂_k / (√v̂ + ε)       (v̂: second moment of the summed gradient)
+
+    (the first moment is linear in the gradients, so one Adam's step is the sum of the per-loss
+    numerators over its own denominator).  ``alpha`` ∈ [0, 1]: 0 is Adam, 1 the paper's sum.
+    """
+    if not 0.0 <= alpha <= 1.0 or not math.isfinite(alpha):
+        raise HyperparameterError(f"alpha must lie in [0, 1], got {alpha}")
+    numerators = updates * (second_moments.sqrt() + eps)
+    adam = numerators.sum(dim=0) / (summed_second_moment.sqrt() + eps)
+    return (1.0 - alpha) * adam + alpha * updates.sum(dim=0)
+
+
+#: The linear post-combine rules by name.
+RULES: Catalog[CombineRule] = Catalog("combine rule")
+for _cls in (SumRule, ProjectedSum, ConflictFreeUpdates, DescentCone, ProgressWeighted):
+    RULES.add(_cls.name, _cls)

@@ -1,0 +1,273 @@
+"""Issue 15: post-combine rules on the per-loss updates — closed forms, properties, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from autobalance.errors import HyperparameterError, UnknownNameError
+from autobalance.optim.combine import (
+    RULES,
+    adam_blend,
+    combine,
+    joint_gram,
+    shared_second_moment,
+    sign_consensus,
+)
+
+PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LINEAR = ["sum", "upgrad", "config", "descent-cone", "progress"]
+
+
+def T(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def close(a: torch.Tensor, b, tol: float = 1e-9) -> None:
+    torch.testing.assert_close(a, b if isinstance(b, torch.Tensor) else T(b), rtol=tol, atol=tol)
+
+
+def run(name: str, U, G=None, values=None, **kw) -> torch.Tensor:
+    U = T(U) if not isinstance(U, torch.Tensor) else U
+    G = U.clone() if G is None else (T(G) if not isinstance(G, torch.Tensor) else G)
+    values = np.ones(U.shape[0]) if values is None else values
+    return combine(RULES.create(name, **kw), U, G, values)
+
+
+# ------------------------------------------------------------------------------ closed forms
+def test_sum_is_the_papers_rule() -> None:
+    close(run("sum", [[1, 0], [0, 1]], [[5, 5], [-3, 1]]), [1, 1])
+
+
+def test_upgrad_projects_each_update_onto_the_dual_cone() -> None:
+    # u1·u2 = -1: π(u1) = u1 + u2/2 = (.5, .5), π(u2) = u2 + u1 = (0, 1); Δ = their sum
+    close(run("upgrad", [[1, 0], [-1, 1]]), [0.5, 1.5])
+
+
+def test_config_on_the_updates_closed_form() -> None:
+    # unit rows (1, 0), (−1, 1)/√2: d_u = (1, 1 + √2), Δ = (1 + √2)/‖d_u‖² · d_u = d_u / (2√2)
+    r2 = math.sqrt(2)
+    close(run("config", [[1, 0], [-1, 1]]), [1 / (2 * r2), (1 + r2) / (2 * r2)])
+    close(run("config", [[1, 0], [0, 1]]), [1, 1])
+
+
+def test_descent_cone_closed_form() -> None:
+    # s = (1, 1); g2·s = −0.5 < 0: s − (g2·s/‖g2‖²) g2 = (1, 1) + 0.4·(−1, 0.5) = (0.6, 1.2)
+    close(run("descent-cone", [[1, 0], [0, 1]], [[1, 0], [-1, 0.5]]), [0.6, 1.2])
+
+
+def test_descent_cone_keeps_the_sum_when_no_loss_rises() -> None:
+    close(run("descent-cone", [[1, 0], [0, 1]], [[1, 0], [1, 0.5]]), [1, 1])
+
+
+def test_progress_weights_closed_form() -> None:
+    rule = RULES.create("progress")
+    U, G = T([[1, 0], [0, 1]]), T([[1, 0], [0, 1]])
+    close(combine(rule, U, G, [2.0, 1.0]), [1, 1])  # the first step fixes the references
+    # r = (1/2, 1/4): w = 2 r / Σ r = (4/3, 2/3)
+    close(combine(rule, U, G, [1.0, 0.25]), [4 / 3, 2 / 3])
+
+
+def test_progress_temperature_sharpens() -> None:
+    rule = RULES.create("progress", temperature=0.5)  # w ∝ r²: (1/4, 1/16) → 2·(4/5, 1/5)
+    U = T([[1, 0], [0, 1]])
+    combine(rule, U, U, [2.0, 1.0])
+    close(combine(rule, U, U, [1.0, 0.25]), [8 / 5, 2 / 5])
+
+
+def test_shared_second_moment_closed_form() -> None:
+    eps = 1e-8
+    v = T([[1.0], [4.0]])
+    u = T([[1.0], [2.0]]) / (v.sqrt() + eps)  # lr·m̂ = (1, 2)
+    close(shared_second_moment(u, v, eps), T([3.0 / (math.sqrt(5.0) + eps)]))
+
+
+def test_sign_consensus_closed_form() -> None:
+    # v̂ = 1, ε = 0: the numerators are the updates; Σ = (0.5, 1) > 0 keeps the positive entries
+    u = T([[1.0, -1.0], [-0.5, 2.0]])
+    close(sign_consensus(u, torch.ones_like(u), 0.0), [1.0, 2.0])
+    # a large second moment makes loss 2's small update the consensus at coordinate 0
+    v = T([[1.0, 1.0], [100.0, 1.0]])
+    close(sign_consensus(u, v, 0.0), [-0.5, 2.0])
+
+
+def test_adam_blend_ends() -> None:
+    eps = 1e-8
+    v = T([[1.0, 4.0], [4.0, 1.0]])
+    u = T([[1.0, -1.0], [2.0, 0.5]]) / (v.sqrt() + eps)
+    v_sum = T([9.0, 0.25])
+    close(adam_blend(u, v, v_sum, eps, 1.0), u.sum(0))
+    close(adam_blend(u, v, v_sum, eps, 0.0), T([3.0 / (3.0 + eps), -0.5 / (0.5 + eps)]))
+    close(
+        adam_blend(u, v, v_sum, eps, 0.25),
+        0.75 * adam_blend(u, v, v_sum, eps, 0.0) + 0.25 * u.sum(0),
+    )
+
+
+def test_joint_gram_layout() -> None:
+    U, G = T([[1, 0]]), T([[0, 2]])
+    np.testing.assert_allclose(joint_gram(U, G), [[1, 0], [0, 4]])
+
+
+# -------------------------------------------------------------------------------- properties
+def matrices(min_k: int = 2, max_k: int = 4, min_p: int = 2, max_p: int = 6):
+    @st.composite
+    def draw(draw_value):
+        k = draw_value(st.integers(min_k, max_k))
+        p = draw_value(st.integers(min_p, max_p))
+        el = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
+        U = np.array(draw_value(st.lists(el, min_size=k * p, max_size=k * p))).reshape(k, p)
+        G = np.array(draw_value(st.lists(el, min_size=k * p, max_size=k * p))).reshape(k, p)
+        return torch.tensor(U, dtype=torch.float64), torch.tensor(G, dtype=torch.float64)
+
+    return draw()
+
+
+def _nonzero_rows(M: torch.Tensor) -> bool:
+    return bool((M.norm(dim=1) > 1e-3).all())
+
+
+@PROP
+@given(matrices())
+def test_sign_consensus_moves_with_the_summed_moment(UG) -> None:
+    U, G = UG
+    v = G.abs() + 0.1
+    d = sign_consensus(U, v, 1e-8)
+    summed = (U * (v.sqrt() + 1e-8)).sum(0)
+    assert bool((d * summed >= 0).all())
+    same = (U > 0).all(0) | (U < 0).all(0)
+    close(d[same], U.sum(0)[same])
+
+
+@PROP
+@given(matrices())
+def test_upgrad_never_opposes_an_update(UG) -> None:
+    U, G = UG
+    d = run("upgrad", U, G)
+    scale = float(U.norm(dim=1).max()) ** 2 + 1.0
+    assert bool((U @ d >= -1e-9 * scale * U.shape[0]).all())
+
+
+@PROP
+@given(matrices())
+def test_upgrad_equals_sum_without_conflict(UG) -> None:
+    U, G = UG
+    U = U.abs()  # nonnegative rows never conflict
+    close(run("upgrad", U, G), U.sum(0), tol=1e-8)
+
+
+@PROP
+@given(matrices(max_p=8))
+def test_config_equal_cosines(UG) -> None:
+    U, G = UG
+    assume(_nonzero_rows(U))
+    unit = U / U.norm(dim=1, keepdim=True)
+    assume(U.shape[0] <= U.shape[1])
+    assume(torch.linalg.svdvals(unit)[-1] > 1e-2)  # full row rank (K ≤ P)
+    d = run("config", U, G)
+    assume(d.norm() > 1e-9)
+    cos = unit @ d / d.norm()
+    close(cos, cos.mean().expand_as(cos).clone(), tol=1e-6)
+    assert bool((cos > 0).all())
+
+
+@PROP
+@given(matrices())
+def test_descent_cone_is_the_projection_onto_the_gradient_cone(UG) -> None:
+    U, G = UG
+    assume(_nonzero_rows(G))
+    s = U.sum(0)
+    d = run("descent-cone", U, G)
+    scale = (float(G.norm(dim=1).max()) + 1.0) * (float(s.norm()) + 1.0)
+    assert bool((G @ d >= -1e-8 * scale).all())  # no loss rises to first order
+    # KKT of min ‖d − s‖² s.t. G d ≥ 0: d − s = Gᵀλ, λ ≥ 0, λ_k (G d)_k = 0
+    lam = torch.linalg.lstsq(G.T, (d - s).unsqueeze(1)).solution.squeeze(1)
+    close(G.T @ lam, d - s, tol=1e-6 * scale)
+    active = (G @ d).abs() <= 1e-6 * scale
+    assert bool(
+        (lam[~active].abs() <= 1e-5 * scale).all() or torch.linalg.matrix_rank(G) < G.shape[0]
+    )
+
+
+@PROP
+@given(matrices(), st.floats(0.1, 10.0), st.floats(0.1, 10.0))
+def test_descent_cone_ignores_the_gradient_scales(UG, a, b) -> None:
+    U, G = UG
+    assume(_nonzero_rows(G))
+    scales = torch.ones(G.shape[0], 1, dtype=G.dtype)
+    scales[0], scales[-1] = a, b
+    d1 = run("descent-cone", U, G)
+    d2 = run("descent-cone", U, G * scales)
+    close(d1, d2, tol=1e-6 * (float(d1.norm()) + 1.0))
+
+
+@PROP
+@given(matrices(), st.data())
+@pytest.mark.parametrize("name", ["sum", "upgrad", "config", "descent-cone"])
+def test_rules_are_permutation_invariant(name: str, UG, data) -> None:
+    U, G = UG
+    assume(_nonzero_rows(U) and _nonzero_rows(G))
+    perm = data.draw(st.permutations(list(range(U.shape[0]))))
+    d1, d2 = run(name, U, G), run(name, U[perm], G[perm])
+    close(d1, d2, tol=1e-6 * (float(d1.norm()) + 1.0))
+
+
+@PROP
+@given(matrices(), st.floats(0.01, 100.0))
+@pytest.mark.parametrize("name", ["sum", "upgrad", "config", "descent-cone", "progress"])
+def test_rules_are_linear_under_scaling_of_the_updates(name: str, UG, c: float) -> None:
+    U, G = UG
+    assume(_nonzero_rows(U))
+    d1, d2 = run(name, U, G), run(name, c * U, G)
+    close(d2, c * d1, tol=1e-6 * c * (float(d1.norm()) + 1.0))
+
+
+@PROP
+@given(matrices(), st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4))
+def test_progress_weights_sum_to_k(UG, values) -> None:
+    U, G = UG
+    K = U.shape[0]
+    rule = RULES.create("progress")
+    a, b = rule.coefficients(joint_gram(U, G), np.ones(K))
+    np.testing.assert_allclose(a, np.ones(K))  # first step: the sum
+    a, b = rule.coefficients(joint_gram(U, G), np.asarray(values[:K]))
+    assert a.sum() == pytest.approx(K) and (a > 0).all() and not b.any()
+
+
+def test_progress_state_round_trip() -> None:
+    rule = RULES.create("progress")
+    U = T([[1, 0], [0, 1]])
+    combine(rule, U, U, [2.0, 1.0])
+    again = RULES.create("progress")
+    again.load_state_dict(rule.state_dict())
+    close(combine(again, U, U, [1.0, 0.25]), combine(rule, U, U, [1.0, 0.25]))
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(HyperparameterError, match="updates"):
+        run("sum", T([1.0, 2.0]).reshape(1, 1, 2))
+    with pytest.raises(HyperparameterError, match="must have one row"):
+        combine(RULES.create("sum"), T([[1, 0]]), T([[1, 0, 0]]), [1.0])
+    with pytest.raises(HyperparameterError, match="NaN"):
+        run("sum", [[math.nan, 0]])
+    with pytest.raises(HyperparameterError, match="one loss value per row"):
+        combine(RULES.create("sum"), T([[1, 0]]), T([[1, 0]]), [1.0, 2.0])
+    with pytest.raises(HyperparameterError, match="temperature"):
+        RULES.create("progress", temperature=0)
+    with pytest.raises(HyperparameterError, match="alpha"):
+        adam_blend(T([[1.0]]), T([[1.0]]), T([1.0]), 1e-8, 1.5)
+    with pytest.raises(UnknownNameError, match="upgrad"):
+        RULES.create("upgrd")
+    with pytest.raises(HyperparameterError, match="keeps no state"):
+        RULES.create("sum").load_state_dict({"x": 1})
+
+
+@pytest.mark.parametrize("name", LINEAR)
+def test_every_rule_is_catalogued(name: str) -> None:
+    assert name in RULES.names()
