@@ -14,7 +14,7 @@ from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.problems import spectral
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.cache import cached_arrays
 from autobalance.problems.domain import Box
 
@@ -244,7 +244,7 @@ class AllenCahn(SpaceTimeProblem):
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_t − d u_xx + ρ u³ − ρ u`` at ``points``, ``(N, 1)``, and the input
         columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         return u_t - self.d * u_xx + self.rho * (u**3 - u), [x, t]
@@ -254,8 +254,8 @@ class AllenCahn(SpaceTimeProblem):
         residual, coords = self.residual_terms(model, batch["residual"])
         initial, left = batch["initial"], batch["boundary"]
         right = torch.cat([torch.ones_like(left[:, 0:1]), left[:, 1:2]], dim=1)
-        u_l, (x_l, _) = forward_with_columns(model, left)
-        u_r, (x_r, _) = forward_with_columns(model, right)
+        u_l, (x_l, _) = on_input_columns(model, left)
+        u_r, (x_r, _) = on_input_columns(model, right)
         jump_x = gradients(u_l, (x_l,))[0] - gradients(u_r, (x_r,))[0]
         pointwise = {
             "residual": residual,

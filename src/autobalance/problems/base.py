@@ -15,7 +15,7 @@ columns ordered as :attr:`Problem.input_names` and :attr:`Problem.output_names`.
 
 What the problems share lives here: the two shapes of point sets (:class:`SpaceTimeProblem`:
 residual, initial and boundary points; :class:`BoundaryValueProblem`: residual and boundary
-points), the forward pass through fresh input columns (:func:`forward_with_columns`) and the
+points), the forward pass through fresh input columns (:func:`on_input_columns`) and the
 assembly of mean-square losses (:meth:`Problem.mean_square_losses`).
 """
 
@@ -50,9 +50,10 @@ __all__ = [
     "Model",
     "Problem",
     "SpaceTimeProblem",
+    "SquareGrid",
     "box_bubble",
-    "forward_with_columns",
     "input_columns",
+    "on_input_columns",
     "transfinite_lift",
 ]
 
@@ -71,7 +72,7 @@ def input_columns(points: Tensor) -> list[Tensor]:
     return [points[:, j : j + 1].detach().clone().requires_grad_() for j in range(points.shape[1])]
 
 
-def forward_with_columns(model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+def on_input_columns(model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
     """``model`` at ``points`` through fresh input columns (:func:`input_columns`): the output
     and the columns, with respect to which its derivatives are then taken."""
     columns = input_columns(points)
@@ -197,7 +198,7 @@ class Problem(abc.ABC):
 
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The pointwise PDE residual of ``model`` at ``points``, ``(N, k)``, and the input
-        columns it was differentiated with (:func:`forward_with_columns`).
+        columns it was differentiated with (:func:`on_input_columns`).
 
         Every problem here implements it and builds its residual loss from it; a problem without
         a pointwise residual raises ``NotImplementedError``.
@@ -268,8 +269,8 @@ class Problem(abc.ABC):
 class SpaceTimeProblem(Problem):
     """A problem on ``[x0, x1] × [0, T]`` with residual, initial and boundary points.
 
-    Subclasses have the parameters ``n_residual``, ``n_initial``, ``n_boundary`` and, unless
-    they define :attr:`evaluation_shape`, ``n_eval_x`` and ``n_eval_t``;
+    Subclasses have the parameters ``n_residual``, ``n_initial``, ``n_boundary`` and ``n_eval_x``,
+    ``n_eval_t`` (or, with :class:`SquareGrid` first among the bases, ``n_eval``);
     :meth:`sample` draws, in that order, interior points, points on ``t = 0`` and boundary points:
     half of ``n_boundary`` on ``x = x0`` then half on ``x = x1`` or, for a :attr:`periodic`
     problem, all on ``x = x0`` (the losses pair each with ``x1``).
@@ -281,7 +282,6 @@ class SpaceTimeProblem(Problem):
     n_residual: int
     n_initial: int
     n_boundary: int
-    #: The evaluation grid in ``(x, t)`` (a subclass may define :attr:`evaluation_shape` instead).
     n_eval_x: int
     n_eval_t: int
 
@@ -311,7 +311,17 @@ class SpaceTimeProblem(Problem):
         }
 
 
-class BoundaryValueProblem(Problem):
+class SquareGrid(Problem):
+    """A problem whose evaluation grid has ``n_eval`` nodes (a parameter) along every axis."""
+
+    n_eval: int
+
+    @property
+    def evaluation_shape(self) -> tuple[int, ...]:
+        return (self.n_eval,) * self.domain.dim
+
+
+class BoundaryValueProblem(SquareGrid):
     """A steady problem on a box with residual points inside and boundary points on its faces.
 
     Subclasses have the parameters ``n_residual``, ``n_boundary`` (a multiple of the number of
@@ -324,12 +334,6 @@ class BoundaryValueProblem(Problem):
 
     n_residual: int
     n_boundary: int
-    n_eval: int
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        """``(n_eval,) * dim``: the same number of nodes along every axis."""
-        return (self.n_eval,) * self.domain.dim
 
     def sample(self, generator: torch.Generator, device: Device, dtype: DType) -> dict[str, Tensor]:
         """Fresh interior points and boundary points (equal per face), drawn by :attr:`sampler`."""

@@ -12,7 +12,7 @@ from torch import Tensor
 from autobalance._params import AtLeast, Finite, MultipleOf, Positive, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.domain import Box
 
 __all__ = ["Burgers", "cole_hopf_solution"]
@@ -132,7 +132,7 @@ class Burgers(SpaceTimeProblem):
 
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_t + u u_x − ν u_xx`` at ``points``, ``(N, 1)``, and the input columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         return u_t + u * u_x - self.nu * u_xx, [x, t]

@@ -11,7 +11,7 @@ from torch import Tensor
 from autobalance._params import AtLeast, Finite, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.domain import Box
 
 __all__ = ["Convection"]
@@ -86,7 +86,7 @@ class Convection(SpaceTimeProblem):
 
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_t + β u_x`` at ``points``, ``(N, 1)``, and the input columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         return u_t + self.beta * u_x, [x, t]
 

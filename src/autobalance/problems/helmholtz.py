@@ -12,7 +12,7 @@ from autobalance._params import AtLeast, Finite, MultipleOf, param
 from autobalance.derivatives import laplacian
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, BoundaryValueProblem, Model, forward_with_columns
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
 from autobalance.problems.domain import Box
 
 __all__ = ["HELMHOLTZ_PRESETS", "Helmholtz"]
@@ -109,7 +109,7 @@ class Helmholtz(BoundaryValueProblem):
 
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise residual ``Δu + k²u − q`` at ``points``, ``(N, 1)``, and the input columns."""
-        u, (x, y) = forward_with_columns(model, points)
+        u, (x, y) = on_input_columns(model, points)
         residual = laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
         return residual, [x, y]
 

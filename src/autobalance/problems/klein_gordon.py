@@ -11,14 +11,14 @@ from torch import Tensor
 from autobalance._params import AtLeast, Finite, MultipleOf, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, SquareGrid, on_input_columns
 from autobalance.problems.domain import Box
 
 __all__ = ["KleinGordon"]
 
 
 @dataclass(eq=False, kw_only=True)
-class KleinGordon(SpaceTimeProblem):
+class KleinGordon(SquareGrid, SpaceTimeProblem):
     """1D Klein–Gordon: u_tt + α·u_xx + β·u + γ·u^k = f on [0,1]², manufactured exact solution.
 
     Equation (Wang, Teng & Perdikaris 2021, eq. (2.15) form)::
@@ -69,10 +69,6 @@ class KleinGordon(SpaceTimeProblem):
     n_boundary: int = param(256, AtLeast(1), MultipleOf(2, "half on x = 0, half on x = 1"))
     n_eval: int = param(101, AtLeast(2))
 
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
-
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``u = x cos(5πt) + (x t)³``, shape ``(N, 1)``."""
         x, t = points[:, 0:1], points[:, 1:2]
@@ -110,7 +106,7 @@ class KleinGordon(SpaceTimeProblem):
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_tt + α u_xx + β u + γ u^k − f`` at ``points``, ``(N, 1)``, and the input
         columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         u_tt = gradients(u_t, (t,))[0]
@@ -120,7 +116,7 @@ class KleinGordon(SpaceTimeProblem):
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``; ``"initial"`` has columns ``(u − x, u_t)``."""
         residual, coords = self.residual_terms(model, batch["residual"])
-        u0, (x0, t0) = forward_with_columns(model, batch["initial"])
+        u0, (x0, t0) = on_input_columns(model, batch["initial"])
         u0_t = gradients(u0, (t0,))[0]
         boundary = batch["boundary"]
         pointwise = {

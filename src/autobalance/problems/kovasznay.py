@@ -11,7 +11,7 @@ from torch import Tensor
 from autobalance._params import AtLeast, Finite, MultipleOf, OneOf, Positive, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, BoundaryValueProblem, Model, forward_with_columns
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
 from autobalance.problems.domain import Box, box_bubble, transfinite_lift
 
 __all__ = ["Kovasznay"]
@@ -119,7 +119,7 @@ class Kovasznay(BoundaryValueProblem):
         return torch.cat(terms, dim=1), coords
 
     def _residuals(self, model: Model, points: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        out, (x, y) = forward_with_columns(model, points)
+        out, (x, y) = on_input_columns(model, points)
         u, v, p = out[:, 0:1], out[:, 1:2], out[:, 2:3]
         u_x, u_y = gradients(u, (x, y))
         v_x, v_y = gradients(v, (x, y))

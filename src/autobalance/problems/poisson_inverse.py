@@ -11,7 +11,7 @@ from torch import Tensor
 from autobalance._params import AtLeast, MultipleOf, NonNegative, param
 from autobalance.derivatives import gradient, gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, BoundaryValueProblem, Model, forward_with_columns
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
 from autobalance.problems.domain import Box, box_bubble, transfinite_lift
 from autobalance.problems.sampling import Device, DType
 
@@ -153,7 +153,7 @@ class PoissonInverse(BoundaryValueProblem):
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``−∇·(a∇u) − f`` with ``(u, a)`` from ``model``, ``(N, 1)``, and the input
         columns."""
-        out, (x, y) = forward_with_columns(model, points)
+        out, (x, y) = on_input_columns(model, points)
         u, a = out[:, 0:1], out[:, 1:2]
         u_x, u_y = gradients(u, (x, y))
         divergence = gradient(a * u_x, x) + gradient(a * u_y, y)

@@ -14,7 +14,7 @@ from autobalance._params import AtLeast, EvenAtLeast, NonNegative, param
 from autobalance.derivatives import derivative, gradient
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.cache import cached_arrays
 from autobalance.problems.domain import Box
 from autobalance.problems.spectral import PeriodicSolution, nodes, solve_periodic, wavenumbers
@@ -121,7 +121,7 @@ class ReactionDiffusion(SpaceTimeProblem):
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_t − ν u_xx − ρ u(1 − u)`` at ``points``, ``(N, 1)``, and the input
         columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_t = gradient(u, t)
         u_xx = derivative(u, x, 2)
         return u_t - self.nu * u_xx - self.rho * u * (1 - u), [x, t]
@@ -137,7 +137,7 @@ class ReactionDiffusion(SpaceTimeProblem):
         both = torch.cat([left, right], dim=0)
         n = left.shape[0]
         if self.boundary_derivative:
-            u, (x, _) = forward_with_columns(model, both)
+            u, (x, _) = on_input_columns(model, both)
             u_x = gradient(u, x)
             boundary = torch.cat([u[:n] - u[n:], u_x[:n] - u_x[n:]], dim=1)
         else:

@@ -11,14 +11,14 @@ from torch import Tensor
 from autobalance._params import AtLeast, Finite, MultipleOf, Positive, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import Batch, Model, SpaceTimeProblem, forward_with_columns
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, SquareGrid, on_input_columns
 from autobalance.problems.domain import Box
 
 __all__ = ["Wave"]
 
 
 @dataclass(eq=False, kw_only=True)
-class Wave(SpaceTimeProblem):
+class Wave(SquareGrid, SpaceTimeProblem):
     """1D wave: u_tt = c²·u_xx on [0,1]², u = sin πx cos cπt + a sin mπx cos cmπt (exact).
 
     Equation::
@@ -64,10 +64,6 @@ class Wave(SpaceTimeProblem):
     n_boundary: int = param(256, AtLeast(1), MultipleOf(2, "half on x = 0, half on x = 1"))
     n_eval: int = param(101, AtLeast(2))
 
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
-
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = sin(πx) + a sin(mπx)`` (the initial data), shape ``(N, 1)``."""
         x = points[:, 0:1]
@@ -96,7 +92,7 @@ class Wave(SpaceTimeProblem):
 
     def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Pointwise ``u_tt − c² u_xx`` at ``points``, ``(N, 1)``, and the input columns."""
-        u, (x, t) = forward_with_columns(model, points)
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         u_tt = gradients(u_t, (t,))[0]
@@ -106,7 +102,7 @@ class Wave(SpaceTimeProblem):
         """``{"residual", "initial", "boundary"}``; ``"initial"`` has columns ``(u − u0, u_t)``."""
         residual, coords = self.residual_terms(model, batch["residual"])
         initial = batch["initial"]
-        u0, (x0, t0) = forward_with_columns(model, initial)
+        u0, (x0, t0) = on_input_columns(model, initial)
         u0_t = gradients(u0, (t0,))[0]
         pointwise = {
             "residual": residual,

@@ -46,14 +46,8 @@ __all__ = [
 
 #: Every variant by name; the functions below are its methods.
 CATALOG: Catalog[Variant] = Catalog("variant")
-for _variant in (
-    CausalWeighting,
-    GradientEnhanced,
-    HardConstraint,
-    ResidualAttention,
-    SelfAdaptive,
-):
-    CATALOG.add(_variant.name, _variant)
+for _kind in (CausalWeighting, GradientEnhanced, HardConstraint, ResidualAttention, SelfAdaptive):
+    CATALOG.add(_kind.name, _kind)
 
 create = CATALOG.create
 describe = CATALOG.describe
