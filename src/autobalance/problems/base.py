@@ -15,8 +15,11 @@ columns ordered as :attr:`Problem.input_names` and :attr:`Problem.output_names`.
 
 What the problems share lives here: the two shapes of point sets (:class:`SpaceTimeProblem`:
 residual, initial and boundary points; :class:`BoundaryValueProblem`: residual and boundary
-points), the forward pass through fresh input columns (:func:`on_input_columns`) and the
-assembly of mean-square losses (:meth:`Problem.mean_square_losses`).
+points), the square evaluation grid (:class:`SquareGrid`), the forward pass through fresh input
+columns (:func:`on_input_columns`), the assembly of mean-square losses
+(:meth:`Problem.mean_square_losses`) and the evaluation of NumPy references
+(:meth:`Problem.numpy_reference`).  The box domain and the geometry of hard constraints live in
+:mod:`autobalance.problems.domain` (re-exported here).
 """
 
 from __future__ import annotations
