@@ -59,7 +59,7 @@ class GradientEnhanced(Variant):
             isinstance(coordinates, str) or not all(isinstance(c, str) for c in coordinates)
         ):
             raise ConfigError(
-                f"variant 'gpinn': 'coordinates' must be a list of input names, got {coordinates!r}"
+                f"{self.where()}: 'coordinates' must be a list of input names, got {coordinates!r}"
             )
         self.coordinates = None if coordinates is None else list(coordinates)
         self.input_names: list[str] = []
