@@ -1,7 +1,7 @@
 """Collocation-point samplers by name: ``"uniform"``, ``"lhs"``, ``"grid"``, ``"sobol"``.
 
 A sampler draws ``n`` points in the unit cube ``[0, 1]^d`` from a ``torch.Generator``; the
-:class:`~autobalance.problems.base.Box` maps them to the box and to its faces (for a face of a
+:class:`~autobalance.problems.domain.Box` maps them to the box and to its faces (for a face of a
 ``d``-box the sampler draws in ``d − 1`` dimensions).  Every problem uses the sampler in its
 :attr:`~autobalance.problems.base.Problem.sampler` attribute for interior and boundary points,
 and the runner sets it from ``RunConfig.sampler``.
@@ -55,7 +55,7 @@ DType = torch.dtype
 class Sampler(abc.ABC):
     """Draws points in the unit cube ``[0, 1]^dim`` from a ``torch.Generator``."""
 
-    #: Registered name.
+    #: The name it is found by (``get_sampler(name)``).
     name: ClassVar[str] = ""
 
     @abc.abstractmethod
