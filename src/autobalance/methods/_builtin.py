@@ -1,5 +1,4 @@
-"""Imports every built-in method module so that their ``@register`` decorators run."""
+"""Importing this module imports :mod:`autobalance.methods`, which catalogues every method.
 
-from autobalance.methods import aggregators, multi_state, multistate, single, weighting
-
-__all__ = ["aggregators", "multi_state", "multistate", "single", "weighting"]
+Kept for :mod:`autobalance.methods.aggregation`'s lazy import; nothing else needs it.
+"""

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError, UnknownNameError, unknown_name_message
-from autobalance.losses import LossDict
-from autobalance.methods.base import CombineResult, PreCombineMethod
+from autobalance.methods.base import CombineResult, LossBatch, PreCombineMethod
 from autobalance.methods.registry import register
 from autobalance.step_info import StepInfo
 
@@ -163,16 +162,10 @@ class AggregatorMethod(PreCombineMethod):
             self.method_name = type(aggregator).__name__
         super().__init__(params, base, nonfinite=nonfinite, **base_kwargs)
 
-    def _combine(
-        self,
-        losses: dict[str, Tensor],
-        values: dict[str, float],
-        step_no: int,
-        original: LossDict,
-    ) -> CombineResult | StepInfo:
-        names = list(losses)
-        gm = self.gradients(losses)
-        skipped = self.check_gradients_finite(gm, names, values, step_no)
+    def _combine(self, batch: LossBatch) -> CombineResult | StepInfo:
+        names, values, step_no = batch.names, batch.values, batch.step
+        gm = self.gradients(batch.losses)
+        skipped = self.check_gradients_finite(gm, batch)
         if skipped is not None:
             return skipped
         loss_tensor = torch.tensor(

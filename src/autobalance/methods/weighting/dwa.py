@@ -17,17 +17,11 @@ import torch
 from torch import Tensor
 
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import check_every, softmax
 
 __all__ = ["DynamicWeightAverage"]
 
 
-@register(
-    "dwa",
-    family="weighting",
-    summary="Dynamic Weight Average (Liu et al. 2019): w = K·softmax(loss descent rates / T).",
-)
 class DynamicWeightAverage(WeightingMethod):
     """Dynamic Weight Average of Liu, Johns & Davison (CVPR 2019).
 

@@ -13,12 +13,10 @@ from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
 
 __all__ = ["EqualWeights", "FixedWeights"]
 
 
-@register("ew", family="weighting", summary="Equal weights: the base optimizer on Σ_k L_k.")
 class EqualWeights(WeightingMethod):
     """Equal weighting (EW), ``w_k = 1``: ``g = ∇ Σ_k L_k`` — the vanilla PINN.
 
@@ -32,12 +30,6 @@ class EqualWeights(WeightingMethod):
         return [1.0] * len(ctx.names)
 
 
-@register(
-    "fixed",
-    family="weighting",
-    summary="Fixed user-given weights: ∇ Σ_k w_k L_k.",
-    example_params={"weights": {"residual": 1.0, "boundary": 10.0}},
-)
 class FixedWeights(WeightingMethod):
     """Fixed weights ``w_k`` given by name: ``g = ∇ Σ_k w_k L_k``.
 

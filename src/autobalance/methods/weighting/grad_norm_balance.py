@@ -22,17 +22,11 @@ import torch
 from torch import Tensor
 
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import check_every, is_update_step
 
 __all__ = ["GradientNormBalancing"]
 
 
-@register(
-    "grad-norm",
-    family="weighting",
-    summary="Gradient-norm balancing (Wang et al. 2023): λ_k ∝ Σ_j‖∇L_j‖ / ‖∇L_k‖, EMA.",
-)
 class GradientNormBalancing(WeightingMethod):
     """Global gradient-norm weights of the expert's guide (Wang et al. 2023).
 

@@ -22,7 +22,6 @@ from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import LearnableVector
 
 __all__ = ["GradNorm"]
@@ -35,11 +34,6 @@ def _sign(x: float) -> float:
     return (x > 0) - (x < 0)
 
 
-@register(
-    "gradnorm",
-    family="weighting",
-    summary="GradNorm (Chen et al. 2018): learnable weights fit shared-layer gradient norms.",
-)
 class GradNorm(WeightingMethod):
     """GradNorm (Chen et al., ICML 2018), Algorithm 1.
 

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import check_every, is_update_step
 
 __all__ = ["LearningRateAnnealing", "find_reference"]
@@ -42,11 +41,6 @@ def find_reference(names: Sequence[str], reference: str | None, method: str) -> 
     )
 
 
-@register(
-    "lr-annealing",
-    family="weighting",
-    summary="Learning-rate annealing (Wang et al. 2021): λ_k from max|∇L_r| / mean|∇L_k|, EMA.",
-)
 class LearningRateAnnealing(WeightingMethod):
     """Learning-rate annealing weights (Wang, Teng & Perdikaris 2021, Algorithm 1).
 

@@ -21,21 +21,13 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import LossValueError
-from autobalance.losses import LossDict
-from autobalance.methods.base import (
-    CombineResult,
-    WeightingMethod,
-    WeightingStep,
-    check_in_range,
-)
-from autobalance.methods.registry import register
+from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
 from autobalance.methods.weighting._common import (
     check_every,
     check_int,
     is_update_step,
     make_generator,
 )
-from autobalance.step_info import StepInfo
 
 __all__ = ["NTKWeighting", "mean_tangent_kernel_trace"]
 
@@ -69,11 +61,6 @@ def mean_tangent_kernel_trace(
     return float(total.mean())
 
 
-@register(
-    "ntk",
-    family="weighting",
-    summary="NTK weighting (Wang et al. 2022): λ_k = Tr(K) / Tr(K_kk), mean traces over points.",
-)
 class NTKWeighting(WeightingMethod):
     """NTK-trace weights (Wang, Yu & Perdikaris 2022, Algorithm 1).
 
@@ -122,21 +109,6 @@ class NTKWeighting(WeightingMethod):
         self._lambdas: list[float] | None = None
         #: The last estimated traces ``Tr(K_kk)``, in loss order (diagnostics).
         self.last_traces: list[float] | None = None
-        self._trace_passes = 0
-
-    def _combine(
-        self,
-        losses: dict[str, Tensor],
-        values: dict[str, float],
-        step_no: int,
-        original: LossDict,
-    ) -> CombineResult | StepInfo:
-        # Count the vector-Jacobian products of the trace estimate as backward passes.
-        self._trace_passes = 0
-        result = super()._combine(losses, values, step_no, original)
-        if isinstance(result, CombineResult):
-            result.backward_passes += self._trace_passes
-        return result
 
     def _pointwise(self, ctx: WeightingStep) -> list[Tensor]:
         pointwise = getattr(ctx.original, "pointwise", None)
@@ -172,7 +144,7 @@ class NTKWeighting(WeightingMethod):
                 rows = rows.to(r.device)
             traces.append(mean_tangent_kernel_trace(r, self.params, rows))
             selected = r if rows is None else r[rows]
-            self._trace_passes += selected.numel()
+            ctx.extra_backward_passes += selected.numel()
         return traces
 
     def weights(self, ctx: WeightingStep) -> Sequence[float]:

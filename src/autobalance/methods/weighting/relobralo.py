@@ -23,17 +23,11 @@ from autobalance.methods.base import (
     check_in_range,
     check_positive,
 )
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import make_generator, softmax
 
 __all__ = ["ReLoBRaLo"]
 
 
-@register(
-    "relobralo",
-    family="weighting",
-    summary="ReLoBRaLo (Bischof & Kraus 2021): relative loss balancing with random lookback.",
-)
 class ReLoBRaLo(WeightingMethod):
     """ReLoBRaLo (Bischof & Kraus 2021).
 

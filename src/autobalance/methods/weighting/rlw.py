@@ -16,17 +16,11 @@ import torch
 from torch import Tensor
 
 from autobalance.methods.base import WeightingMethod, WeightingStep
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import make_generator, softmax
 
 __all__ = ["RandomLossWeighting"]
 
 
-@register(
-    "rlw",
-    family="weighting",
-    summary="Random Loss Weighting (Lin et al. 2022): w = softmax(ε), ε ~ N(0, I), every step.",
-)
 class RandomLossWeighting(WeightingMethod):
     """Random weights ``w = softmax(ε)``, ``ε ~ N(0, I)``, drawn each step (Lin et al. 2022).
 

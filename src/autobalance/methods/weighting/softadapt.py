@@ -22,17 +22,11 @@ from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import softmax
 
 __all__ = ["SoftAdapt"]
 
 
-@register(
-    "softadapt",
-    family="weighting",
-    summary="SoftAdapt (Heydari et al. 2019): w = softmax(β·(L(t) − L(t−1))), optional variants.",
-)
 class SoftAdapt(WeightingMethod):
     """SoftAdapt (Heydari, Thompson & Mehmood 2019).
 

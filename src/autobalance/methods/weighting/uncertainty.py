@@ -26,7 +26,6 @@ from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.methods.base import WeightingMethod, WeightingStep
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import LearnableVector
 
 __all__ = ["UncertaintyWeighting"]
@@ -35,11 +34,6 @@ __all__ = ["UncertaintyWeighting"]
 MIN_INIT = -700.0
 
 
-@register(
-    "uncertainty",
-    family="weighting",
-    summary="Uncertainty weighting (Kendall et al. 2018): learnable log-variances s, w = ½·e^(−s).",
-)
 class UncertaintyWeighting(WeightingMethod):
     """Learned homoscedastic-uncertainty weights ``w_k = ½·exp(−s_k)`` (Kendall et al. 2018).
 
