@@ -19,13 +19,7 @@ from autobalance.methods.aggregation import (
     aggregator_names,
     register_aggregator,
 )
-from autobalance.methods.base import (
-    CombineResult,
-    GradientMatrix,
-    PreCombineMethod,
-    WeightingMethod,
-    WeightingStep,
-)
+from autobalance.methods.base import CombineResult, GradientMatrix, PreCombineMethod
 from autobalance.methods.multistate import MConFIG, MTAdam, MultiAdam
 from autobalance.methods.registry import (
     METHODS,
@@ -50,6 +44,10 @@ from autobalance.methods.weighting import (
     ReLoBRaLo,
     SoftAdapt,
     UncertaintyWeighting,
+    Weighting,
+    WeightingFactory,
+    WeightingMethod,
+    WeightingStep,
 )
 from autobalance.optim.autobalance import AutoBalance
 
@@ -62,6 +60,8 @@ __all__ = [
     "GradientMatrix",
     "MethodSpec",
     "PreCombineMethod",
+    "Weighting",
+    "WeightingFactory",
     "WeightingMethod",
     "WeightingStep",
     "aggregator",
@@ -83,41 +83,41 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
     },
     "weighting": {
         "dwa": (
-            DynamicWeightAverage,
+            WeightingFactory(DynamicWeightAverage),
             "Dynamic Weight Average (Liu et al. 2019): w = K·softmax(loss descent rates / T).",
         ),
-        "ew": (EqualWeights, "Equal weights: the base optimizer on Σ_k L_k."),
-        "fixed": (FixedWeights, "Fixed user-given weights: ∇ Σ_k w_k L_k."),
+        "ew": (WeightingFactory(EqualWeights), "Equal weights: the base optimizer on Σ_k L_k."),
+        "fixed": (WeightingFactory(FixedWeights), "Fixed user-given weights: ∇ Σ_k w_k L_k."),
         "grad-norm": (
-            GradientNormBalancing,
+            WeightingFactory(GradientNormBalancing),
             "Gradient-norm balancing (Wang et al. 2023): λ_k ∝ Σ_j‖∇L_j‖ / ‖∇L_k‖, EMA.",
         ),
         "gradnorm": (
-            GradNorm,
+            WeightingFactory(GradNorm),
             "GradNorm (Chen et al. 2018): learnable weights fit shared-layer gradient norms.",
         ),
         "lr-annealing": (
-            LearningRateAnnealing,
+            WeightingFactory(LearningRateAnnealing),
             "Learning-rate annealing (Wang et al. 2021): λ_k from max|∇L_r| / mean|∇L_k|, EMA.",
         ),
         "ntk": (
-            NTKWeighting,
+            WeightingFactory(NTKWeighting),
             "NTK weighting (Wang et al. 2022): λ_k = Tr(K) / Tr(K_kk), mean traces over points.",
         ),
         "relobralo": (
-            ReLoBRaLo,
+            WeightingFactory(ReLoBRaLo),
             "ReLoBRaLo (Bischof & Kraus 2021): relative loss balancing with random lookback.",
         ),
         "rlw": (
-            RandomLossWeighting,
+            WeightingFactory(RandomLossWeighting),
             "Random Loss Weighting (Lin et al. 2022): w = softmax(ε), ε ~ N(0, I), every step.",
         ),
         "softadapt": (
-            SoftAdapt,
+            WeightingFactory(SoftAdapt),
             "SoftAdapt (Heydari et al. 2019): w = softmax(β·(L(t) − L(t−1))), optional variants.",
         ),
         "uncertainty": (
-            UncertaintyWeighting,
+            WeightingFactory(UncertaintyWeighting),
             "Uncertainty weighting (Kendall et al. 2018): learnable log-variances s, w = ½·e^(−s).",
         ),
     },

@@ -3,8 +3,9 @@
 Three shapes of method sit behind the :class:`~autobalance.methods.registry.Balancer` protocol
 (``info = method.step(losses)``):
 
-* **weighting** (:class:`WeightingMethod`): losses, and where needed per-loss gradient statistics,
-  give weights ``w_k``; the base optimizer gets ``∇ Σ_k w_k L_k``;
+* **weighting** (:class:`~autobalance.methods.weighting.base.WeightingMethod`): losses, and
+  where needed per-loss gradient statistics, give weights ``w_k``; the base optimizer gets
+  ``∇ Σ_k w_k L_k``;
 * **aggregator** (:class:`~autobalance.methods.aggregation.AggregatorMethod`): the per-loss
   gradient matrix ``G`` (``K × P``) gives one direction ``d = agg(G)``; the base optimizer gets
   ``d``;
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import copy
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from autobalance.errors import HyperparameterError
+from autobalance.errors import HyperparameterError, check_in_range, check_positive
 from autobalance.gradients import GradientMatrix, gradient_matrix, per_loss_gradients
 from autobalance.optim.bases import make_base_optimizer
 from autobalance.step_front import LossBatch, StepFront
@@ -40,38 +40,14 @@ __all__ = [
     "CombineResult",
     "GradientMatrix",
     "LossBatch",
+    "Params",
     "PreCombineMethod",
-    "WeightingMethod",
-    "WeightingStep",
     "check_at_least_two",
     "check_in_range",
     "check_positive",
 ]
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """Return ``float(value)`` or raise :class:`HyperparameterError` naming ``name``."""
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise HyperparameterError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
-
-
-def check_in_range(
-    name: str, value: float, low: float, high: float, *, closed: str = "[]"
-) -> float:
-    """``float(value)`` if it lies in the interval; ``closed`` is "[]", "[)", "(]" or "()"."""
-    value = float(value)
-    lo_ok = value >= low if closed[0] == "[" else value > low
-    hi_ok = value <= high if closed[1] == "]" else value < high
-    if not (math.isfinite(value) and lo_ok and hi_ok):
-        raise HyperparameterError(
-            f"{name} must lie in {closed[0]}{low}, {high}{closed[1]}, got {value!r}"
-        )
-    return value
 
 
 def check_at_least_two(method: str, names: Sequence[str]) -> None:
@@ -295,59 +271,3 @@ class PreCombineMethod(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base={type(self._optimizer).__name__})"
-
-
-@dataclass
-class WeightingStep(LossBatch):
-    """What a weighting method sees at one step: the checked losses (see
-    :class:`~autobalance.step_front.LossBatch`) and
-
-    Attributes:
-        gradients: the per-loss gradient matrix when :meth:`WeightingMethod.wants_gradients`
-            asked for it, else ``None``.
-        extra_backward_passes: backward passes :meth:`WeightingMethod.weights` spent on its own
-            estimates (e.g. NTK traces), added to the step's count.
-    """
-
-    gradients: GradientMatrix | None = None
-    extra_backward_passes: int = 0
-
-
-class WeightingMethod(PreCombineMethod):
-    """Losses (and, where needed, per-loss gradients) → weights ``w`` → ``∇ Σ_k w_k L_k``.
-
-    Subclasses implement :meth:`weights` and, when they need per-loss gradients on some steps,
-    override :meth:`wants_gradients`.  On a step with gradients the combined gradient is formed
-    as ``Σ_k w_k ∇L_k`` from the matrix already computed (``K`` backward passes, no extra one);
-    otherwise it is one backward of the weighted sum.
-    """
-
-    def wants_gradients(self, step: int) -> bool:
-        """Whether :meth:`weights` needs the per-loss gradient matrix at ``step``."""
-        return False
-
-    @abc.abstractmethod
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        """The weights ``w_k`` of this step, in loss order (plain floats)."""
-
-    def _combine(self, batch: LossBatch) -> CombineResult | StepInfo:
-        gm = self.gradients(batch.losses) if self.wants_gradients(batch.step) else None
-        if gm is not None:
-            skipped = self.check_gradients_finite(gm, batch)
-            if skipped is not None:
-                return skipped
-        ctx = WeightingStep(
-            batch.step, batch.names, batch.values, batch.losses, batch.original, gradients=gm
-        )
-        w = [float(x) for x in self.weights(ctx)]
-        if len(w) != len(batch.names) or not all(math.isfinite(x) for x in w):
-            raise FloatingPointError(
-                f"{type(self).__name__} produced invalid weights {w} at step {batch.step}"
-            )
-        if gm is not None:
-            direction = torch.tensor(w, dtype=gm.matrix.dtype, device=gm.matrix.device) @ gm.matrix
-            self.set_gradient(direction, gm)
-            passes = len(w) + ctx.extra_backward_passes
-            return CombineResult(passes, True, w, gm, direction)
-        self.backward_weighted(batch.losses, w)
-        return CombineResult(1 + ctx.extra_backward_passes, False, w)

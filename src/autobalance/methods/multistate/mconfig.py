@@ -27,15 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from autobalance.errors import check_in_range, check_positive
 from autobalance.methods.aggregators.config import config_direction
-from autobalance.methods.base import (
-    CombineResult,
-    GradientMatrix,
-    LossBatch,
-    PreCombineMethod,
-    check_in_range,
-    check_positive,
-)
+from autobalance.methods.base import CombineResult, GradientMatrix, LossBatch, PreCombineMethod
 from autobalance.step_info import StepInfo
 
 __all__ = ["MConFIG"]

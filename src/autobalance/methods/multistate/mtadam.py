@@ -29,9 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autobalance.errors import AutoBalanceError, HyperparameterError
+from autobalance.errors import AutoBalanceError, HyperparameterError, check_in_range, check_positive
 from autobalance.losses import LossDict
-from autobalance.methods.base import check_in_range, check_positive
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 

@@ -1,5 +1,15 @@
-"""Loss-weighting methods: weights ``w_k`` → one backward of ``Σ_k w_k L_k`` → one optimizer."""
+"""Loss weightings: statistics of a step → weights ``w_k`` → ``∇ Σ_k w_k L_k`` → one optimizer.
 
+Each weighting is a dataclass (its fields are its hyperparameters) run by
+:class:`~autobalance.methods.weighting.base.WeightingMethod`.
+"""
+
+from autobalance.methods.weighting.base import (
+    Weighting,
+    WeightingFactory,
+    WeightingMethod,
+    WeightingStep,
+)
 from autobalance.methods.weighting.dwa import DynamicWeightAverage
 from autobalance.methods.weighting.fixed import EqualWeights, FixedWeights
 from autobalance.methods.weighting.grad_norm_balance import GradientNormBalancing
@@ -23,4 +33,8 @@ __all__ = [
     "ReLoBRaLo",
     "SoftAdapt",
     "UncertaintyWeighting",
+    "Weighting",
+    "WeightingFactory",
+    "WeightingMethod",
+    "WeightingStep",
 ]
