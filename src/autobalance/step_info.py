@@ -96,19 +96,16 @@ class StepInfo:
         return math.fsum(s.value for s in self.losses.values())
 
 
-def joint_gram(grad_gram: Tensor, update_products: Tensor) -> Tensor:
-    """The Gram matrix of ``[M; Z]`` from ``G = M Mᵀ`` (``K × K``) and ``Z [M; Z]ᵀ``.
+def joint_gram(grad_gram: Tensor, update_products: Tensor) -> list[list[float]]:
+    """The Gram matrix of ``[M; Z]`` from ``G = M Mᵀ`` (``K × K``) and ``Z [M; Z]ᵀ``, as lists.
 
     ``M`` holds the ``K`` gradients and ``Z`` the ``R`` update rows (per-state updates, then the
     combined update), so ``update_products`` is ``R × (K + R)``: the products a multi-state
-    optimizer accumulates bucket by bucket without keeping ``Z`` or ``M``.
+    optimizer accumulates bucket by bucket without keeping ``Z`` or ``M``.  (Assembled on the
+    host: two copies instead of a few small device ops.)
     """
-    k, r = grad_gram.shape[0], update_products.shape[0]
-    full = grad_gram.new_zeros(k + r, k + r)
-    full[:k, :k] = grad_gram
-    full[k:] = update_products
-    full[:k, k:] = update_products[:, :k].T
-    return full
+    g, z = grad_gram.tolist(), update_products.tolist()
+    return [row + [z_row[i] for z_row in z] for i, row in enumerate(g)] + z
 
 
 def _cosine_rows(

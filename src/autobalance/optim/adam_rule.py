@@ -117,9 +117,10 @@ def _bias_corrections(
     case), else one value per element; both are cast to ``like``'s device and dtype.
     """
     kind = {"device": like.device, "dtype": like.dtype}
-    if bool((steps == steps[:, :1]).all()):
+    counts = steps.tolist()
+    if all(row.count(row[0]) == len(row) for row in counts):
         step_size, bc2_sqrt = [], []
-        for t in steps[:, 0].tolist():
+        for t in (row[0] for row in counts):
             bc1, bc2 = 1 - beta1**t, 1 - beta2**t
             step_size.append(lr / bc1 if bc1 > 0 else 0.0)
             bc2_sqrt.append(bc2**0.5 if bc2 > 0 else 1.0)

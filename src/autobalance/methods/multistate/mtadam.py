@@ -186,12 +186,13 @@ class MTAdam(torch.optim.Optimizer):
             denominator = d if denominator is None else torch.maximum(denominator, d)
             numerators[k] = m
         assert denominator is not None
-        term_updates = {k: m.mul(step_size).div_(denominator) for k, m in numerators.items()}
-        delta = torch.stack(list(term_updates.values())).sum(dim=0)
+        stacked = torch.stack([m.mul(step_size).div_(denominator) for m in numerators.values()])
+        delta = stacked.sum(dim=0)
         p.sub_(delta)
-        updates = torch.zeros(num_terms, *p.shape, dtype=p.dtype, device=p.device)
-        for k, u in term_updates.items():
-            updates[k] = u
+        if len(reached) == num_terms:
+            return stacked, delta
+        updates = stacked.new_zeros(num_terms, *p.shape)
+        updates[reached] = stacked
         return updates, delta
 
     def state_dict(self) -> dict[str, Any]:
@@ -214,5 +215,8 @@ class MTAdam(torch.optim.Optimizer):
 
 def _rows(column: Sequence[Tensor | None], p: Tensor) -> Tensor:
     """The ``(K, p.numel())`` float64 matrix of the terms' gradients for ``p`` (zeros: ``None``)."""
-    zeros = torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
-    return torch.stack([zeros if g is None else g.reshape(-1).double() for g in column])
+    rows = [None if g is None else g.reshape(-1).double() for g in column]
+    if any(row is None for row in rows):
+        zeros = torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+        rows = [zeros if row is None else row for row in rows]
+    return torch.stack(rows)  # type: ignore[arg-type]
