@@ -166,11 +166,23 @@ def build_step_info(
     combined_norm = math.nan
     if gram is not None:
         g = gram.tolist() if isinstance(gram, Tensor) else [list(row) for row in gram]
+        size = k + num_updates + (combined is not None)
+        if len(g) != size or any(len(row) != size for row in g):
+            raise ValueError(
+                f"gram must be {size} × {size} ({k} gradients, {num_updates} updates"
+                f"{', 1 combined row' if combined is not None else ''}), got "
+                f"{len(g)} rows of lengths {sorted({len(row) for row in g})}"
+            )
         norms = [math.sqrt(max(g[i][i], 0.0)) for i in range(len(g))]
         grad_norms = norms[:k]
         grad_cosines = _cosine_rows(g, norms, range(k), range(k))
         if num_updates:
-            own = range(k) if update_of_loss is None else update_of_loss
+            own = range(k) if update_of_loss is None else list(update_of_loss)
+            if len(own) != k or not all(0 <= s < num_updates for s in own):
+                raise ValueError(
+                    f"update_of_loss must give each of {k} losses a row < "
+                    f"{num_updates}, got {list(own)}"
+                )
             update_norms = [norms[k + s] for s in own]
             update_rows = range(k, k + num_updates)
             update_cosines = _cosine_rows(g, norms, update_rows, update_rows)
@@ -180,6 +192,10 @@ def build_step_info(
             combined_norm = norms[c] if combined == "update" else math.nan
     owners = [states] * k if isinstance(states, str) else list(states)
     given = nan if weights is None else [float(w) for w in weights]
+    if len(owners) != k or len(given) != k:
+        raise ValueError(
+            f"{k} losses but {len(owners)} states and {len(given)} weights: give one per loss"
+        )
     return StepInfo(
         step=step,
         losses={
