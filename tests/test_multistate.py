@@ -160,6 +160,13 @@ def test_mtadam_first_step_by_hand() -> None:
     assert info.losses["a"].update_norm == pytest.approx(0.1 * math.hypot(1.0, 0.8))
     assert info.losses["b"].update_norm == pytest.approx(0.1)
     assert info.backward_passes == 2
+    # The shared statistics: cos(g_0, g_1) = 40/50; u_0 = lr·(1, 0.8), u_1 = lr·(0, 1) give
+    # cos(u_0, u_1) = 0.8/√1.64; Δ = lr·(1, 1.8), cos(g_0, Δ) = (3 + 7.2)/(5·√4.24).
+    assert info.grad_cosines[0][1] == pytest.approx(0.8)
+    assert info.update_cosines[0][1] == pytest.approx(0.8 / math.sqrt(1.64))
+    assert info.update_norm == pytest.approx(0.1 * math.sqrt(4.24))
+    assert info.losses["a"].cosine == pytest.approx(10.2 / (5 * math.sqrt(4.24)))
+    assert [s.state for s in info.losses.values()] == ["a", "b"]
 
 
 def _mtadam_reference(

@@ -30,7 +30,7 @@ def test_registration_and_common_parameters() -> None:
         assert isinstance(nets.create(name, 3, 2, width=4), nn.Module)
     assert nets.parameters("pirate")["fourier_features"] == 64  # the paper's embedding
     assert nets.parameters("mlp")["fourier_features"] == 0
-    assert dict(nets.describe())["pirate"].startswith("PirateNet")
+    assert {e.name: e.summary for e in nets.describe()}["pirate"].startswith("PirateNet")
 
 
 @pytest.mark.parametrize("name", ["mlp", "modified_mlp", "pirate"])

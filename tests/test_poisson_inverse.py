@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from autobalance.errors import ConfigError
 from autobalance.experiments import RunConfig, train
 from autobalance.losses import NamedLosses
 from autobalance.problems import input_columns
-from autobalance.problems import registry as problem_registry
 from autobalance.problems.helmholtz import Helmholtz
 from autobalance.problems.poisson_inverse import PoissonInverse
 
@@ -157,9 +157,10 @@ class _LearnK(Helmholtz):
 
 
 @pytest.fixture
-def learn_k(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(problem_registry._REGISTRY, "learn_k", _LearnK)
-    return "learn_k"
+def learn_k() -> Iterator[str]:
+    problems.CATALOG.add("learn_k", _LearnK)
+    yield "learn_k"
+    problems.CATALOG.remove("learn_k")
 
 
 def _k_config(**overrides: Any) -> RunConfig:

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from autobalance.cli.main import main
 from autobalance.errors import ConfigError
 from autobalance.experiments import RunConfig, errors, train
 from autobalance.experiments.io import atomic_write_text, write_json, write_torch
-from autobalance.problems import registry as problem_registry
 from autobalance.problems.helmholtz import Helmholtz
 
 OUTPUTS = (
@@ -172,9 +172,10 @@ class _NanAfter(Helmholtz):
 
 
 @pytest.fixture
-def nan_problem(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(problem_registry._REGISTRY, "nan_after", _NanAfter)
-    return "nan_after"
+def nan_problem() -> Iterator[str]:
+    problems.CATALOG.add("nan_after", _NanAfter)
+    yield "nan_after"
+    problems.CATALOG.remove("nan_after")
 
 
 def test_divergent_run_writes_failed_metrics(nan_problem: str, tmp_path: Path) -> None:

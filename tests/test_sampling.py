@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +13,6 @@ from autobalance import problems
 from autobalance.errors import ConfigError, UnknownNameError
 from autobalance.experiments import RunConfig, train
 from autobalance.problems import Box
-from autobalance.problems import registry as problem_registry
 from autobalance.problems.helmholtz import Helmholtz
 from autobalance.problems.sampling import get_sampler, sampler_names
 
@@ -104,10 +104,11 @@ class _Recorder(Helmholtz):
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(problem_registry._REGISTRY, "recorder", _Recorder)
+def recorder() -> Iterator[str]:
+    problems.CATALOG.add("recorder", _Recorder)
     _Recorder.seen = []
-    return "recorder"
+    yield "recorder"
+    problems.CATALOG.remove("recorder")
 
 
 def _config(problem: str, **overrides: Any) -> RunConfig:

@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from autobalance import problems
 from autobalance.cli.main import main
 from autobalance.errors import ConfigError
 from autobalance.experiments import RunConfig
@@ -27,7 +29,6 @@ from autobalance.experiments.sweep import (
     inspect_run,
     run_sweep,
 )
-from autobalance.problems import registry as problem_registry
 from autobalance.problems.helmholtz import Helmholtz
 
 TINY = {"a2": 1, "n_residual": 64, "n_boundary": 32, "n_eval": 21}
@@ -133,10 +134,14 @@ class _NanAfter(Helmholtz):
         return out
 
 
-def test_failed_and_erroring_runs_do_not_stop_the_sweep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(problem_registry._REGISTRY, "nan_after", _NanAfter)
+@pytest.fixture
+def nan_problem() -> Iterator[str]:
+    problems.CATALOG.add("nan_after", _NanAfter)
+    yield "nan_after"
+    problems.CATALOG.remove("nan_after")
+
+
+def test_failed_and_erroring_runs_do_not_stop_the_sweep(tmp_path: Path, nan_problem: str) -> None:
     nan = RunSpec(tiny(problem="nan_after", checkpoint_every=0))
     bad = RunSpec(tiny(method_params={"bogus": 1}))  # the method rejects it when created
     good = RunSpec(tiny(seed=5))

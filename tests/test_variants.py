@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from autobalance.problems.base import Batch, Box, Model, Problem, input_columns
 from autobalance.variants import VariantStack
 
 
+@dataclass(eq=False, kw_only=True)
 class Advection(Problem):
     """Tiny time-dependent test problem: u_t + u_x = 0 on [0,1]², u(x, 0) = sin(2πx)."""
 
@@ -27,9 +29,7 @@ class Advection(Problem):
     output_names = ("u",)
     loss_names = ("residual", "initial")
 
-    def __init__(self, n: int = 16) -> None:
-        super().__init__(n=n)
-        self.n = n
+    n: int = 16
 
     @property
     def domain(self) -> Box:
@@ -85,7 +85,7 @@ def test_registry() -> None:
         "eta": 0.01,
         "init": 0.0,
     }
-    assert dict(variants.describe())["causal"].startswith("Causal weighting")
+    assert {e.name: e.summary for e in variants.describe()}["causal"].startswith("Causal weighting")
     with pytest.raises(UnknownNameError, match="Did you mean 'rba'"):
         variants.create("rbaa")
     with pytest.raises(ConfigError, match="parameter 'eta'"):

@@ -59,7 +59,7 @@ def test_gradnorm_closed_form_two_steps_and_default_shared_layer() -> None:
     m = methods.create(
         "gradnorm", [w_mat, bias], base="sgd", lr=0.01, weight_optimizer="sgd", weight_lr=0.01
     )
-    assert m.shared_index == 0  # the last parameter with ≥ 2 dims, not the last parameter
+    assert m.weighting.shared_index == 0  # the last parameter with ≥ 2 dims, not the last parameter
     got = []
     for _ in range(4):
         losses = {
@@ -82,7 +82,7 @@ def test_gradnorm_closed_form_two_steps_and_default_shared_layer() -> None:
 def test_gradnorm_shared_param_choice_and_errors() -> None:
     w_mat = torch.nn.Parameter(torch.ones(2, 2))
     vec = torch.nn.Parameter(torch.ones(2))
-    assert methods.create("gradnorm", [w_mat, vec], shared_param=-1).shared_index == 1
+    assert methods.create("gradnorm", [w_mat, vec], shared_param=-1).weighting.shared_index == 1
     with pytest.raises(HyperparameterError, match="shared_param=5 is out of range"):
         methods.create("gradnorm", [w_mat, vec], shared_param=5)
     with pytest.raises(HyperparameterError, match="no parameter has >= 2 dimensions"):
@@ -194,7 +194,7 @@ def test_ntk_closed_form_upweights_the_smaller_trace() -> None:
     assert infos[0].weights == pytest.approx(expected, rel=1e-12)
     assert infos[1].weights == infos[0].weights
     assert [i.backward_passes for i in infos] == [1 + 2 + 3 + 1, 1]
-    assert m.last_traces == pytest.approx([25, 4 / 3, 4], rel=1e-12)
+    assert m.weighting.last_traces == pytest.approx([25, 4 / 3, 4], rel=1e-12)
     # the smaller trace gets the larger weight (not the dominant term)
     assert infos[0].weights["boundary"] > infos[0].weights["initial"] > 1 > 0
     assert infos[0].weights["residual"] == pytest.approx(min(infos[0].weights.values()))
@@ -211,14 +211,14 @@ def test_ntk_subsample_ema_and_multi_component_terms() -> None:
     rows = torch.randperm(10, generator=torch.Generator().manual_seed(5))[:4]
     tr_a = float(x[rows].square().sum(dim=1).mean())
     tr_b = (2 + 4 * 2) / 2  # entries (y·θ, 2y·θ): ‖y‖² = 2 and 4‖y‖² = 8, mean 5
-    assert m.last_traces == pytest.approx([tr_a, tr_b], rel=1e-12)
+    assert m.weighting.last_traces == pytest.approx([tr_a, tr_b], rel=1e-12)
     first = [(tr_a + tr_b) / tr_a, (tr_a + tr_b) / tr_b]
     assert list(info.weights.values()) == pytest.approx(first, rel=1e-12)
     # second update: λ ← ½λ + ½λ̂ with a fresh subsample
     pointwise = {"a": x @ theta, "b": torch.stack([y @ theta, 2 * (y @ theta)], dim=1)}
     named = NamedLosses({n: r.square().mean() for n, r in pointwise.items()}, pointwise=pointwise)
     info = m.step(named)
-    tr = m.last_traces
+    tr = m.weighting.last_traces
     hat = [sum(tr) / t for t in tr]
     assert list(info.weights.values()) == pytest.approx(
         [0.5 * f + 0.5 * h for f, h in zip(first, hat, strict=True)], rel=1e-12

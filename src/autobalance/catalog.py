@@ -3,8 +3,10 @@
 A :class:`Catalog` maps names to *factories* (a class or a function).  A factory's parameters are
 read from it once, in one place:
 
-* a dataclass: its fields with defaults (``dataclasses.fields``),
-* anything else: the keyword arguments with defaults of its signature (``__init__`` for a class),
+* a dataclass: its fields with defaults, in the order of its ``__init__`` (positional fields,
+  then keyword-only ones),
+* anything else: the keyword arguments with defaults of its signature (``__init__`` for a class,
+  or the ``__signature__`` it declares),
 
 minus the names the catalog passes itself (``skip``, e.g. ``in_dim`` for networks).  Parameters
 given by name are validated and coerced by :func:`autobalance._params.check_params` before the
@@ -33,25 +35,19 @@ T = TypeVar("T")
 
 
 def factory_parameters(factory: Callable[..., Any], *, skip: Iterable[str] = ()) -> dict[str, Any]:
-    """The keyword parameters of ``factory`` with their defaults, in declaration order.
+    """The keyword parameters of ``factory`` with their defaults, in the order of its signature.
 
-    Dataclass fields with a default (or default factory) for a dataclass; otherwise the keyword
-    arguments with defaults of the signature (of ``__init__`` for a class).  Names in ``skip`` and
-    fields declared with ``init=False`` are left out.
+    The signature is ``inspect.signature(factory)``: a function's, a class's ``__init__`` (or its
+    ``__signature__``); for a dataclass, its generated ``__init__``: the positional fields, then
+    the keyword-only ones, each with its default (a default factory is called).  Parameters
+    without a default, ``*args``/``**kwargs`` and the names in ``skip`` are left out.
     """
-    skipped = set(skip) | {"self"}
+    out = parameter_defaults(factory, skip=tuple(skip))
     if dataclasses.is_dataclass(factory) and isinstance(factory, type):
-        out: dict[str, Any] = {}
         for f in dataclasses.fields(factory):
-            if not f.init or f.name in skipped:
-                continue
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:
+            if f.name in out and f.default_factory is not dataclasses.MISSING:
                 out[f.name] = f.default_factory()
-        return out
-    target = factory.__init__ if isinstance(factory, type) else factory
-    return parameter_defaults(target, skip=tuple(skipped))
+    return out
 
 
 def _summary(factory: Callable[..., Any]) -> str:
@@ -65,6 +61,8 @@ class Entry(Generic[T]):
 
     ``example_params``: values that make a component with required parameters runnable in the
     tests and in ``autobalance list`` (e.g. the weights of the ``fixed`` method).
+    ``parameters_from``: where the parameters are read, when not from the factory itself (e.g. a
+    network's hyperparameter dataclass, for a factory that takes ``**params``).
     """
 
     name: str
@@ -72,6 +70,7 @@ class Entry(Generic[T]):
     summary: str
     family: str = ""
     example_params: Mapping[str, Any] = field(default_factory=dict)
+    parameters_from: Callable[..., Any] | None = None
 
 
 class Catalog(Generic[T]):
@@ -96,8 +95,13 @@ class Catalog(Generic[T]):
         summary: str | None = None,
         family: str = "",
         example_params: Mapping[str, Any] | None = None,
+        parameters_from: Callable[..., Any] | None = None,
     ) -> Callable[..., T]:
-        """Catalogue ``factory`` as ``name`` and return it; a name is added once."""
+        """Catalogue ``factory`` as ``name`` and return it; a name is added once.
+
+        The parameters are read from ``parameters_from`` when given, else from ``factory``
+        (see :func:`factory_parameters`).
+        """
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already in the catalog")
         if not callable(factory):
@@ -108,8 +112,14 @@ class Catalog(Generic[T]):
             summary=summary if summary is not None else _summary(factory),
             family=family,
             example_params=dict(example_params or {}),
+            parameters_from=parameters_from,
         )
         return factory
+
+    def remove(self, name: str) -> None:
+        """Take ``name`` out of the catalog (e.g. a component a test added)."""
+        self.entry(name)
+        del self._entries[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -137,7 +147,8 @@ class Catalog(Generic[T]):
 
     def parameters(self, name: str) -> dict[str, Any]:
         """The parameters of ``name`` with their defaults (see :func:`factory_parameters`)."""
-        return factory_parameters(self.get(name), skip=self.skip)
+        entry = self.entry(name)
+        return factory_parameters(entry.parameters_from or entry.factory, skip=self.skip)
 
     def describe(self) -> list[Entry[T]]:
         """Every entry, sorted by family, then name."""

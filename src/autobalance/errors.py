@@ -4,11 +4,15 @@ Every error a user can provoke with bad input derives from :class:`AutoBalanceEr
 can catch the library's complaints without catching torch's internal failures.  Each subclass
 also derives from the built-in exception a Python user would expect (``ValueError``,
 ``KeyError``-like lookups are ``ValueError`` too, ``FloatingPointError`` for non-finite values).
+
+The helpers at the end build the messages every component shares: unknown names with the closest
+known ones, and numbers outside their range (:func:`check_positive`, :func:`check_in_range`).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 __all__ = [
@@ -20,6 +24,8 @@ __all__ = [
     "LossValueError",
     "NonFiniteLossError",
     "UnknownNameError",
+    "check_in_range",
+    "check_positive",
     "closest_names",
 ]
 
@@ -72,3 +78,26 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     close = closest_names(name, known)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}."
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Return ``float(value)`` or raise :class:`HyperparameterError` naming ``name``."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise HyperparameterError(f"{name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+def check_in_range(
+    name: str, value: float, low: float, high: float, *, closed: str = "[]"
+) -> float:
+    """``float(value)`` if it lies in the interval; ``closed`` is "[]", "[)", "(]" or "()"."""
+    value = float(value)
+    lo_ok = value >= low if closed[0] == "[" else value > low
+    hi_ok = value <= high if closed[1] == "]" else value < high
+    if not (math.isfinite(value) and lo_ok and hi_ok):
+        raise HyperparameterError(
+            f"{name} must lie in {closed[0]}{low}, {high}{closed[1]}, got {value!r}"
+        )
+    return value

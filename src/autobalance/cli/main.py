@@ -324,16 +324,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from autobalance import methods, nets, problems, variants
 
     print("problems:")
-    print(_format_table([(f"  {n}", s) for n, s in problems.describe()]))
+    print(_format_table([(f"  {e.name}", e.summary) for e in problems.describe()]))
     print("\nnetworks:")
-    print(_format_table([(f"  {n}", s) for n, s in nets.describe()]))
+    print(_format_table([(f"  {e.name}", e.summary) for e in nets.describe()]))
     print(
         "  (every network takes the input embeddings fourier_features=M, fourier_sigma=S, "
         "periodic={input: period}\n   and rwf=true for random weight factorisation: "
         "--net-param KEY=VALUE)"
     )
     print("\nvariants (--variant NAME[:KEY=VALUE,...], applied in order):")
-    print(_format_table([(f"  {n}", s) for n, s in variants.describe()]))
+    print(_format_table([(f"  {e.name}", e.summary) for e in variants.describe()]))
     print("\nmethods:")
     specs = methods.describe()
     print(_format_table([(f"  {s.name}", f"[{s.family}] {s.summary}") for s in specs]))

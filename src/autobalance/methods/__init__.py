@@ -3,8 +3,15 @@
 Families: ``single-optimizer`` (one optimizer on the summed loss), ``weighting`` (weights on the
 losses), ``aggregator`` (the per-loss gradient matrix → one direction; each also usable on its
 own via :func:`aggregator`), ``multi-state`` (per-loss optimizer states, e.g. AutoBalance).
+
+Every method but the aggregators is catalogued in the list below; each aggregator method is
+catalogued with its aggregator (:mod:`autobalance.methods.aggregation`).
 """
 
+from collections.abc import Callable
+from functools import partial
+
+from autobalance.methods import aggregators
 from autobalance.methods.aggregation import (
     Aggregator,
     AggregatorMethod,
@@ -12,24 +19,39 @@ from autobalance.methods.aggregation import (
     aggregator_names,
     register_aggregator,
 )
-from autobalance.methods.base import (
-    CombineResult,
-    GradientMatrix,
-    PreCombineMethod,
-    WeightingMethod,
-    WeightingStep,
-)
+from autobalance.methods.base import CombineResult, GradientMatrix, PreCombineMethod
+from autobalance.methods.multistate import MConFIG, MTAdam, MultiAdam
 from autobalance.methods.registry import (
+    METHODS,
     Balancer,
     MethodSpec,
     create,
     describe,
     names,
-    register,
     spec,
 )
+from autobalance.methods.single import SummedLoss
+from autobalance.methods.weighting import (
+    DynamicWeightAverage,
+    EqualWeights,
+    FixedWeights,
+    GradientNormBalancing,
+    GradNorm,
+    LearningRateAnnealing,
+    NTKWeighting,
+    RandomLossWeighting,
+    ReLoBRaLo,
+    SoftAdapt,
+    UncertaintyWeighting,
+    Weighting,
+    WeightingFactory,
+    WeightingMethod,
+    WeightingStep,
+)
+from autobalance.optim.autobalance import AutoBalance
 
 __all__ = [
+    "METHODS",
     "Aggregator",
     "AggregatorMethod",
     "Balancer",
@@ -37,14 +59,91 @@ __all__ = [
     "GradientMatrix",
     "MethodSpec",
     "PreCombineMethod",
+    "Weighting",
+    "WeightingFactory",
     "WeightingMethod",
     "WeightingStep",
     "aggregator",
     "aggregator_names",
+    "aggregators",
     "create",
     "describe",
     "names",
-    "register",
     "register_aggregator",
     "spec",
 ]
+
+# name: (factory, one-line summary), by family.  ``autobalance list`` prints these summaries.
+_CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
+    "single-optimizer": {
+        "adam": (partial(SummedLoss, base="adam"), "Adam on the summed loss (one backward)."),
+        "adamw": (partial(SummedLoss, base="adamw"), "AdamW on the summed loss (one backward)."),
+    },
+    "weighting": {
+        "dwa": (
+            WeightingFactory(DynamicWeightAverage),
+            "Dynamic Weight Average (Liu et al. 2019): w = K·softmax(loss descent rates / T).",
+        ),
+        "ew": (WeightingFactory(EqualWeights), "Equal weights: the base optimizer on Σ_k L_k."),
+        "fixed": (WeightingFactory(FixedWeights), "Fixed user-given weights: ∇ Σ_k w_k L_k."),
+        "grad-norm": (
+            WeightingFactory(GradientNormBalancing),
+            "Gradient-norm balancing (Wang et al. 2023): λ_k ∝ Σ_j‖∇L_j‖ / ‖∇L_k‖, EMA.",
+        ),
+        "gradnorm": (
+            WeightingFactory(GradNorm),
+            "GradNorm (Chen et al. 2018): learnable weights fit shared-layer gradient norms.",
+        ),
+        "lr-annealing": (
+            WeightingFactory(LearningRateAnnealing),
+            "Learning-rate annealing (Wang et al. 2021): λ_k from max|∇L_r| / mean|∇L_k|, EMA.",
+        ),
+        "ntk": (
+            WeightingFactory(NTKWeighting),
+            "NTK weighting (Wang et al. 2022): λ_k = Tr(K) / Tr(K_kk), mean traces over points.",
+        ),
+        "relobralo": (
+            WeightingFactory(ReLoBRaLo),
+            "ReLoBRaLo (Bischof & Kraus 2021): relative loss balancing with random lookback.",
+        ),
+        "rlw": (
+            WeightingFactory(RandomLossWeighting),
+            "Random Loss Weighting (Lin et al. 2022): w = softmax(ε), ε ~ N(0, I), every step.",
+        ),
+        "softadapt": (
+            WeightingFactory(SoftAdapt),
+            "SoftAdapt (Heydari et al. 2019): w = softmax(β·(L(t) − L(t−1))), optional variants.",
+        ),
+        "uncertainty": (
+            WeightingFactory(UncertaintyWeighting),
+            "Uncertainty weighting (Kendall et al. 2018): learnable log-variances s, w = ½·e^(−s).",
+        ),
+    },
+    "multi-state": {
+        "autobalance": (
+            partial(AutoBalance, base="adamw"),
+            "AutoBalance: one base-optimizer state per loss, preconditioned updates summed.",
+        ),
+        "m-config": (
+            MConFIG,
+            "M-ConFIG (Liu et al. 2025): per-loss momenta, one backward/step, ConFIG of momenta.",
+        ),
+        "mtadam": (MTAdam, "MTAdam: per-term Adam moments on layer-wise norm-rescaled gradients."),
+        "multiadam": (
+            MultiAdam,
+            "MultiAdam: Adam moments per group (PDE vs rest), mean of the group updates.",
+        ),
+    },
+}
+# Required hyperparameters of a method, for the tests that run every method and `autobalance list`.
+_EXAMPLE_PARAMS = {"fixed": {"weights": {"residual": 1.0, "boundary": 10.0}}}
+
+for _family, _entries in _CATALOGUE.items():
+    for _name, (_factory, _summary) in _entries.items():
+        METHODS.add(
+            _name,
+            _factory,
+            family=_family,
+            summary=_summary,
+            example_params=_EXAMPLE_PARAMS.get(_name),
+        )

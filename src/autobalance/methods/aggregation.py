@@ -22,10 +22,9 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.losses import LossDict
 from autobalance.methods.aggregators import AGGREGATORS, Aggregator, check_gradient_matrix
-from autobalance.methods.base import CombineResult, PreCombineMethod
-from autobalance.methods.registry import register
+from autobalance.methods.base import CombineResult, LossBatch, PreCombineMethod
+from autobalance.methods.registry import METHODS
 from autobalance.step_info import StepInfo
 
 __all__ = [
@@ -90,16 +89,10 @@ class AggregatorMethod(PreCombineMethod):
         self.method_name = aggregator.name or type(aggregator).__name__
         super().__init__(params, base, nonfinite=nonfinite, **kwargs)
 
-    def _combine(
-        self,
-        losses: dict[str, Tensor],
-        values: dict[str, float],
-        step_no: int,
-        original: LossDict,
-    ) -> CombineResult | StepInfo:
-        names = list(losses)
-        gm = self.gradients(losses)
-        skipped = self.check_gradients_finite(gm, names, values, step_no)
+    def _combine(self, batch: LossBatch) -> CombineResult | StepInfo:
+        names, values, step_no = batch.names, batch.values, batch.step
+        gm = self.gradients(batch.losses)
+        skipped = self.check_gradients_finite(gm, batch)
         if skipped is not None:
             return skipped
         try:
@@ -124,7 +117,7 @@ def _register_method(name: str) -> None:
     def factory(params: Any, **kwargs: Any) -> AggregatorMethod:
         return AggregatorMethod(params, aggregator=name, **kwargs)
 
-    register(name, family="aggregator", summary=AGGREGATORS.entry(name).summary)(factory)
+    METHODS.add(name, factory, family="aggregator", summary=AGGREGATORS.entry(name).summary)
 
 
 def register_aggregator(

@@ -1,6 +1,6 @@
 """Input embeddings shared by every network: periodic columns, then random Fourier features.
 
-Every registered network takes the same embedding parameters, so an embedding composes with any
+Every catalogued network takes the same embedding parameters, so an embedding composes with any
 architecture (``nets.create("mlp", 2, 1, fourier_features=64)``,
 ``nets.create("pirate", 2, 1, periodic={"x": 2.0})``):
 

@@ -6,16 +6,15 @@ networks", J. Mach. Learn. Res. 25(402), 2024 (arXiv:2402.00326), Sec. 4, Eq. (4
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from autobalance._params import AtLeast, param
 from autobalance.errors import ConfigError
-from autobalance.nets._init import check_sizes, xavier_linear
-from autobalance.nets.embedding import make_embedding
-from autobalance.nets.registry import register_net
-from autobalance.nets.rwf import RWFLinear, factorize
+from autobalance.nets.network import Network, NetworkConfig, xavier_linear
+from autobalance.nets.rwf import RWFLinear
 
 __all__ = ["PirateBlock", "PirateNet"]
 
@@ -45,8 +44,7 @@ class PirateBlock(nn.Module):
         return self.alpha * h + (1 - self.alpha) * x
 
 
-@register_net("pirate")
-class PirateNet(nn.Module):
+class PirateNet(Network):
     """PirateNet (Wang, Li, Chen & Perdikaris 2024): gated residual blocks, gates starting at 0.
 
     With the embedding ``Φ(x)`` (random Fourier features by default, width ``e``) and
@@ -64,56 +62,33 @@ class PirateNet(nn.Module):
     Weights are Xavier-normal, biases zero (the paper also uses RWF: pass ``rwf=True``).
     Parameters: ``2(e·w + w) + blocks · (e·w + w + w² + w + w·e + e + 1) + e·out + out``.
 
-    Args:
-        in_dim, out_dim: inputs and outputs.
-        width: units ``w`` of the encoders and of the two inner layers of each block.
-        blocks: number of residual blocks (>= 1; each has 3 dense layers).
-        fourier_features, fourier_sigma, periodic: input embedding
-            (:mod:`autobalance.nets.embedding`); ``fourier_features = 0`` makes ``Φ`` the
-            (periodic-embedded) input itself.
-        rwf, rwf_mu, rwf_sigma: random weight factorisation of every dense layer.
-        input_names: the problem's input names (filled in by ``nets.create``).
+    Hyperparameters (:class:`PirateNet.Config`): ``width``, units ``w`` of the encoders and of
+    the two inner layers of each block; ``blocks``, number of residual blocks (>= 1; each has 3
+    dense layers); ``fourier_features`` (64 here; 0 makes ``Φ`` the (periodic-embedded) input
+    itself) and the other embedding and RWF parameters of
+    :class:`~autobalance.nets.network.NetworkConfig`.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        width: int = 64,
-        blocks: int = 3,
-        fourier_features: int = 64,
-        fourier_sigma: float = 1.0,
-        periodic: Mapping[str | int, float] | None = None,
-        rwf: bool = False,
-        rwf_mu: float = 1.0,
-        rwf_sigma: float = 0.1,
-        *,
-        input_names: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__()
-        check_sizes(
-            "pirate",
-            {
-                "in_dim": (in_dim, 1),
-                "out_dim": (out_dim, 1),
-                "width": (width, 1),
-                "blocks": (blocks, 1),
-            },
-        )
-        self.embedding, embed_dim = make_embedding(
-            in_dim,
-            fourier_features=fourier_features,
-            fourier_sigma=fourier_sigma,
-            periodic=periodic,
-            input_names=input_names,
-        )
+    name = "pirate"
+
+    @dataclass(frozen=True)
+    class Config(NetworkConfig):
+        """Hyperparameters of :class:`PirateNet`."""
+
+        width: int = param(64, AtLeast(1))
+        blocks: int = param(3, AtLeast(1))
+        fourier_features: int = param(64, kw_only=True)
+
+    config: Config
+
+    def build(self) -> None:
+        width, embed_dim = self.config.width, self.embed_dim
         self.encoder_u = xavier_linear(embed_dim, width)
         self.encoder_v = xavier_linear(embed_dim, width)
-        self.blocks = nn.ModuleList(PirateBlock(embed_dim, width) for _ in range(blocks))
-        self.output = xavier_linear(embed_dim, out_dim)
-        if rwf:
-            factorize(self, rwf_mu, rwf_sigma)
-        self.in_dim, self.out_dim, self.width, self.embed_dim = in_dim, out_dim, width, embed_dim
+        self.blocks = nn.ModuleList(
+            PirateBlock(embed_dim, width) for _ in range(self.config.blocks)
+        )
+        self.output = xavier_linear(embed_dim, self.out_dim)
 
     def features(self, x: Tensor) -> Tensor:
         """The input of the output layer, ``x⁽ᴸ⁺¹⁾``, ``(N, e)``."""
@@ -158,6 +133,6 @@ class PirateNet(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_dim={self.in_dim}, out_dim={self.out_dim}, width={self.width}, "
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, width={self.config.width}, "
             f"embed_dim={self.embed_dim}, blocks={len(self.blocks)}"
         )

@@ -12,6 +12,11 @@ post-combine update; ``w_s = 1`` for "sum").  All states of a bucket live in ``(
 so the whole update is a few vectorised ops.  The arithmetic follows ``torch.optim.Adam`` op for
 op, so with one loss it reproduces Adam bit for bit (tested).
 
+:func:`multi_state_adam` is the update as a pure function on tensors (as ``torch.optim``'s
+``_multi_tensor_adam``): it advances the moment buffers and step counters passed to it, in place,
+and returns the updates.  :class:`AdamRule` is the thin :class:`~autobalance.optim.state_rule.
+StateRule` over it that keeps each bucket's buffers and reads the hyperparameters of its group.
+
 A state that a parameter's gradient does not reach (``None``) leaves that parameter's moments and
 step count untouched and contributes no update to it.
 """
@@ -27,7 +32,107 @@ from torch import Tensor
 
 from autobalance.optim.buckets import Bucket
 
-__all__ = ["AdamRule", "AdamStates"]
+__all__ = ["AdamRule", "AdamStates", "multi_state_adam"]
+
+
+def multi_state_adam(
+    grads: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    steps: Tensor,
+    reached: Tensor,
+    *,
+    sizes: Sequence[int],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    params: Tensor | None = None,
+    maximize: bool = False,
+) -> Tensor:
+    """One Adam step of every state (see the module docstring); returns the ``(S, N)`` updates.
+
+    Args:
+        grads: ``(S, N)``: row ``s`` is state ``s``'s gradient over the ``N`` flat coordinates.
+        exp_avg, exp_avg_sq, max_exp_avg_sq: ``(S, N)`` moment buffers, updated in place
+            (``max_exp_avg_sq`` only with AMSGrad, else ``None``).
+        steps: ``(S, P)`` float32 CPU step counts of each state for each of the ``P`` parameters,
+            updated in place.
+        reached: ``(S, P)`` bool CPU: whether state ``s`` has a gradient for parameter ``j``;
+            where it has not, the moments and the count stay and the update is zero.
+        sizes: the number of coordinates of each parameter (they sum to ``N``).
+        lr, beta1, beta2, eps: Adam's hyperparameters.
+        weight_decay: coupled L2 decay ``g ← g + λθ`` (0 for AdamW: decoupled decay belongs to
+            the parameters, not to a state).
+        params: the ``(N,)`` flat parameters, needed only when ``weight_decay != 0``.
+        maximize: ascend instead of descend, as ``torch.optim.Adam(maximize=True)``.
+    """
+    full = bool(reached.all())
+    if maximize:
+        grads = -grads
+    if weight_decay != 0:
+        assert params is not None, "coupled weight decay needs the parameters"
+        grads = grads.add(params, alpha=weight_decay)
+    if full:
+        exp_avg.lerp_(grads, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+        steps += 1
+        mask = None
+    else:
+        mask = _expand(sizes, reached).to(grads.device)
+        exp_avg.copy_(torch.where(mask, exp_avg.lerp(grads, 1 - beta1), exp_avg))
+        exp_avg_sq.copy_(
+            torch.where(
+                mask, (exp_avg_sq * beta2).addcmul_(grads, grads, value=1 - beta2), exp_avg_sq
+            )
+        )
+        steps += reached.to(torch.float32)
+    second = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    step_size, bc2_sqrt = _bias_corrections(steps, sizes, exp_avg, lr, beta1, beta2)
+    denom = second.sqrt().div_(bc2_sqrt).add_(eps)
+    update = exp_avg.mul(step_size).div_(denom)
+    if mask is not None:
+        update = torch.where(
+            mask, update, torch.zeros((), dtype=update.dtype, device=update.device)
+        )
+    return update
+
+
+def _expand(sizes: Sequence[int], per_param: Tensor) -> Tensor:
+    """``(S, P)`` per-parameter values repeated over each parameter's elements: ``(S, N)``."""
+    return per_param.repeat_interleave(torch.tensor(sizes, dtype=torch.long), dim=1)
+
+
+def _bias_corrections(
+    steps: Tensor, sizes: Sequence[int], like: Tensor, lr: float, beta1: float, beta2: float
+) -> tuple[Tensor, Tensor]:
+    """``lr / (1 − β1^t)`` and ``sqrt(1 − β2^t)`` per state (``(S, 1)``) or per element.
+
+    One scalar per state when each state's count is the same for every parameter (the usual
+    case), else one value per element; both are cast to ``like``'s device and dtype.
+    """
+    kind = {"device": like.device, "dtype": like.dtype}
+    counts = steps.tolist()
+    if all(row.count(row[0]) == len(row) for row in counts):
+        step_size, bc2_sqrt = [], []
+        for t in (row[0] for row in counts):
+            bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+            step_size.append(lr / bc1 if bc1 > 0 else 0.0)
+            bc2_sqrt.append(bc2**0.5 if bc2 > 0 else 1.0)
+        return (
+            torch.tensor(step_size, **kind).unsqueeze(1),
+            torch.tensor(bc2_sqrt, **kind).unsqueeze(1),
+        )
+    t = steps.to(torch.float64)
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    step_size = torch.where(bc1 > 0, lr / bc1, torch.zeros_like(bc1))
+    bc2_sqrt = torch.where(bc2 > 0, bc2.sqrt(), torch.ones_like(bc2))
+    return _expand(sizes, step_size).to(**kind), _expand(sizes, bc2_sqrt).to(**kind)
 
 
 @dataclass
@@ -38,7 +143,19 @@ class AdamStates:
     exp_avg_sq: Tensor  # (S, N)
     max_exp_avg_sq: Tensor | None  # (S, N) with AMSGrad
     steps: Tensor  # (S, P) float32 on the CPU: step count of each state for each parameter
-    uniform: bool  # every row of ``steps`` is constant (bias correction is one scalar per state)
+
+    def per_param_views(self, bucket: Bucket) -> list[dict[str, Any]]:
+        """Torch-style per-parameter states (``step``, ``exp_avg``, ...) as views; rows = states."""
+        views: list[dict[str, Any]] = [
+            {"step": self.steps[:, j], "exp_avg": m, "exp_avg_sq": v}
+            for j, (m, v) in enumerate(
+                zip(bucket.split(self.exp_avg), bucket.split(self.exp_avg_sq), strict=True)
+            )
+        ]
+        if self.max_exp_avg_sq is not None:
+            for view, vmax in zip(views, bucket.split(self.max_exp_avg_sq), strict=True):
+                view["max_exp_avg_sq"] = vmax
+        return views
 
 
 class AdamRule:
@@ -49,34 +166,23 @@ class AdamRule:
     def __init__(self, decoupled: bool) -> None:
         self.decoupled = decoupled
 
-    # -- state -----------------------------------------------------------------------------
-    def create(self, bucket: Bucket, num_states: int, amsgrad: bool) -> AdamStates:
-        shape = (num_states, bucket.numel)
+    def init(
+        self, bucket: Bucket, group: dict[str, Any], state_names: Sequence[str]
+    ) -> tuple[AdamStates, list[dict[str, Any]]]:
+        """Zero moments and counts for ``len(state_names)`` states."""
+        shape = (len(state_names), bucket.numel)
         zeros = {"device": bucket.device, "dtype": bucket.dtype}
-        return AdamStates(
+        states = AdamStates(
             exp_avg=torch.zeros(shape, **zeros),
             exp_avg_sq=torch.zeros(shape, **zeros),
-            max_exp_avg_sq=torch.zeros(shape, **zeros) if amsgrad else None,
-            steps=torch.zeros(num_states, len(bucket.params), dtype=torch.float32),
-            uniform=True,
+            max_exp_avg_sq=torch.zeros(shape, **zeros) if group["amsgrad"] else None,
+            steps=torch.zeros(len(state_names), len(bucket.params), dtype=torch.float32),
         )
+        return states, states.per_param_views(bucket)
 
-    def per_param_views(self, bucket: Bucket, states: AdamStates) -> list[dict[str, Tensor]]:
-        """Torch-style per-parameter states (``step``, ``exp_avg``, ...) as views; rows = states."""
-        views = [
-            {"step": states.steps[:, j], "exp_avg": m, "exp_avg_sq": v}
-            for j, (m, v) in enumerate(
-                zip(bucket.split(states.exp_avg), bucket.split(states.exp_avg_sq), strict=True)
-            )
-        ]
-        if states.max_exp_avg_sq is not None:
-            for view, vmax in zip(views, bucket.split(states.max_exp_avg_sq), strict=True):
-                view["max_exp_avg_sq"] = vmax
-        return views
-
-    def restore(
-        self, bucket: Bucket, per_param: Sequence[dict[str, Tensor]], amsgrad: bool
-    ) -> AdamStates:
+    def load(
+        self, bucket: Bucket, group: dict[str, Any], per_param: Sequence[dict[str, Any]]
+    ) -> tuple[AdamStates, list[dict[str, Any]]]:
         """Rebuild flat states from per-parameter states (after ``load_state_dict``)."""
         rows = per_param[0]["exp_avg"].shape[0]
 
@@ -85,25 +191,23 @@ class AdamRule:
                 [s[key].reshape(rows, -1).to(bucket.device, bucket.dtype) for s in per_param], dim=1
             ).contiguous()
 
+        if all("max_exp_avg_sq" in s for s in per_param):
+            max_exp_avg_sq: Tensor | None = flat("max_exp_avg_sq")
+        elif group["amsgrad"]:
+            max_exp_avg_sq = torch.zeros(
+                rows, bucket.numel, device=bucket.device, dtype=bucket.dtype
+            )
+        else:
+            max_exp_avg_sq = None
         steps = torch.stack([s["step"].to("cpu", torch.float32) for s in per_param], dim=1)
-        has_max = all("max_exp_avg_sq" in s for s in per_param)
-        return AdamStates(
+        states = AdamStates(
             exp_avg=flat("exp_avg"),
             exp_avg_sq=flat("exp_avg_sq"),
-            max_exp_avg_sq=(
-                flat("max_exp_avg_sq")
-                if has_max
-                else (
-                    torch.zeros(rows, bucket.numel, device=bucket.device, dtype=bucket.dtype)
-                    if amsgrad
-                    else None
-                )
-            ),
+            max_exp_avg_sq=max_exp_avg_sq,
             steps=steps.contiguous(),
-            uniform=bool((steps == steps[:, :1]).all()),
         )
+        return states, states.per_param_views(bucket)
 
-    # -- update ----------------------------------------------------------------------------
     def updates(
         self,
         bucket: Bucket,
@@ -112,73 +216,22 @@ class AdamRule:
         reached: Tensor,
         group: dict[str, Any],
     ) -> Tensor:
-        """Advance every state with its gradient row and return the ``(S, N)`` updates ``u_s``.
-
-        ``reached`` is an ``(S, P)`` bool CPU tensor: whether state s has a gradient for
-        parameter j this step.  Rows of the result are zero where not reached.
-        """
+        """:func:`multi_state_adam` on the bucket's buffers with its group's hyperparameters."""
         beta1, beta2 = (float(b) for b in group["betas"])
-        lr, eps, weight_decay = (
-            float(group["lr"]),
-            float(group["eps"]),
-            float(group["weight_decay"]),
-        )
-        full = bool(reached.all())
-        if group.get("maximize", False):
-            grads = -grads
-        if weight_decay != 0 and not self.decoupled:
-            grads = grads.add(bucket.param_vector(), alpha=weight_decay)
-        m, v = states.exp_avg, states.exp_avg_sq
-        if full:
-            m.lerp_(grads, 1 - beta1)
-            v.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
-            states.steps += 1
-            mask = None
-        else:
-            mask = self._expand(bucket, reached).to(bucket.device)
-            m.copy_(torch.where(mask, m.lerp(grads, 1 - beta1), m))
-            v.copy_(torch.where(mask, (v * beta2).addcmul_(grads, grads, value=1 - beta2), v))
-            states.steps += reached.to(torch.float32)
-            states.uniform = bool((states.steps == states.steps[:, :1]).all())
-        second = v
-        if states.max_exp_avg_sq is not None:
-            torch.maximum(states.max_exp_avg_sq, v, out=states.max_exp_avg_sq)
-            second = states.max_exp_avg_sq
-        step_size, bc2_sqrt = self._bias_corrections(bucket, states, lr, beta1, beta2)
-        denom = second.sqrt().div_(bc2_sqrt).add_(eps)
-        update = m.mul(step_size).div_(denom)
-        if mask is not None:
-            update = torch.where(
-                mask, update, torch.zeros((), dtype=update.dtype, device=update.device)
-            )
-        return update
-
-    @staticmethod
-    def _expand(bucket: Bucket, per_param: Tensor) -> Tensor:
-        """``(S, P)`` per-parameter values repeated over each parameter's elements: ``(S, N)``."""
-        sizes = torch.tensor(bucket.sizes, dtype=torch.long)
-        return per_param.repeat_interleave(sizes, dim=1)
-
-    def _bias_corrections(
-        self, bucket: Bucket, states: AdamStates, lr: float, beta1: float, beta2: float
-    ) -> tuple[Tensor, Tensor]:
-        """``lr / (1 − β1^t)`` and ``sqrt(1 − β2^t)`` per state (``(S, 1)``) or per element."""
-        kind = {"device": bucket.device, "dtype": bucket.dtype}
-        if states.uniform:
-            step_size, bc2_sqrt = [], []
-            for t in states.steps[:, 0].tolist():
-                bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-                step_size.append(lr / bc1 if bc1 > 0 else 0.0)
-                bc2_sqrt.append(bc2**0.5 if bc2 > 0 else 1.0)
-            return (
-                torch.tensor(step_size, **kind).unsqueeze(1),
-                torch.tensor(bc2_sqrt, **kind).unsqueeze(1),
-            )
-        t = states.steps.to(torch.float64)
-        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-        step_size = torch.where(bc1 > 0, lr / bc1, torch.zeros_like(bc1))
-        bc2_sqrt = torch.where(bc2 > 0, bc2.sqrt(), torch.ones_like(bc2))
-        return (
-            self._expand(bucket, step_size).to(**kind),
-            self._expand(bucket, bc2_sqrt).to(**kind),
+        coupled_decay = 0.0 if self.decoupled else float(group["weight_decay"])
+        return multi_state_adam(
+            grads,
+            states.exp_avg,
+            states.exp_avg_sq,
+            states.max_exp_avg_sq,
+            states.steps,
+            reached,
+            sizes=bucket.sizes,
+            lr=float(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=float(group["eps"]),
+            weight_decay=coupled_decay,
+            params=bucket.param_vector() if coupled_decay != 0 else None,
+            maximize=bool(group.get("maximize", False)),
         )

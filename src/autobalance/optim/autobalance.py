@@ -28,17 +28,10 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import AutoBalanceError, HyperparameterError, LossValueError
-from autobalance.losses import (
-    LossDict,
-    check_loss_names,
-    check_scalar_losses,
-    loss_values,
-    nonfinite_error,
-)
-from autobalance.optim.adam_rule import AdamRule
+from autobalance.gradients import PerLossGradients, checked_gradients
+from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
 from autobalance.optim.buckets import Bucket, make_buckets
-from autobalance.optim.gradients import per_loss_gradients
 from autobalance.optim.layout import (
     Combine,
     Groups,
@@ -47,16 +40,15 @@ from autobalance.optim.layout import (
     check_groups,
     resolve_layout,
 )
-from autobalance.optim.stock_rule import StockRule
-from autobalance.optim.weight_decay import is_decoupled
-from autobalance.step_info import LossStats, StepInfo
+from autobalance.optim.state_rule import StateRule, select_rule
+from autobalance.step_front import StepFront
+from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
 __all__ = ["AutoBalance"]
 
 GradLists = Mapping[str, Sequence[Tensor | None]]
 GroupsArg = Groups | Callable[[list[str]], Groups] | None
 _STATE_DICT_KEY = "autobalance"
-_NATIVE_BASES = (torch.optim.Adam, torch.optim.AdamW)
 
 
 class AutoBalance(torch.optim.Optimizer):
@@ -102,8 +94,7 @@ class AutoBalance(torch.optim.Optimizer):
         check_combine(combine)
         if not callable(groups):
             check_groups(groups)
-        if nonfinite not in ("raise", "skip"):
-            raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self._front = StepFront(nonfinite)
         if retain_graph not in (None, True, False):
             raise HyperparameterError(
                 f"retain_graph must be None, True or False, got {retain_graph!r}"
@@ -115,23 +106,119 @@ class AutoBalance(torch.optim.Optimizer):
             if callable(groups) or groups is None
             else {k: list(v) for k, v in groups.items()}
         )
-        self._nonfinite = nonfinite
         self._retain_graph = retain_graph
         self._layout: StateLayout | None = None
         self._buckets: list[Bucket] = []
-        self._steps = 0
         super().__init__(params, base_defaults(base_cls, base_kwargs))
-        decoupled = [is_decoupled(base_cls, g) for g in self.param_groups]
-        native = (
-            base_cls in _NATIVE_BASES
-            and all(not g.get("differentiable", False) for g in self.param_groups)
-            and all(p.is_floating_point() for g in self.param_groups for p in g["params"])
+        self._rule: StateRule = select_rule(base_cls, self.param_groups)
+
+    # -- step -----------------------------------------------------------------------------------
+    def step(  # type: ignore[override]
+        self,
+        losses: LossDict | Callable[[], LossDict] | None = None,
+        *,
+        grads: GradLists | None = None,
+    ) -> StepInfo:
+        """Take one AutoBalance step; see the class docstring."""
+        if callable(losses):
+            with torch.enable_grad():
+                losses = losses()
+        if losses is None and grads is None:
+            raise LossValueError(
+                "step() needs the losses, step(losses), or gradients, step(grads=...)"
+            )
+        params = self._all_params()
+        if losses is not None:
+            batch = self._front.start(losses)
+            names, values = batch.names, batch.values
+            if grads is not None:
+                check_loss_names(list(grads), names, step=batch.step)
+        else:
+            names = self._front.order(_grad_names(grads))
+            values = dict.fromkeys(names, math.nan)
+        layout = self._layout or resolve_layout(names, self._groups_for(names), self._combine)
+        if losses is not None:
+            skipped = self._front.nonfinite_loss(batch, states=layout.owners)
+            if skipped is not None:
+                return skipped
+        if grads is None:
+            per_loss = batch.per_loss_gradients(params, retain_graph=self._retain_graph)
+        else:
+            per_loss = [checked_gradients(n, grads[n], params) for n in names]
+        if self._layout is None:  # the first step that gets this far fixes the loss names
+            self._layout = layout
+            self._front.names = list(layout.loss_names)
+            self._build_buckets()
+        with torch.no_grad():
+            return self._apply(layout, per_loss, values, computed=grads is None)
+
+    def _apply(
+        self,
+        layout: StateLayout,
+        per_loss: PerLossGradients,
+        values: dict[str, float],
+        computed: bool,
+    ) -> StepInfo:
+        """Advance the states and move the parameters; the statistics come from two Gram matrices.
+
+        Every statistic in the info is a dot product over parameter coordinates, so it is a sum
+        over buckets of ``G = M Mᵀ`` (raw gradients ``M``, ``K × N``) and of ``Z [M; Z]ᵀ`` with
+        ``Z = [u_1; ...; u_S; Δ]``: two small matrix products and one host copy per bucket
+        instead of one reduction per statistic.
+        """
+        num_losses, num_states = len(layout.loss_names), layout.num_states
+        matrices = []
+        grad_gram = torch.zeros(num_losses, num_losses, dtype=torch.float64)
+        for bucket in self._buckets:
+            rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
+            matrix = bucket.flatten_rows(rows)
+            reached = bucket.reached_rows(rows)
+            matrices.append((matrix, reached))
+            grad_gram += (matrix @ matrix.T).to(torch.float64).cpu()
+        for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
+            if not math.isfinite(sq):
+                return self._front.refuse(
+                    values, name, sq, what="gradient of loss", states=layout.owners
+                )
+
+        weights, assign, unit_weights = layout.weight_vector, layout.assignment, layout.unit_weights
+        update_gram = torch.zeros(num_states + 1, num_losses + num_states + 1, dtype=torch.float64)
+        for bucket, (matrix, reached) in zip(self._buckets, matrices, strict=True):
+            group = self.param_groups[bucket.group_index]
+            if layout.is_identity:
+                state_grads, state_reached = matrix, reached
+            else:
+                state_grads = assign.to(matrix) @ matrix
+                state_reached = (assign @ reached.to(torch.float64)) > 0
+            updates = self._rule.updates(
+                bucket, bucket.rule_state, state_grads, state_reached, group
+            )
+            delta = updates.sum(dim=0) if unit_weights else weights.to(updates) @ updates
+            self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
+            torch._foreach_sub_(bucket.params, bucket.split(delta))
+            stacked = torch.cat([updates, delta.unsqueeze(0)])
+            products = torch.cat([stacked @ matrix.T, stacked @ stacked.T], dim=1)
+            update_gram += products.to(torch.float64).cpu()
+        return build_step_info(
+            self._front.finish(layout.loss_names),
+            values,
+            gram=joint_gram(grad_gram, update_gram),
+            num_updates=num_states,
+            combined="update",
+            update_of_loss=layout.loss_to_state,
+            states=layout.owners,
+            backward_passes=num_losses if computed else 0,
+            needs_grad_matrix=True,
         )
-        self._rule: AdamRule | StockRule = (
-            AdamRule(decoupled=decoupled[0]) if native else StockRule(base_cls, decoupled[0])
-        )
-        if len(set(decoupled)) > 1:
-            raise HyperparameterError("all param groups must agree on decoupled_weight_decay")
+
+    def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
+        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
+        weight_decay = float(group.get("weight_decay", 0.0))
+        if weight_decay == 0 or not self._rule.decoupled:
+            return
+        decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
+        if decayed:
+            torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
 
     # -- configuration -------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -164,238 +251,10 @@ class AutoBalance(torch.optim.Optimizer):
     @property
     def steps_taken(self) -> int:
         """Number of (non-skipped) steps taken."""
-        return self._steps
+        return self._front.steps
 
     def _all_params(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
-
-    # -- states ----------------------------------------------------------------------------------
-    def _build_buckets(self) -> None:
-        """Create states for every parameter that has none yet (first step, or a new group)."""
-        assert self._layout is not None
-        have = {id(p) for b in self._buckets for p in b.params}
-        offset_groups = make_buckets(self.param_groups)
-        for bucket in offset_groups:
-            if any(id(p) in have for p in bucket.params):
-                continue
-            self._init_bucket_states(bucket)
-            self._buckets.append(bucket)
-
-    def _init_bucket_states(self, bucket: Bucket) -> None:
-        assert self._layout is not None
-        group = self.param_groups[bucket.group_index]
-        if isinstance(self._rule, AdamRule):
-            states = self._rule.create(bucket, self._layout.num_states, bool(group["amsgrad"]))
-            for p, view in zip(
-                bucket.params, self._rule.per_param_views(bucket, states), strict=True
-            ):
-                self.state[p] = view
-        else:
-            per_param = []
-            for p in bucket.params:
-                self.state[p] = {"per_state": {name: {} for name in self._layout.state_names}}
-                per_param.append(self.state[p]["per_state"])
-            states = self._rule.create(bucket, group, per_param)
-        bucket.rule_state = states
-
-    def _restore_bucket_states(self, bucket: Bucket) -> None:
-        """Re-attach flat states to the per-parameter states that ``load_state_dict`` produced."""
-        assert self._layout is not None
-        group = self.param_groups[bucket.group_index]
-        missing = [
-            i for i, p in zip(bucket.indices, bucket.params, strict=True) if not self.state.get(p)
-        ]
-        if missing:
-            raise AutoBalanceError(f"the state dict has no state for parameter(s) {missing}")
-        if isinstance(self._rule, AdamRule):
-            states = self._rule.restore(
-                bucket, [self.state[p] for p in bucket.params], bool(group["amsgrad"])
-            )
-            for p, view in zip(
-                bucket.params, self._rule.per_param_views(bucket, states), strict=True
-            ):
-                self.state[p] = view
-        else:
-            per_param = [self.state[p]["per_state"] for p in bucket.params]
-            states = self._rule.create(bucket, group, per_param)
-        bucket.rule_state = states
-
-    # -- step -----------------------------------------------------------------------------------
-    def step(  # type: ignore[override]
-        self,
-        losses: LossDict | Callable[[], LossDict] | None = None,
-        *,
-        grads: GradLists | None = None,
-    ) -> StepInfo:
-        """Take one AutoBalance step; see the class docstring."""
-        if callable(losses):
-            with torch.enable_grad():
-                losses = losses()
-        if losses is None and grads is None:
-            raise LossValueError(
-                "step() needs the losses, step(losses), or gradients, step(grads=...)"
-            )
-        step_no = self._steps + 1
-        params = self._all_params()
-        if losses is not None:
-            check_scalar_losses(losses)
-            names = list(losses)
-        else:
-            assert grads is not None
-            if not isinstance(grads, Mapping) or not grads:
-                raise LossValueError(
-                    "grads must be a non-empty mapping from loss name to gradients"
-                )
-            names = list(grads)
-        if grads is not None and losses is not None:
-            check_loss_names(list(grads), names, step=step_no)
-        layout = self._layout_for(names, step_no)
-        order = layout.loss_names
-        values = (
-            loss_values({n: losses[n] for n in order})
-            if losses is not None
-            else dict.fromkeys(order, math.nan)
-        )
-        for name in order:
-            if losses is not None and not math.isfinite(values[name]):
-                return self._nonfinite_step(layout, name, values[name], values, step_no, "loss")
-        if grads is None:
-            assert losses is not None
-            per_loss = per_loss_gradients(
-                order, [losses[n] for n in order], params, retain_graph=self._retain_graph
-            )
-        else:
-            per_loss = [self._checked_grads(n, grads[n], params) for n in order]
-        if self._layout is None:  # the first successful step fixes the loss names
-            self._layout = layout
-            self._build_buckets()
-        with torch.no_grad():
-            return self._apply(layout, per_loss, values, step_no, grads is None)
-
-    def _apply(
-        self,
-        layout: StateLayout,
-        per_loss: list[list[Tensor | None]],
-        values: dict[str, float],
-        step_no: int,
-        computed: bool,
-    ) -> StepInfo:
-        """Advance the states and move the parameters; the statistics come from two Gram matrices.
-
-        Every statistic in the info is a dot product over parameter coordinates, so it is a sum
-        over buckets of ``G = M Mᵀ`` (raw gradients ``M``, ``K × N``) and of ``Z [M; Z]ᵀ`` with
-        ``Z = [u_1; ...; u_S; Δ]``: two small matrix products and one host copy per bucket
-        instead of one reduction per statistic.
-        """
-        num_losses, num_states = len(layout.loss_names), layout.num_states
-        matrices = []
-        grad_gram = torch.zeros(num_losses, num_losses, dtype=torch.float64)
-        for bucket in self._buckets:
-            rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
-            matrix = bucket.flatten_rows(rows)
-            reached = bucket.reached_rows(rows)
-            matrices.append((matrix, reached))
-            grad_gram += (matrix @ matrix.T).to(torch.float64).cpu()
-        for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
-            if not math.isfinite(sq):
-                return self._nonfinite_step(layout, name, sq, values, step_no, "gradient of loss")
-
-        weights, assign, unit_weights = layout.weight_vector, layout.assignment, layout.unit_weights
-        update_gram = torch.zeros(num_states + 1, num_losses + num_states + 1, dtype=torch.float64)
-        for bucket, (matrix, reached) in zip(self._buckets, matrices, strict=True):
-            group = self.param_groups[bucket.group_index]
-            if layout.is_identity:
-                state_grads, state_reached = matrix, reached
-            else:
-                state_grads = assign.to(matrix) @ matrix
-                state_reached = (assign @ reached.to(torch.float64)) > 0
-            updates = self._rule.updates(
-                bucket, bucket.rule_state, state_grads, state_reached, group
-            )
-            delta = updates.sum(dim=0) if unit_weights else weights.to(updates) @ updates
-            self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
-            torch._foreach_sub_(bucket.params, bucket.split(delta))
-            stacked = torch.cat([updates, delta.unsqueeze(0)])
-            products = torch.cat([stacked @ matrix.T, stacked @ stacked.T], dim=1)
-            update_gram += products.to(torch.float64).cpu()
-        self._steps = step_no
-        return self._info(layout, values, grad_gram, update_gram, computed)
-
-    def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
-        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
-        weight_decay = float(group.get("weight_decay", 0.0))
-        if weight_decay == 0 or not self._rule.decoupled:
-            return
-        decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
-        if decayed:
-            torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
-
-    def _info(
-        self,
-        layout: StateLayout,
-        values: dict[str, float],
-        grad_gram: Tensor,
-        update_gram: Tensor,
-        computed: bool,
-    ) -> StepInfo:
-        """Per-loss statistics from ``G = M Mᵀ`` and ``Z [M; Z]ᵀ`` (see :meth:`_apply`)."""
-        num_losses, num_states = len(layout.loss_names), layout.num_states
-        g = grad_gram.tolist()
-        z = update_gram.tolist()
-        grad_norms = [math.sqrt(max(g[k][k], 0.0)) for k in range(num_losses)]
-        update_norms = [math.sqrt(max(z[s][num_losses + s], 0.0)) for s in range(num_states + 1)]
-        delta_norm = update_norms[num_states]
-        stats = {}
-        for k, name in enumerate(layout.loss_names):
-            denom = grad_norms[k] * delta_norm
-            state = layout.loss_to_state[k]
-            stats[name] = LossStats(
-                value=values[name],
-                grad_norm=grad_norms[k],
-                update_norm=update_norms[state],
-                cosine=z[num_states][k] / denom if denom > 0 else math.nan,
-                state=layout.state_names[state],
-            )
-        return StepInfo(
-            step=self._steps,
-            losses=stats,
-            update_norm=delta_norm,
-            backward_passes=len(layout.loss_names) if computed else 0,
-            needs_grad_matrix=True,
-            grad_cosines=_cosines(g, grad_norms, grad_norms),
-            update_cosines=_cosines(
-                [row[num_losses : num_losses + num_states] for row in z[:num_states]],
-                update_norms[:num_states],
-                update_norms[:num_states],
-            ),
-        )
-
-    def _nonfinite_step(
-        self,
-        layout: StateLayout,
-        name: str,
-        value: float,
-        values: dict[str, float],
-        step_no: int,
-        what: str,
-    ) -> StepInfo:
-        if self._nonfinite == "raise":
-            raise nonfinite_error(name, value, step=step_no, what=what)
-        return StepInfo(
-            step=self._steps,
-            losses={
-                n: LossStats(value=values[n], state=layout.state_names[s])
-                for n, s in zip(layout.loss_names, layout.loss_to_state, strict=True)
-            },
-            skipped=True,
-            reason=f"{what} {name!r} is {value} at step {step_no}",
-        )
-
-    def _layout_for(self, names: list[str], step_no: int) -> StateLayout:
-        if self._layout is None:
-            return resolve_layout(names, self._groups_for(names), self._combine)
-        check_loss_names(names, self._layout.loss_names, step=step_no)
-        return self._layout
 
     def _groups_for(self, names: Sequence[str]) -> Groups | None:
         """The groups mapping, calling a callable ``groups`` with the loss names."""
@@ -405,32 +264,22 @@ class AutoBalance(torch.optim.Optimizer):
         check_groups(groups)
         return groups
 
-    @staticmethod
-    def _checked_grads(
-        name: str, grads: Sequence[Tensor | None], params: list[Tensor]
-    ) -> list[Tensor | None]:
-        if (
-            isinstance(grads, Tensor)
-            or not isinstance(grads, Sequence)
-            or len(grads) != len(params)
-        ):
-            raise LossValueError(
-                f"grads[{name!r}] must be a list with one entry (tensor or None) per parameter: "
-                f"expected {len(params)}, got "
-                f"{len(grads) if isinstance(grads, Sequence) else type(grads).__name__}"
-            )
-        checked: list[Tensor | None] = []
-        for j, (g, p) in enumerate(zip(grads, params, strict=True)):
-            if g is not None and (not isinstance(g, Tensor) or g.shape != p.shape):
-                shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
-                raise LossValueError(
-                    f"grads[{name!r}][{j}] has shape {shape}; "
-                    f"parameter {j} has shape {tuple(p.shape)}"
-                )
-            checked.append(None if g is None else g.detach().to(p.dtype))
-        if all(g is None for g in checked):
-            raise LossValueError(f"grads[{name!r}] is None for every parameter")
-        return checked
+    # -- states ----------------------------------------------------------------------------------
+    def _build_buckets(self) -> None:
+        """Create states for every parameter that has none yet (first step, or a new group)."""
+        assert self._layout is not None
+        have = {id(p) for b in self._buckets for p in b.params}
+        for bucket in make_buckets(self.param_groups):
+            if not any(id(p) in have for p in bucket.params):
+                group = self.param_groups[bucket.group_index]
+                self._attach(bucket, *self._rule.init(bucket, group, self._layout.state_names))
+
+    def _attach(self, bucket: Bucket, rule_state: Any, per_param: list[dict[str, Any]]) -> None:
+        """Keep ``bucket`` with its states; ``self.state[p]`` shows them torch-style."""
+        for p, state in zip(bucket.params, per_param, strict=True):
+            self.state[p] = state
+        bucket.rule_state = rule_state
+        self._buckets.append(bucket)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -443,7 +292,7 @@ class AutoBalance(torch.optim.Optimizer):
         state[_STATE_DICT_KEY] = {
             "version": 1,
             "rule": self._rule.name,
-            "steps": self._steps,
+            "steps": self._front.steps,
             "layout": self._layout.to_dict() if self._layout is not None else None,
         }
         return state
@@ -460,11 +309,13 @@ class AutoBalance(torch.optim.Optimizer):
             )
         torch_part = {k: v for k, v in state_dict.items() if k != _STATE_DICT_KEY}
         super().load_state_dict(torch_part)
-        self._steps = int(meta["steps"])
-        self._buckets = []
         saved = meta["layout"]
+        self._front.load_state_dict(
+            {"names": None if saved is None else saved["loss_names"], "steps": meta["steps"]}
+        )
+        self._buckets = []
+        self._layout = None
         if saved is None:
-            self._layout = None
             return
         layout = resolve_layout(
             saved["loss_names"], self._groups_for(saved["loss_names"]), self._combine
@@ -477,8 +328,16 @@ class AutoBalance(torch.optim.Optimizer):
             )
         self._layout = layout
         for bucket in make_buckets(self.param_groups):
-            self._restore_bucket_states(bucket)
-            self._buckets.append(bucket)
+            missing = [
+                i
+                for i, p in zip(bucket.indices, bucket.params, strict=True)
+                if not self.state.get(p)
+            ]
+            if missing:
+                raise AutoBalanceError(f"the state dict has no state for parameter(s) {missing}")
+            group = self.param_groups[bucket.group_index]
+            per_param = [self.state[p] for p in bucket.params]
+            self._attach(bucket, *self._rule.load(bucket, group, per_param))
 
     def __repr__(self) -> str:
         states = list(self._layout.state_names) if self._layout else "decided at the first step"
@@ -488,11 +347,8 @@ class AutoBalance(torch.optim.Optimizer):
         )
 
 
-def _cosines(
-    products: list[list[float]], left: list[float], right: list[float]
-) -> tuple[tuple[float, ...], ...]:
-    """``products[i][j] / (left[i]·right[j])``, NaN where a norm is zero."""
-    return tuple(
-        tuple(p / (a * b) if a * b > 0 else math.nan for p, b in zip(row, right, strict=True))
-        for row, a in zip(products, left, strict=True)
-    )
+def _grad_names(grads: GradLists | None) -> list[str]:
+    """The loss names of ``step(grads=...)``; a clear error unless it is a non-empty mapping."""
+    if not isinstance(grads, Mapping) or not grads:
+        raise LossValueError("grads must be a non-empty mapping from loss name to gradients")
+    return list(grads)

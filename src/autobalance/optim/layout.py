@@ -38,6 +38,11 @@ class StateLayout:
         return len(self.state_names)
 
     @cached_property
+    def owners(self) -> tuple[str, ...]:
+        """The name of the state that owns each loss, in loss order."""
+        return tuple(self.state_names[s] for s in self.loss_to_state)
+
+    @cached_property
     def is_identity(self) -> bool:
         """Every loss owns its own state, in loss order."""
         return self.loss_to_state == tuple(range(len(self.loss_names)))

@@ -47,25 +47,33 @@ class StockRule:
             hyper["weight_decay"] = 0.0
         return hyper
 
-    def create(
-        self,
-        bucket: Bucket,
-        group: dict[str, Any],
-        per_param: Sequence[dict[str, dict[str, Any]]],
-    ) -> StockStates:
-        """``per_param[j][s]`` is the dict that holds state s's stock state for parameter j."""
+    def init(
+        self, bucket: Bucket, group: dict[str, Any], state_names: Sequence[str]
+    ) -> tuple[StockStates, list[dict[str, Any]]]:
+        """One fresh base-optimizer instance per state.
+
+        Each parameter's torch-style state is ``{"per_state": {state name: stock state}}``.
+        """
+        per_param = [{"per_state": {name: {} for name in state_names}} for _ in bucket.params]
+        return self.load(bucket, group, per_param)
+
+    def load(
+        self, bucket: Bucket, group: dict[str, Any], per_param: Sequence[dict[str, Any]]
+    ) -> tuple[StockStates, list[dict[str, Any]]]:
+        """Instances over the stock states held in ``per_param`` (made by :meth:`init`)."""
         scratch = torch.zeros(bucket.numel, device=bucket.device, dtype=bucket.dtype)
         views = bucket.split(scratch)
-        num_states = len(per_param[0]) if per_param else 0
+        per_state = [list(state["per_state"].values()) for state in per_param]
+        num_states = len(per_state[0]) if per_state else 0
         optimizers = []
         for s in range(num_states):
             hyper = self._hyper(group)
             opt = self.base(views, **{k: v for k, v in hyper.items() if k in self._accepted})
             opt.param_groups[0].update(hyper)
-            for view, states in zip(views, per_param, strict=True):
-                opt.state[view] = list(states.values())[s]
+            for view, states in zip(views, per_state, strict=True):
+                opt.state[view] = states[s]
             optimizers.append(opt)
-        return StockStates(scratch=scratch, views=views, optimizers=optimizers)
+        return StockStates(scratch=scratch, views=views, optimizers=optimizers), list(per_param)
 
     def updates(
         self,

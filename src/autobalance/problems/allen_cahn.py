@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, EvenAtLeast, Finite, Positive, param
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.problems import spectral
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.cache import cached_arrays
-from autobalance.problems.registry import register_problem
+from autobalance.problems.domain import Box
 
 __all__ = ["AllenCahn", "AllenCahnReference"]
 
@@ -151,7 +145,7 @@ class AllenCahnReference:
         return out
 
 
-@register_problem("allen-cahn")
+@dataclass(eq=False, kw_only=True)
 class AllenCahn(SpaceTimeProblem):
     """1D Allen–Cahn: u_t − d·u_xx + ρ·u³ − ρ·u = 0 on [−1,1]×[0,1], periodic, u0 = x² cos πx.
 
@@ -185,61 +179,33 @@ class AllenCahn(SpaceTimeProblem):
     Allen–Cahn example; A.-K. Kassam, L. N. Trefethen, SIAM J. Sci. Comput. 26(4) (2005).
     """
 
+    name = "allen-cahn"
     periodic = True
-
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(-1.0, 0.0), upper=(1.0, 1.0))
 
-    def __init__(
-        self,
-        *,
-        d: float = 1e-4,
-        rho: float = 5.0,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        n_eval_x: int = 512,
-        n_eval_t: int = 201,
-        n_modes: int = 2048,
-        n_steps: int = 1000,
-        save_every: int = 5,
-    ) -> None:
-        where = "problem 'allen-cahn'"
-        check_finite(where, d=d, rho=rho)
-        if not d > 0:
-            raise ConfigError(f"{where}: diffusion 'd' must be > 0, got {d}")
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
-        if n_modes < 16 or n_modes % 2:
-            raise ConfigError(f"{where}: 'n_modes' must be even and >= 16, got {n_modes}")
+    d: float = param(1e-4, Finite(), Positive("diffusion"))
+    rho: float = param(5.0, Finite())
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1))
+    n_eval_x: int = param(512, AtLeast(2))
+    n_eval_t: int = param(201, AtLeast(2))
+    n_modes: int = param(2048, EvenAtLeast(16))
+    n_steps: int = 1000
+    save_every: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n_steps, save_every = self.n_steps, self.save_every
         if save_every < 1 or n_steps < 2 * save_every or n_steps % save_every:
             raise ConfigError(
-                f"{where}: 'n_steps' must be a multiple of 'save_every' with at least two saved "
-                f"intervals, got n_steps={n_steps}, save_every={save_every}"
+                f"{self.where}: 'n_steps' must be a multiple of 'save_every' with at least two "
+                f"saved intervals, got n_steps={n_steps}, save_every={save_every}"
             )
-        super().__init__(
-            d=float(d),
-            rho=float(rho),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            n_eval_x=int(n_eval_x),
-            n_eval_t=int(n_eval_t),
-            n_modes=int(n_modes),
-            n_steps=int(n_steps),
-            save_every=int(save_every),
-        )
-        self.d, self.rho = float(d), float(rho)
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.n_eval_x, self.n_eval_t = n_eval_x, n_eval_t
-        self.n_modes, self.n_steps, self.save_every = n_modes, n_steps, save_every
-        self._box = Box(lower=(-1.0, 0.0), upper=(1.0, 1.0))
         self._solution: AllenCahnReference | None = None
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval_x, self.n_eval_t)
 
     @property
     def solution(self) -> AllenCahnReference:
@@ -273,39 +239,27 @@ class AllenCahn(SpaceTimeProblem):
 
     def reference(self, points: Tensor) -> Tensor:
         """Spectral reference at ``points`` ``(N, 2)``, shape ``(N, 1)``."""
-        pts = points.detach().to("cpu", torch.float64).numpy()
-        u = self.solution(pts[:, 0], pts[:, 1])
-        return torch.from_numpy(u).reshape(-1, 1).to(device=points.device, dtype=points.dtype)
+        return self.numpy_reference(points, self.solution)
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``u_t − d u_xx + ρ u³ − ρ u`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_t − d u_xx + ρ u³ − ρ u`` at ``points``, ``(N, 1)``, and the input
+        columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         return u_t - self.d * u_xx + self.rho * (u**3 - u), [x, t]
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``; ``"boundary"`` pairs ``x = −1`` with ``1``."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         initial, left = batch["initial"], batch["boundary"]
         right = torch.cat([torch.ones_like(left[:, 0:1]), left[:, 1:2]], dim=1)
-        x_l, t_l = input_columns(left)
-        x_r, t_r = input_columns(right)
-        u_l = model(torch.cat([x_l, t_l], dim=1))
-        u_r = model(torch.cat([x_r, t_r], dim=1))
+        u_l, (x_l, _) = on_input_columns(model, left)
+        u_r, (x_r, _) = on_input_columns(model, right)
         jump_x = gradients(u_l, (x_l,))[0] - gradients(u_r, (x_r,))[0]
         pointwise = {
             "residual": residual,
             "initial": model(initial) - self.initial_condition(initial),
             "boundary": torch.cat([u_l - u_r, jump_x], dim=1),
         }
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})

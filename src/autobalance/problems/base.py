@@ -1,8 +1,9 @@
 """What a PDE problem is: data plus functions.
 
-A :class:`Problem` holds its coefficients and offers
+A :class:`Problem` is a dataclass of its parameters (coefficients and point counts) and offers
 
-* a box :class:`Box` domain and samplers of fresh random collocation points,
+* a box :class:`~autobalance.problems.domain.Box` domain and samplers of fresh random
+  collocation points,
 * ``losses(model, batch)``: the named loss terms (PDE residual, boundary, initial, data, ...),
   each built from its own forward pass so that an optimizer can take per-loss gradients,
 * ``reference(points)``: the reference (exact or precomputed) solution at any points,
@@ -11,35 +12,51 @@ A :class:`Problem` holds its coefficients and offers
 
 A model is any callable mapping an ``(N, in_dim)`` tensor to an ``(N, out_dim)`` tensor, with the
 columns ordered as :attr:`Problem.input_names` and :attr:`Problem.output_names`.
+
+What the problems share lives here: the two shapes of point sets (:class:`SpaceTimeProblem`:
+residual, initial and boundary points; :class:`BoundaryValueProblem`: residual and boundary
+points), the square evaluation grid (:class:`SquareGrid`), the forward pass through fresh input
+columns (:func:`on_input_columns`), the assembly of mean-square losses
+(:meth:`Problem.mean_square_losses`) and the evaluation of NumPy references
+(:meth:`Problem.numpy_reference`).  The box domain and the geometry of hard constraints live in
+:mod:`autobalance.problems.domain` (re-exported here).
 """
 
 from __future__ import annotations
 
 import abc
-import math
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from autobalance.errors import ConfigError
+from autobalance._params import validate
 from autobalance.losses import NamedLosses
 from autobalance.metrics import error_metrics
-from autobalance.problems.sampling import Sampler, UniformSampler, get_sampler
+from autobalance.problems.domain import Box, box_bubble, transfinite_lift
+from autobalance.problems.sampling import (
+    Device,
+    DType,
+    Sampler,
+    SamplerChoice,
+    UniformSampler,
+    get_sampler,
+)
 
 __all__ = [
     "Batch",
+    "BoundaryValueProblem",
     "Box",
     "Model",
     "Problem",
     "SpaceTimeProblem",
+    "SquareGrid",
     "box_bubble",
-    "check_at_least",
-    "check_finite",
     "input_columns",
-    "space_time_batch",
+    "on_input_columns",
     "transfinite_lift",
 ]
 
@@ -47,102 +64,6 @@ __all__ = [
 Batch = Mapping[str, Tensor]
 #: A network: ``(N, in_dim) -> (N, out_dim)``.
 Model = Callable[[Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class Box:
-    """The box ``[lower_1, upper_1] × ... × [lower_d, upper_d]``."""
-
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.lower) != len(self.upper) or not self.lower:
-            raise ValueError("lower and upper must be non-empty and of the same length")
-        if any(lo >= hi for lo, hi in zip(self.lower, self.upper, strict=True)):
-            raise ValueError(f"empty box: lower {self.lower} must be below upper {self.upper}")
-
-    @property
-    def dim(self) -> int:
-        """Number of coordinates."""
-        return len(self.lower)
-
-    def _bounds(self, device: torch.device | str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        lo = torch.tensor(self.lower, device=device, dtype=dtype)
-        hi = torch.tensor(self.upper, device=device, dtype=dtype)
-        return lo, hi
-
-    def sample_interior(
-        self,
-        n: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        *,
-        sampler: str | Sampler = "uniform",
-    ) -> Tensor:
-        """``n`` points in the box drawn by ``sampler`` (uniform by default), shape ``(n, dim)``."""
-        lo, hi = self._bounds(device, dtype)
-        u = get_sampler(sampler).unit(n, self.dim, generator, device, dtype)
-        return lo + (hi - lo) * u
-
-    def sample_face(
-        self,
-        axis: int,
-        side: int,
-        n: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        *,
-        sampler: str | Sampler = "uniform",
-    ) -> Tensor:
-        """``n`` points on the face ``x_axis = lower`` (``side=0``) or ``= upper`` (1).
-
-        ``"uniform"`` draws ``(n, dim)`` and overwrites column ``axis`` (the historical draws);
-        other samplers draw in the ``dim − 1`` free coordinates.
-        """
-        chosen = get_sampler(sampler)
-        value = (self.lower, self.upper)[side][axis]
-        if chosen.name == "uniform" or self.dim == 1:
-            pts = self.sample_interior(n, generator, device, dtype)
-            pts[:, axis] = value
-            return pts
-        lo, hi = self._bounds(device, dtype)
-        free = [j for j in range(self.dim) if j != axis]
-        pts = torch.full((n, self.dim), value, device=device, dtype=dtype)
-        u = chosen.unit(n, self.dim - 1, generator, device, dtype)
-        pts[:, free] = lo[free] + (hi[free] - lo[free]) * u
-        return pts
-
-    def sample_boundary(
-        self,
-        n_per_face: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        *,
-        sampler: str | Sampler = "uniform",
-    ) -> Tensor:
-        """``n_per_face`` points on each of the ``2·dim`` faces: ``(2·dim·n, dim)``."""
-        faces = [
-            self.sample_face(axis, side, n_per_face, generator, device, dtype, sampler=sampler)
-            for axis in range(self.dim)
-            for side in (0, 1)
-        ]
-        return torch.cat(faces, dim=0)
-
-    def grid(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
-        """The uniform grid with ``shape[j]`` nodes along axis ``j`` (ends included), flattened
-        to ``(prod(shape), dim)`` in C order (``indexing="ij"``)."""
-        if len(shape) != self.dim:
-            raise ValueError(f"grid shape {tuple(shape)} does not match dimension {self.dim}")
-        axes = [
-            torch.linspace(lo, hi, n, device=device, dtype=dtype)
-            for lo, hi, n in zip(self.lower, self.upper, shape, strict=True)
-        ]
-        mesh = torch.meshgrid(*axes, indexing="ij")
-        return torch.stack([m.reshape(-1) for m in mesh], dim=1)
 
 
 def input_columns(points: Tensor) -> list[Tensor]:
@@ -154,111 +75,29 @@ def input_columns(points: Tensor) -> list[Tensor]:
     return [points[:, j : j + 1].detach().clone().requires_grad_() for j in range(points.shape[1])]
 
 
-def check_finite(where: str, **values: float) -> None:
-    """Raise ``ConfigError`` (``"{where}: 'key' must be a finite number, got …"``) for a NaN or
-    infinite coefficient; every problem checks its real coefficients with it."""
-    for key, value in values.items():
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: {key!r} must be a finite number, got {value!r}")
-
-
-def check_at_least(where: str, minimum: int, **values: int) -> None:
-    """Raise ``ConfigError`` (``"{where}: 'key' must be >= minimum, got …"``) for a count below
-    ``minimum`` (point counts: 1; evaluation grid sizes: 2)."""
-    for key, value in values.items():
-        if value < minimum:
-            raise ConfigError(f"{where}: {key!r} must be >= {minimum}, got {value}")
-
-
-def box_bubble(points: Tensor, box: Box) -> Tensor:
-    """``∏_j 4 (x_j − lo_j)(hi_j − x_j) / (hi_j − lo_j)²``: zero exactly on every face of ``box``,
-    1 at its centre, positive inside; shape ``(N, 1)``.
-
-    The distance-like factor of a hard constraint (Lagaris, Likas & Fotiadis, IEEE Trans. Neural
-    Netw. 9(5), 1998, Eq. 11): on a face one factor is ``lo_j − lo_j = 0`` or ``hi_j − hi_j = 0``.
-    """
-    out = torch.ones_like(points[:, 0:1])
-    for j, (lo, hi) in enumerate(zip(box.lower, box.upper, strict=True)):
-        x = points[:, j : j + 1]
-        out = out * (4.0 / (hi - lo) ** 2) * ((x - lo) * (hi - x))
-    return out
-
-
-def transfinite_lift(points: Tensor, box: Box, boundary: Callable[[Tensor], Tensor]) -> Tensor:
-    """The transfinite (Coons) interpolant of boundary data on a 2D rectangle, ``(N, k)``.
-
-    ``boundary`` gives the Dirichlet data; it is called only at points on ``∂box`` (the
-    projections of ``points`` on the four edges and the four corners), so the lift uses the
-    boundary data alone, never interior values.  With ``s = (x − x0)/(x1 − x0)``,
-    ``r = (y − y0)/(y1 − y0)`` and ``B`` the data (Gordon & Hall, Int. J. Numer. Methods Eng. 7(4),
-    1973, 461–477)::
-
-        g = (1 − r) B(x, y0) + r B(x, y1)
-            + (1 − s) [B(x0, y) − (1 − r) B(x0, y0) − r B(x0, y1)]
-            + s [B(x1, y) − (1 − r) B(x1, y0) − r B(x1, y1)]
-
-    ``g = B`` on the edges ``y = y0, y1`` bit for bit and on ``x = x0, x1`` to rounding.  It is
-    differentiable in ``points`` (torch operations only).
-    """
-    if box.dim != 2:
-        raise ValueError(f"transfinite_lift needs a 2D box, got dimension {box.dim}")
-    (x0, y0), (x1, y1) = box.lower, box.upper
-    x, y = points[:, 0:1], points[:, 1:2]
-    s, r = (x - x0) / (x1 - x0), (y - y0) / (y1 - y0)
-
-    def data(xs: Tensor | float, ys: Tensor | float) -> Tensor:
-        xc = xs if isinstance(xs, Tensor) else torch.full_like(x, xs)
-        yc = ys if isinstance(ys, Tensor) else torch.full_like(y, ys)
-        return boundary(torch.cat([xc, yc], dim=1))
-
-    left = data(x0, y) - (1 - r) * data(x0, y0) - r * data(x0, y1)
-    right = data(x1, y) - (1 - r) * data(x1, y0) - r * data(x1, y1)
-    return (1 - r) * data(x, y0) + r * data(x, y1) + (1 - s) * left + s * right
-
-
-def space_time_batch(
-    box: Box,
-    n_residual: int,
-    n_initial: int,
-    n_boundary: int,
-    generator: torch.Generator,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    sampler: Any,
-    *,
-    periodic: bool = False,
-) -> dict[str, Tensor]:
-    """Points of a 1D-in-space, time-dependent problem on ``box = [x0, x1] × [0, T]``.
-
-    ``"residual"``: interior points; ``"initial"``: points on ``t = 0``; ``"boundary"``: half of
-    ``n_boundary`` on ``x = x0`` then half on ``x = x1`` or, ``periodic``, all on ``x = x0`` (the
-    losses pair each with ``x1``); drawn in that order by ``sampler``.
-    """
-    faces = (0,) if periodic else (0, 1)
-    per_face = n_boundary // len(faces)
-    return {
-        "residual": box.sample_interior(n_residual, generator, device, dtype, sampler=sampler),
-        "initial": box.sample_face(1, 0, n_initial, generator, device, dtype, sampler=sampler),
-        "boundary": torch.cat(
-            [
-                box.sample_face(0, side, per_face, generator, device, dtype, sampler=sampler)
-                for side in faces
-            ]
-        ),
-    }
+def on_input_columns(model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """``model`` at ``points`` through fresh input columns (:func:`input_columns`): the output
+    and the columns, with respect to which its derivatives are then taken."""
+    columns = input_columns(points)
+    return model(torch.cat(columns, dim=1)), columns
 
 
 class Problem(abc.ABC):
     """A PDE problem: coefficients, domain, samplers, named losses and a reference solution.
 
-    Subclasses set the class attributes, take every coefficient and point count as a keyword
-    argument with a default (the registry validates names and types from that signature), and
-    implement the abstract methods.  The docstring of a subclass states the equation, domain,
-    conditions, defaults and source.
+    A concrete problem is a dataclass, ``@dataclass(eq=False, kw_only=True)``, whose fields are
+    its parameters, each written once with its default and the rules its value must satisfy
+    (:func:`~autobalance._params.param`, e.g. ``n_eval: int = param(101, AtLeast(2))``).
+    :meth:`__post_init__` coerces and checks them all, in one place; a subclass that adds a
+    check or derived state extends it (calling ``super().__post_init__()`` first).  The catalog
+    (``problems.create``) reads the parameters from the same fields.  Subclasses set the class
+    attributes (:attr:`name`, the input, output and loss names, the :attr:`domain`) and implement
+    the abstract methods; the docstring states the equation, domain, conditions, defaults and
+    source.
 
     Sampling: ``sample`` draws its points with :attr:`sampler` (pass ``sampler=self.sampler`` to
-    the :class:`Box` samplers); the runner sets it with :meth:`use_sampler` from
-    ``RunConfig.sampler``.  It is not a parameter of the problem.
+    the :class:`~autobalance.problems.domain.Box` samplers); the runner sets it with
+    :meth:`use_sampler` from ``RunConfig.sampler``.  It is not a parameter of the problem.
 
     Inverse problems: :meth:`unknowns` returns the trainable parameters the problem owns (the
     runner adds them to the optimizer and checkpoints them), and :meth:`extra_errors` names the
@@ -269,7 +108,7 @@ class Problem(abc.ABC):
     #: How :meth:`sample` draws points (uniform unless :meth:`use_sampler` changed it).
     sampler: Sampler = UniformSampler()
 
-    #: Registered name (set by :func:`autobalance.problems.registry.register_problem`).
+    #: The name the problem is catalogued under (``problems.create(name)``).
     name: ClassVar[str] = ""
     #: Names of the input coordinates, in column order.
     input_names: ClassVar[tuple[str, ...]] = ()
@@ -278,13 +117,19 @@ class Problem(abc.ABC):
     #: Names of the loss terms ``losses`` returns, in order.
     loss_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, **params: Any) -> None:
-        self._params = dict(params)
+    def __post_init__(self) -> None:
+        """Coerce every parameter to the type of its default and check its rules."""
+        validate(self.where, self)
+
+    @property
+    def where(self) -> str:
+        """``"problem 'helmholtz'"``, for messages."""
+        return f"problem {self.name!r}"
 
     @property
     def params(self) -> dict[str, Any]:
         """Every parameter of this instance (defaults included), JSON-serialisable."""
-        return dict(self._params)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @property
     def in_dim(self) -> int:
@@ -299,7 +144,7 @@ class Problem(abc.ABC):
     @property
     @abc.abstractmethod
     def domain(self) -> Box:
-        """The box the inputs live in."""
+        """The box the inputs live in (a class attribute in the problems here)."""
 
     @property
     @abc.abstractmethod
@@ -307,9 +152,7 @@ class Problem(abc.ABC):
         """Shape of the evaluation grid (one entry per input), for plotting."""
 
     @abc.abstractmethod
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
+    def sample(self, generator: torch.Generator, device: Device, dtype: DType) -> dict[str, Tensor]:
         """Fresh random collocation points for one step, one point set per loss term."""
 
     @abc.abstractmethod
@@ -320,11 +163,57 @@ class Problem(abc.ABC):
         ``pointwise`` attribute holds, per loss, the per-point terms it is the mean square of.
         """
 
+    @staticmethod
+    def mean_square_losses(
+        pointwise: dict[str, Tensor],
+        batch: Batch,
+        *,
+        coords: Mapping[str, Sequence[Tensor]] | None = None,
+        points: Mapping[str, Tensor] | None = None,
+    ) -> NamedLosses:
+        """``L_k = mean(r_k²)`` for each pointwise term ``r_k`` (all its columns), in order.
+
+        The :class:`~autobalance.losses.NamedLosses` carry the terms, the points each was
+        evaluated at (``points``, by default ``batch[k]``) and the input columns it was
+        differentiated with (``coords``, where a variant such as gPINN needs them).
+        """
+        return NamedLosses(
+            {name: r.pow(2).mean() for name, r in pointwise.items()},
+            pointwise=pointwise,
+            points=points if points is not None else {name: batch[name] for name in pointwise},
+            coords=coords,
+        )
+
     @abc.abstractmethod
     def reference(self, points: Tensor) -> Tensor:
         """Reference solution at ``points`` ``(N, in_dim)``, shape ``(N, out_dim)``."""
 
-    def use_sampler(self, sampler: str | Sampler) -> None:
+    @staticmethod
+    def numpy_reference(
+        points: Tensor, solution: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> Tensor:
+        """``solution(x, t)``, a reference computed in float64 NumPy from the two coordinate
+        columns of ``points`` ``(N, 2)``, as an ``(N, 1)`` tensor on the device and in the dtype
+        of ``points``."""
+        pts = points.detach().to("cpu", torch.float64).numpy()
+        u = solution(pts[:, 0], pts[:, 1])
+        return torch.from_numpy(u).reshape(-1, 1).to(device=points.device, dtype=points.dtype)
+
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The pointwise PDE residual of ``model`` at ``points``, ``(N, k)``, and the input
+        columns it was differentiated with (:func:`on_input_columns`).
+
+        Every problem here implements it and builds its residual loss from it; a problem without
+        a pointwise residual raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{self.where} defines no pointwise PDE residual")
+
+    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
+        """The pointwise PDE residual of ``model`` at ``points``, ``(N, k)`` (the equation in the
+        class docstring, left side minus right side)."""
+        return self.residual_terms(model, points)[0]
+
+    def use_sampler(self, sampler: SamplerChoice) -> None:
         """Draw this instance's points with ``sampler`` (a name from
         :func:`~autobalance.problems.sampling.sampler_names` or a :class:`Sampler`)."""
         self.sampler = get_sampler(sampler)
@@ -370,7 +259,7 @@ class Problem(abc.ABC):
         """
         return None
 
-    def evaluation_points(self, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    def evaluation_points(self, device: Device, dtype: DType) -> Tensor:
         """The held-out uniform evaluation grid, ``(prod(evaluation_shape), in_dim)``."""
         return self.domain.grid(self.evaluation_shape, device, dtype)
 
@@ -379,43 +268,85 @@ class Problem(abc.ABC):
         doc = (type(self).__doc__ or "").strip()
         return doc.splitlines()[0] if doc else type(self).__name__
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
-        return f"{type(self).__name__}({args})"
-
 
 class SpaceTimeProblem(Problem):
-    """A problem on ``[x0, x1] × [0, T]``: residual, initial and boundary (``x = x0, x1``) points.
+    """A problem on ``[x0, x1] × [0, T]`` with residual, initial and boundary points.
 
-    Subclasses set ``self._box`` and the point counts ``n_residual``, ``n_initial`` and
-    ``n_boundary`` in ``__init__``; :meth:`sample` draws them with :func:`space_time_batch`.
-    A :attr:`periodic` problem draws its boundary points on ``x = x0`` only.
+    Subclasses have the parameters ``n_residual``, ``n_initial``, ``n_boundary`` and ``n_eval_x``,
+    ``n_eval_t`` (or, with :class:`SquareGrid` first among the bases, ``n_eval``);
+    :meth:`sample` draws, in that order, interior points, points on ``t = 0`` and boundary points:
+    half of ``n_boundary`` on ``x = x0`` then half on ``x = x1`` or, for a :attr:`periodic`
+    problem, all on ``x = x0`` (the losses pair each with ``x1``).
     """
 
     #: Periodic in ``x``: boundary points on ``x = x0``, paired with ``x = x1`` by the losses.
     periodic: ClassVar[bool] = False
 
-    _box: Box
     n_residual: int
     n_initial: int
     n_boundary: int
+    n_eval_x: int
+    n_eval_t: int
 
     @property
-    def domain(self) -> Box:
-        return self._box
+    def evaluation_shape(self) -> tuple[int, ...]:
+        """``(n_eval_x, n_eval_t)`` (the parameters of most space-time problems)."""
+        return (self.n_eval_x, self.n_eval_t)
 
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
+    def sample(self, generator: torch.Generator, device: Device, dtype: DType) -> dict[str, Tensor]:
         """Interior points, points on ``t = 0`` and boundary points (see :attr:`periodic`)."""
-        return space_time_batch(
-            self._box,
-            self.n_residual,
-            self.n_initial,
-            self.n_boundary,
-            generator,
-            device,
-            dtype,
-            self.sampler,
-            periodic=self.periodic,
-        )
+        box, sampler = self.domain, self.sampler
+        faces = (0,) if self.periodic else (0, 1)
+        per_face = self.n_boundary // len(faces)
+        return {
+            "residual": box.sample_interior(
+                self.n_residual, generator, device, dtype, sampler=sampler
+            ),
+            "initial": box.sample_face(
+                1, 0, self.n_initial, generator, device, dtype, sampler=sampler
+            ),
+            "boundary": torch.cat(
+                [
+                    box.sample_face(0, side, per_face, generator, device, dtype, sampler=sampler)
+                    for side in faces
+                ]
+            ),
+        }
+
+
+class SquareGrid(Problem):
+    """A problem whose evaluation grid has ``n_eval`` nodes (a parameter) along every axis."""
+
+    n_eval: int
+
+    @property
+    def evaluation_shape(self) -> tuple[int, ...]:
+        return (self.n_eval,) * self.domain.dim
+
+
+class BoundaryValueProblem(SquareGrid):
+    """A steady problem on a box with residual points inside and boundary points on its faces.
+
+    Subclasses have the parameters ``n_residual``, ``n_boundary`` (a multiple of the number of
+    faces) and ``n_eval``; :meth:`sample` draws the interior points, then ``n_boundary`` points
+    equally on every face, under the loss name :attr:`boundary_loss`.
+    """
+
+    #: The name of the boundary point set (and loss).
+    boundary_loss: ClassVar[str] = "boundary"
+
+    n_residual: int
+    n_boundary: int
+
+    def sample(self, generator: torch.Generator, device: Device, dtype: DType) -> dict[str, Tensor]:
+        """Fresh interior points and boundary points (equal per face), drawn by :attr:`sampler`."""
+        box, sampler = self.domain, self.sampler
+        per_face = self.n_boundary // (2 * box.dim)
+        return {
+            "residual": box.sample_interior(
+                self.n_residual, generator, device, dtype, sampler=sampler
+            ),
+            self.boundary_loss: box.sample_boundary(
+                per_face, generator, device, dtype, sampler=sampler
+            ),
+        }

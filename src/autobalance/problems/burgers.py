@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, MultipleOf, Positive, param
 from autobalance.derivatives import gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
+from autobalance.problems.domain import Box
 
 __all__ = ["Burgers", "cole_hopf_solution"]
 
@@ -72,7 +65,7 @@ def cole_hopf_solution(
     return out
 
 
-@register_problem("burgers")
+@dataclass(eq=False, kw_only=True)
 class Burgers(SpaceTimeProblem):
     """1D viscous Burgers: u_t + u·u_x − ν·u_xx = 0 on [−1,1]×[0,1], u0 = −sin πx (shock at 0).
 
@@ -102,51 +95,19 @@ class Burgers(SpaceTimeProblem):
     difference solutions of the Burgers equation", Comput. Fluids 14(1) (1986) 23–41.
     """
 
+    name = "burgers"
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(-1.0, 0.0), upper=(1.0, 1.0))
 
-    def __init__(
-        self,
-        *,
-        nu: float = 0.01 / math.pi,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        n_eval_x: int = 256,
-        n_eval_t: int = 101,
-        n_quad: int = 200,
-    ) -> None:
-        where = "problem 'burgers'"
-        check_finite(where, nu=nu)
-        if not nu > 0:
-            raise ConfigError(f"{where}: viscosity 'nu' must be > 0, got {nu}")
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        if n_boundary % 2:
-            raise ConfigError(
-                f"{where}: 'n_boundary' must be even (half on x = −1, half on x = 1), "
-                f"got {n_boundary}"
-            )
-        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
-        if n_quad < 16:
-            raise ConfigError(f"{where}: 'n_quad' must be >= 16, got {n_quad}")
-        super().__init__(
-            nu=float(nu),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            n_eval_x=int(n_eval_x),
-            n_eval_t=int(n_eval_t),
-            n_quad=int(n_quad),
-        )
-        self.nu = float(nu)
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.n_eval_x, self.n_eval_t, self.n_quad = n_eval_x, n_eval_t, n_quad
-        self._box = Box(lower=(-1.0, 0.0), upper=(1.0, 1.0))
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval_x, self.n_eval_t)
+    nu: float = param(0.01 / math.pi, Finite(), Positive("viscosity"))
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(2, "half on x = −1, half on x = 1"))
+    n_eval_x: int = param(256, AtLeast(2))
+    n_eval_t: int = param(101, AtLeast(2))
+    n_quad: int = param(200, AtLeast(16))
 
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = −sin(πx)``, shape ``(N, 1)``."""
@@ -165,33 +126,24 @@ class Burgers(SpaceTimeProblem):
 
     def reference(self, points: Tensor) -> Tensor:
         """Cole–Hopf solution at ``points`` ``(N, 2)`` by quadrature, shape ``(N, 1)``."""
-        pts = points.detach().to("cpu", torch.float64).numpy()
-        u = cole_hopf_solution(pts[:, 0], pts[:, 1], self.nu, n_nodes=self.n_quad)
-        return torch.from_numpy(u).reshape(-1, 1).to(device=points.device, dtype=points.dtype)
+        return self.numpy_reference(
+            points, lambda x, t: cole_hopf_solution(x, t, self.nu, n_nodes=self.n_quad)
+        )
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise residual ``u_t + u u_x − ν u_xx`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_t + u u_x − ν u_xx`` at ``points``, ``(N, 1)``, and the input columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         return u_t + u * u_x - self.nu * u_xx, [x, t]
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``, each the mean square of its pointwise term."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         initial = batch["initial"]
         pointwise = {
             "residual": residual,
             "initial": model(initial) - self.initial_condition(initial),
             "boundary": model(batch["boundary"]),
         }
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})

@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from autobalance.experiments.io import atomic_write_bytes, atomic_write_text
-
 __all__ = ["cache_dir", "cached_arrays"]
 
 #: Bump when a solver changes in a way that changes its output.
@@ -68,6 +66,10 @@ def cached_arrays(
         if hashlib.sha256(blob).hexdigest() == sum_path.read_text().strip():
             with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
+    # Imported here: importing the experiments package imports the runner, which imports this
+    # package (the problems are catalogued at its import).
+    from autobalance.experiments.io import atomic_write_bytes, atomic_write_text
+
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]

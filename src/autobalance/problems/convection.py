@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, param
 from autobalance.derivatives import gradients
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
+from autobalance.problems.domain import Box
 
 __all__ = ["Convection"]
 
 _TWO_PI = 2.0 * math.pi
 
 
-@register_problem("convection")
+@dataclass(eq=False, kw_only=True)
 class Convection(SpaceTimeProblem):
     """1D convection: u_t + β·u_x = 0 on [0,2π)×[0,1], periodic, u = sin(x − βt) (exact).
 
@@ -55,42 +49,19 @@ class Convection(SpaceTimeProblem):
     (arXiv:2109.01050), Sec. 3.1 (β = 30 among the failing speeds).
     """
 
+    name = "convection"
     periodic = True
-
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(0.0, 0.0), upper=(_TWO_PI, 1.0))
 
-    def __init__(
-        self,
-        *,
-        beta: float = 30.0,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        n_eval_x: int = 256,
-        n_eval_t: int = 101,
-    ) -> None:
-        where = "problem 'convection'"
-        check_finite(where, beta=beta)
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
-        super().__init__(
-            beta=float(beta),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            n_eval_x=int(n_eval_x),
-            n_eval_t=int(n_eval_t),
-        )
-        self.beta = float(beta)
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.n_eval_x, self.n_eval_t = n_eval_x, n_eval_t
-        self._box = Box(lower=(0.0, 0.0), upper=(_TWO_PI, 1.0))
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval_x, self.n_eval_t)
+    beta: float = param(30.0, Finite())
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1))
+    n_eval_x: int = param(256, AtLeast(2))
+    n_eval_t: int = param(101, AtLeast(2))
 
     #: The hard constraint enforces the initial condition; the periodic boundary stays a loss.
     hard_constrained_losses = ("initial",)
@@ -113,19 +84,15 @@ class Convection(SpaceTimeProblem):
         """Exact ``u = sin(x − βt)``, shape ``(N, 1)``."""
         return torch.sin(points[:, 0:1] - self.beta * points[:, 1:2])
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``u_t + β u_x`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_t + β u_x`` at ``points``, ``(N, 1)``, and the input columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         return u_t + self.beta * u_x, [x, t]
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``; ``"boundary"`` is ``u(0, t) − u(2π, t)``."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         initial, left = batch["initial"], batch["boundary"]
         right = torch.cat([torch.full_like(left[:, 0:1], _TWO_PI), left[:, 1:2]], dim=1)
         pointwise = {
@@ -133,9 +100,4 @@ class Convection(SpaceTimeProblem):
             "initial": model(initial) - self.initial_condition(initial),
             "boundary": model(left) - model(right),
         }
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, MultipleOf, param
 from autobalance.derivatives import laplacian
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    Problem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
+from autobalance.problems.domain import Box
 
 __all__ = ["HELMHOLTZ_PRESETS", "Helmholtz"]
 
@@ -34,8 +28,8 @@ HELMHOLTZ_PRESETS: dict[str, dict[str, float]] = {
 }
 
 
-@register_problem("helmholtz")
-class Helmholtz(Problem):
+@dataclass(eq=False, kw_only=True)
+class Helmholtz(BoundaryValueProblem):
     """2D Helmholtz: Δu + k²u = q on [-1,1]², u = 0 on the boundary (exact sin·sin solution).
 
     Equation::
@@ -64,68 +58,28 @@ class Helmholtz(Problem):
     (An et al. 2025, arXiv:2510.06684), whose exact coefficients are not published.
     """
 
+    name = "helmholtz"
     input_names = ("x", "y")
     output_names = ("u",)
     loss_names = ("residual", "boundary")
+    domain = Box(lower=(-1.0, -1.0), upper=(1.0, 1.0))
 
-    def __init__(
-        self,
-        *,
-        a1: float = 1.0,
-        a2: float = 4.0,
-        k: float = 1.0,
-        n_residual: int = 1024,
-        n_boundary: int = 256,
-        n_eval: int = 201,
-    ) -> None:
-        check_finite("problem 'helmholtz'", k=k)
-        for key, value in (("a1", a1), ("a2", a2)):
-            if not float(value).is_integer() or value == 0:
+    a1: float = 1.0
+    a2: float = 4.0
+    k: float = param(1.0, Finite())
+    n_residual: int = param(1024, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(4, "equal points per edge"))
+    n_eval: int = param(201, AtLeast(2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key, value in (("a1", self.a1), ("a2", self.a2)):
+            if not value.is_integer() or value == 0:
                 raise ConfigError(
-                    f"problem 'helmholtz': parameter {key!r} must be a nonzero integer (got "
+                    f"{self.where}: parameter {key!r} must be a nonzero integer (got "
                     f"{value!r}) so that the exact solution vanishes on the boundary and is not "
                     "identically zero (its relative error would be undefined)"
                 )
-        check_at_least("problem 'helmholtz'", 1, n_residual=n_residual, n_boundary=n_boundary)
-        if n_boundary % 4:
-            raise ConfigError(
-                f"problem 'helmholtz': 'n_boundary' must be a multiple of 4 (equal points per "
-                f"edge), got {n_boundary}"
-            )
-        check_at_least("problem 'helmholtz'", 2, n_eval=n_eval)
-        super().__init__(
-            a1=float(a1),
-            a2=float(a2),
-            k=float(k),
-            n_residual=int(n_residual),
-            n_boundary=int(n_boundary),
-            n_eval=int(n_eval),
-        )
-        self.a1, self.a2, self.k = float(a1), float(a2), float(k)
-        self.n_residual, self.n_boundary, self.n_eval = n_residual, n_boundary, n_eval
-        self._box = Box(lower=(-1.0, -1.0), upper=(1.0, 1.0))
-
-    @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Fresh interior points and boundary points (equal per edge), drawn by :attr:`sampler`."""
-        sampler = self.sampler
-        return {
-            "residual": self._box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": self._box.sample_boundary(
-                self.n_boundary // 4, generator, device, dtype, sampler=sampler
-            ),
-        }
 
     def _sines(self, points: Tensor) -> Tensor:
         """``sin(a1·π·x) · sin(a2·π·y)`` as an ``(N, 1)`` column."""
@@ -153,13 +107,9 @@ class Helmholtz(Problem):
         x, y = points[:, 0:1], points[:, 1:2]
         return (1 - x * x) * (1 - y * y) * output
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise residual ``Δu + k²u − q`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, y = input_columns(points)
-        u = model(torch.cat([x, y], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise residual ``Δu + k²u − q`` at ``points``, ``(N, 1)``, and the input columns."""
+        u, (x, y) = on_input_columns(model, points)
         residual = laplacian(u, (x, y)) + self.k**2 * u - self.source(points.detach())
         return residual, [x, y]
 
@@ -169,12 +119,6 @@ class Helmholtz(Problem):
         The pointwise terms (``Δu + k²u − q`` and ``u`` on the boundary), their points and the
         residual's input columns ride along in the :class:`~autobalance.losses.NamedLosses`.
         """
-        residual, coords = self._residual(model, batch["residual"])
-        boundary_u = model(batch["boundary"])
-        pointwise = {"residual": residual, "boundary": boundary_u}
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        residual, coords = self.residual_terms(model, batch["residual"])
+        pointwise = {"residual": residual, "boundary": model(batch["boundary"])}
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})

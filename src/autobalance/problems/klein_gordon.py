@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, MultipleOf, param
 from autobalance.derivatives import gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, SquareGrid, on_input_columns
+from autobalance.problems.domain import Box
 
 __all__ = ["KleinGordon"]
 
 
-@register_problem("klein-gordon")
-class KleinGordon(SpaceTimeProblem):
+@dataclass(eq=False, kw_only=True)
+class KleinGordon(SquareGrid, SpaceTimeProblem):
     """1D Klein–Gordon: u_tt + α·u_xx + β·u + γ·u^k = f on [0,1]², manufactured exact solution.
 
     Equation (Wang, Teng & Perdikaris 2021, eq. (2.15) form)::
@@ -61,51 +54,20 @@ class KleinGordon(SpaceTimeProblem):
     (arXiv:2001.04536), Sec. 4 (Klein–Gordon example).
     """
 
+    name = "klein-gordon"
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
 
-    def __init__(
-        self,
-        *,
-        alpha: float = -1.0,
-        beta: float = 0.0,
-        gamma: float = 1.0,
-        k: int = 3,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        n_eval: int = 101,
-    ) -> None:
-        where = "problem 'klein-gordon'"
-        check_finite(where, alpha=alpha, beta=beta, gamma=gamma)
-        if k < 1:
-            raise ConfigError(f"{where}: exponent 'k' must be an integer >= 1, got {k}")
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        if n_boundary % 2:
-            raise ConfigError(
-                f"{where}: 'n_boundary' must be even (half on x = 0, half on x = 1), "
-                f"got {n_boundary}"
-            )
-        check_at_least(where, 2, n_eval=n_eval)
-        super().__init__(
-            alpha=float(alpha),
-            beta=float(beta),
-            gamma=float(gamma),
-            k=int(k),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            n_eval=int(n_eval),
-        )
-        self.alpha, self.beta, self.gamma, self.k = float(alpha), float(beta), float(gamma), k
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.n_eval = n_eval
-        self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
+    alpha: float = param(-1.0, Finite())
+    beta: float = param(0.0, Finite())
+    gamma: float = param(1.0, Finite())
+    k: int = param(3, AtLeast(1, "exponent"))
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(2, "half on x = 0, half on x = 1"))
+    n_eval: int = param(101, AtLeast(2))
 
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``u = x cos(5πt) + (x t)³``, shape ``(N, 1)``."""
@@ -141,13 +103,10 @@ class KleinGordon(SpaceTimeProblem):
         u_xx = 6 * x * t**3
         return u_tt + self.alpha * u_xx + self.beta * u + self.gamma * u**self.k
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``u_tt + α u_xx + β u + γ u^k − f`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_tt + α u_xx + β u + γ u^k − f`` at ``points``, ``(N, 1)``, and the input
+        columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         u_tt = gradients(u_t, (t,))[0]
@@ -156,9 +115,8 @@ class KleinGordon(SpaceTimeProblem):
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``; ``"initial"`` has columns ``(u − x, u_t)``."""
-        residual, coords = self._residual(model, batch["residual"])
-        x0, t0 = input_columns(batch["initial"])
-        u0 = model(torch.cat([x0, t0], dim=1))
+        residual, coords = self.residual_terms(model, batch["residual"])
+        u0, (x0, t0) = on_input_columns(model, batch["initial"])
         u0_t = gradients(u0, (t0,))[0]
         boundary = batch["boundary"]
         pointwise = {
@@ -166,9 +124,6 @@ class KleinGordon(SpaceTimeProblem):
             "initial": torch.cat([u0 - x0.detach(), u0_t], dim=1),
             "boundary": model(boundary) - self.reference(boundary),
         }
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords, "initial": [x0, t0]},
+        return self.mean_square_losses(
+            pointwise, batch, coords={"residual": coords, "initial": [x0, t0]}
         )

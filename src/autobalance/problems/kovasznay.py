@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, MultipleOf, OneOf, Positive, param
 from autobalance.derivatives import gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    Problem,
-    box_bubble,
-    check_at_least,
-    check_finite,
-    input_columns,
-    transfinite_lift,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
+from autobalance.problems.domain import Box, box_bubble, transfinite_lift
 
 __all__ = ["Kovasznay"]
 
-_PRESSURE_BOUNDARIES = ("outflow", "all")
 
-
-@register_problem("kovasznay")
-class Kovasznay(Problem):
+@dataclass(eq=False, kw_only=True)
+class Kovasznay(BoundaryValueProblem):
     """Kovasznay flow: steady 2D Navier–Stokes (u, v, p) on [−0.5,1]×[−0.5,1.5], exact solution.
 
     Equations::
@@ -70,68 +59,21 @@ class Kovasznay(Problem):
     "DeepXDE", SIAM Rev. 63(1) (2021), Kovasznay flow example (pressure on the outflow edge).
     """
 
+    name = "kovasznay"
     input_names = ("x", "y")
     output_names = ("u", "v", "p")
     loss_names = ("momentum_x", "momentum_y", "continuity", "boundary")
+    domain = Box(lower=(-0.5, -0.5), upper=(1.0, 1.5))
 
-    def __init__(
-        self,
-        *,
-        re: float = 20.0,
-        pressure_boundary: str = "outflow",
-        n_residual: int = 2048,
-        n_boundary: int = 256,
-        n_eval: int = 101,
-    ) -> None:
-        where = "problem 'kovasznay'"
-        check_finite(where, re=re)
-        if not re > 0:
-            raise ConfigError(f"{where}: Reynolds number 're' must be > 0, got {re}")
-        if pressure_boundary not in _PRESSURE_BOUNDARIES:
-            raise ConfigError(
-                f"{where}: 'pressure_boundary' must be one of "
-                f"{', '.join(map(repr, _PRESSURE_BOUNDARIES))}, got {pressure_boundary!r}"
-            )
-        check_at_least(where, 1, n_residual=n_residual, n_boundary=n_boundary)
-        if n_boundary % 4:
-            raise ConfigError(
-                f"{where}: 'n_boundary' must be a multiple of 4 (equal points per edge), "
-                f"got {n_boundary}"
-            )
-        check_at_least(where, 2, n_eval=n_eval)
-        super().__init__(
-            re=float(re),
-            pressure_boundary=pressure_boundary,
-            n_residual=int(n_residual),
-            n_boundary=int(n_boundary),
-            n_eval=int(n_eval),
-        )
-        self.re, self.pressure_boundary = float(re), pressure_boundary
-        self.n_residual, self.n_boundary, self.n_eval = n_residual, n_boundary, n_eval
+    re: float = param(20.0, Finite(), Positive("Reynolds number"))
+    pressure_boundary: str = param("outflow", OneOf(("outflow", "all")))
+    n_residual: int = param(2048, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(4, "equal points per edge"))
+    n_eval: int = param(101, AtLeast(2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.lam = self.re / 2 - math.sqrt(self.re**2 / 4 + 4 * math.pi**2)
-        self._box = Box(lower=(-0.5, -0.5), upper=(1.0, 1.5))
-
-    @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        """Interior points and boundary points (equal per edge), drawn by :attr:`sampler`."""
-        box, sampler = self._box, self.sampler
-        return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
-            "boundary": box.sample_boundary(
-                self.n_boundary // 4, generator, device, dtype, sampler=sampler
-            ),
-        }
 
     def reference(self, points: Tensor) -> Tensor:
         """Exact ``(u, v, p)`` at ``points``, shape ``(N, 3)``."""
@@ -158,7 +100,7 @@ class Kovasznay(Problem):
         The boundary loss is then zero (bit for bit on ``y = −0.5, 1.5`` and ``x = 1``, to
         rounding on ``x = −0.5``).  The equations (momentum, continuity) stay losses.
         """
-        box = self._box
+        box = self.domain
         bubble = box_bubble(points, box)
         if self.pressure_boundary == "all":
             lift = transfinite_lift(points, box, self.reference)
@@ -170,13 +112,14 @@ class Kovasznay(Problem):
         pressure = self.reference(outflow)[:, 2:3] + (x1 - x) / (x1 - x0) * output[:, 2:3]
         return torch.cat([lift + bubble * output[:, :2], pressure], dim=1)
 
-    def pde_residuals(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``(momentum_x, momentum_y, continuity)`` residuals, shape ``(N, 3)``."""
-        return torch.cat(self._residuals(model, points)[0], dim=1)
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``(momentum_x, momentum_y, continuity)`` residuals, ``(N, 3)``, and the
+        input columns."""
+        terms, coords = self._residuals(model, points)
+        return torch.cat(terms, dim=1), coords
 
     def _residuals(self, model: Model, points: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        x, y = input_columns(points)
-        out = model(torch.cat([x, y], dim=1))
+        out, (x, y) = on_input_columns(model, points)
         u, v, p = out[:, 0:1], out[:, 1:2], out[:, 2:3]
         u_x, u_y = gradients(u, (x, y))
         v_x, v_y = gradients(v, (x, y))
@@ -192,7 +135,7 @@ class Kovasznay(Problem):
         """``(N, 1)``: 1 where the pressure is imposed on the boundary, else 0."""
         if self.pressure_boundary == "all":
             return torch.ones_like(points[:, 0:1])
-        return (points[:, 0:1] == self._box.upper[0]).to(points.dtype)
+        return (points[:, 0:1] == self.domain.upper[0]).to(points.dtype)
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """Three PDE residual losses and one boundary loss (columns ``u, v, w·p`` errors)."""
@@ -206,10 +149,10 @@ class Kovasznay(Problem):
             "continuity": cont,
             "boundary": error * weight,
         }
-        points = {name: batch["residual"] for name in ("momentum_x", "momentum_y", "continuity")}
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={**points, "boundary": boundary},
-            coords={name: coords for name in ("momentum_x", "momentum_y", "continuity")},
+        pde = ("momentum_x", "momentum_y", "continuity")
+        return self.mean_square_losses(
+            pointwise,
+            batch,
+            coords=dict.fromkeys(pde, coords),
+            points={**dict.fromkeys(pde, batch["residual"]), "boundary": boundary},
         )

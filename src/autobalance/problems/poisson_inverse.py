@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, MultipleOf, NonNegative, param
 from autobalance.derivatives import gradient, gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    Problem,
-    box_bubble,
-    check_at_least,
-    input_columns,
-    transfinite_lift,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, BoundaryValueProblem, Model, on_input_columns
+from autobalance.problems.domain import Box, box_bubble, transfinite_lift
+from autobalance.problems.sampling import Device, DType
 
 __all__ = ["PoissonInverse"]
 
 
-@register_problem("poisson-inverse")
-class PoissonInverse(Problem):
+@dataclass(eq=False, kw_only=True)
+class PoissonInverse(BoundaryValueProblem):
     """2D inverse Poisson: −∇·(a∇u) = f on [0,1]², find u and a from noisy u data (PINNacle PInv).
 
     Equation::
@@ -71,79 +64,40 @@ class PoissonInverse(Problem):
     condition on the whole boundary.  Unlike there, the noise is seeded (``noise_seed``).
     """
 
+    name = "poisson-inverse"
     input_names = ("x", "y")
     output_names = ("u", "a")
     loss_names = ("residual", "data", "boundary_a")
+    domain = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
+    boundary_loss = "boundary_a"
 
-    def __init__(
-        self,
-        *,
-        n_residual: int = 1024,
-        n_boundary: int = 256,
-        n_data_side: int = 50,
-        noise_std: float = 0.1,
-        noise_seed: int = 0,
-        n_eval: int = 101,
-    ) -> None:
-        where = "problem 'poisson-inverse'"
-        check_at_least(where, 1, n_residual=n_residual, n_boundary=n_boundary)
-        if n_boundary % 4:
-            raise ConfigError(
-                f"{where}: 'n_boundary' must be a multiple of 4 (equal points per edge), "
-                f"got {n_boundary}"
-            )
-        check_at_least(where, 2, n_data_side=n_data_side)
-        if not (math.isfinite(noise_std) and noise_std >= 0):
-            raise ConfigError(f"{where}: 'noise_std' must be a finite number >= 0, got {noise_std}")
-        if noise_seed < 0:
-            raise ConfigError(f"{where}: 'noise_seed' must be >= 0, got {noise_seed}")
-        check_at_least(where, 2, n_eval=n_eval)
-        super().__init__(
-            n_residual=int(n_residual),
-            n_boundary=int(n_boundary),
-            n_data_side=int(n_data_side),
-            noise_std=float(noise_std),
-            noise_seed=int(noise_seed),
-            n_eval=int(n_eval),
-        )
-        self.n_residual, self.n_boundary, self.n_eval = n_residual, n_boundary, n_eval
-        self.n_data_side, self.noise_std, self.noise_seed = (
-            n_data_side,
-            float(noise_std),
-            noise_seed,
-        )
-        self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
+    n_residual: int = param(1024, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(4, "equal points per edge"))
+    n_data_side: int = param(50, AtLeast(2))
+    noise_std: float = param(0.1, NonNegative())
+    noise_seed: int = param(0, AtLeast(0))
+    n_eval: int = param(101, AtLeast(2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         # The observations, once, in float64 on the CPU (cast per call).
-        self.data_points = self._box.grid((n_data_side, n_data_side), "cpu", torch.float64)
+        side = self.n_data_side
+        self.data_points = self.domain.grid((side, side), "cpu", torch.float64)
         noise = torch.randn(
             self.data_points.shape[0],
             1,
-            generator=torch.Generator().manual_seed(noise_seed),
+            generator=torch.Generator().manual_seed(self.noise_seed),
             dtype=torch.float64,
         )
         self.observations = self.exact_u(self.data_points) + self.noise_std * noise
 
-    @property
-    def domain(self) -> Box:
-        return self._box
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
-
-    def sample(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
+    def sample(self, generator: torch.Generator, device: Device, dtype: DType) -> dict[str, Tensor]:
         """Interior and boundary points drawn by :attr:`sampler`; the fixed observation grid."""
-        box, sampler = self._box, self.sampler
+        drawn = super().sample(generator, device, dtype)
         return {
-            "residual": box.sample_interior(
-                self.n_residual, generator, device, dtype, sampler=sampler
-            ),
+            "residual": drawn["residual"],
             "data": self.data_points.to(device=device, dtype=dtype),
-            "boundary_a": box.sample_boundary(
-                self.n_boundary // 4, generator, device, dtype, sampler=sampler
-            ),
+            "boundary_a": drawn["boundary_a"],
         }
 
     # ------------------------------------------------------------------------ exact fields
@@ -187,8 +141,8 @@ class PoissonInverse(Problem):
         noisy observations, boundary included), so imposing ``u = 0`` would add knowledge of
         the exact solution that the problem does not give, and no loss would become zero.
         """
-        a = transfinite_lift(points, self._box, self.exact_a)
-        a = a + box_bubble(points, self._box) * output[:, 1:2]
+        a = transfinite_lift(points, self.domain, self.exact_a)
+        a = a + box_bubble(points, self.domain) * output[:, 1:2]
         return torch.cat([output[:, 0:1], a], dim=1)
 
     def reference(self, points: Tensor) -> Tensor:
@@ -196,13 +150,10 @@ class PoissonInverse(Problem):
         return torch.cat([self.exact_u(points), self.exact_a(points)], dim=1)
 
     # ---------------------------------------------------------------------------- losses
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``−∇·(a∇u) − f`` with ``(u, a)`` from ``model``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, y = input_columns(points)
-        out = model(torch.cat([x, y], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``−∇·(a∇u) − f`` with ``(u, a)`` from ``model``, ``(N, 1)``, and the input
+        columns."""
+        out, (x, y) = on_input_columns(model, points)
         u, a = out[:, 0:1], out[:, 1:2]
         u_x, u_y = gradients(u, (x, y))
         divergence = gradient(a * u_x, x) + gradient(a * u_y, y)
@@ -210,7 +161,7 @@ class PoissonInverse(Problem):
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "data", "boundary_a"}`` (see the class docstring), separate passes."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         data_pts = batch["data"]
         observed = self.observations.to(device=data_pts.device, dtype=data_pts.dtype)
         if observed.shape[0] != data_pts.shape[0]:
@@ -222,9 +173,4 @@ class PoissonInverse(Problem):
         bnd = batch["boundary_a"]
         boundary_a = model(bnd)[:, 1:2] - self.exact_a(bnd)
         pointwise = {"residual": residual, "data": data, "boundary_a": boundary_a}
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, EvenAtLeast, NonNegative, param
 from autobalance.derivatives import derivative, gradient
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    input_columns,
-)
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, on_input_columns
 from autobalance.problems.cache import cached_arrays
-from autobalance.problems.registry import register_problem
+from autobalance.problems.domain import Box
 from autobalance.problems.spectral import PeriodicSolution, nodes, solve_periodic, wavenumbers
 
 __all__ = ["ReactionDiffusion", "initial_condition"]
@@ -37,7 +32,7 @@ def initial_condition(x: np.ndarray) -> np.ndarray:
     return np.exp(-((np.asarray(x) - math.pi) ** 2) / (2 * (math.pi / 4) ** 2))
 
 
-@register_problem("reaction-diffusion")
+@dataclass(eq=False, kw_only=True)
 class ReactionDiffusion(SpaceTimeProblem):
     """1D reaction–diffusion: u_t − ν u_xx − ρ u(1 − u) = 0, periodic on [0, 2π), t ∈ [0, 1].
 
@@ -79,63 +74,33 @@ class ReactionDiffusion(SpaceTimeProblem):
     setting used here, as in later benchmarks — AutoBalance's exact values are not published).
     """
 
+    name = "reaction-diffusion"
     periodic = True
-
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(0.0, 0.0), upper=(_LENGTH, _T_END))
 
-    def __init__(
-        self,
-        *,
-        nu: float = 3.0,
-        rho: float = 5.0,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        boundary_derivative: bool = False,
-        n_modes: int = 512,
-        n_steps: int = 1000,
-        n_eval_x: int = 201,
-        n_eval_t: int = 101,
-    ) -> None:
-        where = "problem 'reaction-diffusion'"
-        for key, value in (("nu", nu), ("rho", rho)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{where}: {key!r} must be a finite number >= 0, got {value!r}")
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        if n_modes < 16 or n_modes % 2:
-            raise ConfigError(f"{where}: 'n_modes' must be even and >= 16, got {n_modes}")
-        if n_steps < _SAVE_EVERY or n_steps % _SAVE_EVERY:
+    nu: float = param(3.0, NonNegative())
+    rho: float = param(5.0, NonNegative())
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1))
+    boundary_derivative: bool = False
+    n_modes: int = param(512, EvenAtLeast(16))
+    n_steps: int = 1000
+    n_eval_x: int = param(201, AtLeast(2))
+    n_eval_t: int = param(101, AtLeast(2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_steps < _SAVE_EVERY or self.n_steps % _SAVE_EVERY:
             raise ConfigError(
-                f"{where}: 'n_steps' must be a positive multiple of {_SAVE_EVERY}, got {n_steps}"
+                f"{self.where}: 'n_steps' must be a positive multiple of {_SAVE_EVERY}, "
+                f"got {self.n_steps}"
             )
-        check_at_least(where, 2, n_eval_x=n_eval_x, n_eval_t=n_eval_t)
-        super().__init__(
-            nu=float(nu),
-            rho=float(rho),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            boundary_derivative=bool(boundary_derivative),
-            n_modes=int(n_modes),
-            n_steps=int(n_steps),
-            n_eval_x=int(n_eval_x),
-            n_eval_t=int(n_eval_t),
-        )
-        self.nu, self.rho = float(nu), float(rho)
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.boundary_derivative = bool(boundary_derivative)
-        self.n_modes, self.n_steps = int(n_modes), int(n_steps)
-        self.n_eval_x, self.n_eval_t = n_eval_x, n_eval_t
-        self._box = Box(lower=(0.0, 0.0), upper=(_LENGTH, _T_END))
         self._solution: PeriodicSolution | None = None
 
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval_x, self.n_eval_t)
-
-    # ------------------------------------------------------------------------------- sampling
     # ---------------------------------------------------------------------------------- losses
     def initial_values(self, x: Tensor) -> Tensor:
         """``u0(x)`` for a column ``x``."""
@@ -153,20 +118,17 @@ class ReactionDiffusion(SpaceTimeProblem):
         """
         return self.initial_values(points[:, 0:1]) + points[:, 1:2] * output
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``u_t − ν u_xx − ρ u(1 − u)`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_t − ν u_xx − ρ u(1 − u)`` at ``points``, ``(N, 1)``, and the input
+        columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_t = gradient(u, t)
         u_xx = derivative(u, x, 2)
         return u_t - self.nu * u_xx - self.rho * u * (1 - u), [x, t]
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}`` (see the class docstring), separate passes."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         initial_pts = batch["initial"]
         initial = model(initial_pts) - self.initial_values(initial_pts[:, 0:1])
         left = batch["boundary"]
@@ -175,20 +137,14 @@ class ReactionDiffusion(SpaceTimeProblem):
         both = torch.cat([left, right], dim=0)
         n = left.shape[0]
         if self.boundary_derivative:
-            x, t = input_columns(both)
-            u = model(torch.cat([x, t], dim=1))
+            u, (x, _) = on_input_columns(model, both)
             u_x = gradient(u, x)
             boundary = torch.cat([u[:n] - u[n:], u_x[:n] - u_x[n:]], dim=1)
         else:
             u = model(both)
             boundary = u[:n] - u[n:]
         pointwise = {"residual": residual, "initial": initial, "boundary": boundary}
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords},
-        )
+        return self.mean_square_losses(pointwise, batch, coords={"residual": coords})
 
     # ------------------------------------------------------------------------------- reference
     def solver_params(self) -> dict[str, Any]:
@@ -243,8 +199,9 @@ class ReactionDiffusion(SpaceTimeProblem):
 
         ``u0`` exactly at ``t = 0``; elsewhere the spectral/ETDRK4 solution (class docstring).
         """
-        pts = points.detach().to("cpu", torch.float64).numpy()
-        x, t = pts[:, 0], pts[:, 1]
+        return self.numpy_reference(points, self._reference_values)
+
+    def _reference_values(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         if t.size and (t.min() < 0 or t.max() > _T_END * (1 + 1e-12)):
             raise ValueError(f"reaction-diffusion: t must lie in [0, {_T_END}]")
         values = np.empty_like(x)
@@ -252,4 +209,4 @@ class ReactionDiffusion(SpaceTimeProblem):
         values[at_zero] = initial_condition(x[at_zero])
         if (~at_zero).any():
             values[~at_zero] = self.solution()(x[~at_zero], t[~at_zero])
-        return torch.from_numpy(values).to(device=points.device, dtype=points.dtype)[:, None]
+        return values

@@ -1,7 +1,7 @@
 """Collocation-point samplers by name: ``"uniform"``, ``"lhs"``, ``"grid"``, ``"sobol"``.
 
 A sampler draws ``n`` points in the unit cube ``[0, 1]^d`` from a ``torch.Generator``; the
-:class:`~autobalance.problems.base.Box` maps them to the box and to its faces (for a face of a
+:class:`~autobalance.problems.domain.Box` maps them to the box and to its faces (for a face of a
 ``d``-box the sampler draws in ``d − 1`` dimensions).  Every problem uses the sampler in its
 :attr:`~autobalance.problems.base.Problem.sampler` attribute for interior and boundary points,
 and the runner sets it from ``RunConfig.sampler``.
@@ -29,36 +29,37 @@ import math
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
 from autobalance.errors import UnknownNameError, unknown_name_message
 
 __all__ = [
+    "DType",
+    "Device",
     "GridSampler",
     "LatinHypercubeSampler",
     "Sampler",
+    "SamplerChoice",
     "SobolSampler",
     "UniformSampler",
     "get_sampler",
     "sampler_names",
 ]
 
+#: Where points are made: a device or its name (``"cpu"``, ``"cuda"``).
+Device = torch.device | str
+#: The floating-point type of the points.
+DType = torch.dtype
+
 
 class Sampler(abc.ABC):
     """Draws points in the unit cube ``[0, 1]^dim`` from a ``torch.Generator``."""
 
-    #: Registered name.
+    #: The name it is found by (``get_sampler(name)``).
     name: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def unit(
-        self,
-        n: int,
-        dim: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def unit(self, n: int, dim: int, generator: Generator, device: Device, dtype: DType) -> Tensor:
         """``n`` points in ``[0, 1]^dim``, shape ``(n, dim)``."""
 
     def __repr__(self) -> str:
@@ -70,14 +71,7 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def unit(
-        self,
-        n: int,
-        dim: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def unit(self, n: int, dim: int, generator: Generator, device: Device, dtype: DType) -> Tensor:
         return torch.rand(n, dim, generator=generator, device=device, dtype=dtype)
 
 
@@ -86,14 +80,7 @@ class LatinHypercubeSampler(Sampler):
 
     name = "lhs"
 
-    def unit(
-        self,
-        n: int,
-        dim: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def unit(self, n: int, dim: int, generator: Generator, device: Device, dtype: DType) -> Tensor:
         jitter = torch.rand(n, dim, generator=generator, device=device, dtype=dtype)
         strata = torch.stack(
             [torch.randperm(n, generator=generator, device=device) for _ in range(dim)], dim=1
@@ -106,14 +93,7 @@ class GridSampler(Sampler):
 
     name = "grid"
 
-    def unit(
-        self,
-        n: int,
-        dim: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def unit(self, n: int, dim: int, generator: Generator, device: Device, dtype: DType) -> Tensor:
         m = max(1, math.ceil(round(n ** (1.0 / dim), 9))) if dim else 1
         while m**dim < n:  # rounding of the root
             m += 1
@@ -134,14 +114,7 @@ class SobolSampler(Sampler):
 
     name = "sobol"
 
-    def unit(
-        self,
-        n: int,
-        dim: int,
-        generator: torch.Generator,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def unit(self, n: int, dim: int, generator: Generator, device: Device, dtype: DType) -> Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
         engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed)
         return engine.draw(n, dtype=torch.float64).to(device=device, dtype=dtype)
@@ -157,7 +130,11 @@ def sampler_names() -> list[str]:
     return sorted(_SAMPLERS)
 
 
-def get_sampler(sampler: str | Sampler) -> Sampler:
+#: A sampler or its name.
+SamplerChoice = str | Sampler
+
+
+def get_sampler(sampler: SamplerChoice) -> Sampler:
     """The sampler called ``sampler`` (a :class:`Sampler` is returned as is).
 
     Raises:

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from autobalance._params import AtLeast, Finite, MultipleOf, Positive, param
 from autobalance.derivatives import gradients
-from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.problems.base import (
-    Batch,
-    Box,
-    Model,
-    SpaceTimeProblem,
-    check_at_least,
-    check_finite,
-    input_columns,
-)
-from autobalance.problems.registry import register_problem
+from autobalance.problems.base import Batch, Model, SpaceTimeProblem, SquareGrid, on_input_columns
+from autobalance.problems.domain import Box
 
 __all__ = ["Wave"]
 
 
-@register_problem("wave")
-class Wave(SpaceTimeProblem):
+@dataclass(eq=False, kw_only=True)
+class Wave(SquareGrid, SpaceTimeProblem):
     """1D wave: u_tt = c²·u_xx on [0,1]², u = sin πx cos cπt + a sin mπx cos cmπt (exact).
 
     Equation::
@@ -57,51 +50,19 @@ class Wave(SpaceTimeProblem):
     kernel perspective", J. Comput. Phys. 449 (2022) 110768 (arXiv:2007.14527), Sec. 7.3.
     """
 
+    name = "wave"
     input_names = ("x", "t")
     output_names = ("u",)
     loss_names = ("residual", "initial", "boundary")
+    domain = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
 
-    def __init__(
-        self,
-        *,
-        c: float = 2.0,
-        a: float = 0.5,
-        m: int = 3,
-        n_residual: int = 1024,
-        n_initial: int = 256,
-        n_boundary: int = 256,
-        n_eval: int = 101,
-    ) -> None:
-        where = "problem 'wave'"
-        check_finite(where, c=c, a=a)
-        if not c > 0:
-            raise ConfigError(f"{where}: wave speed 'c' must be > 0, got {c}")
-        if m < 1:
-            raise ConfigError(f"{where}: mode 'm' must be an integer >= 1, got {m}")
-        check_at_least(where, 1, n_residual=n_residual, n_initial=n_initial, n_boundary=n_boundary)
-        if n_boundary % 2:
-            raise ConfigError(
-                f"{where}: 'n_boundary' must be even (half on x = 0, half on x = 1), "
-                f"got {n_boundary}"
-            )
-        check_at_least(where, 2, n_eval=n_eval)
-        super().__init__(
-            c=float(c),
-            a=float(a),
-            m=int(m),
-            n_residual=int(n_residual),
-            n_initial=int(n_initial),
-            n_boundary=int(n_boundary),
-            n_eval=int(n_eval),
-        )
-        self.c, self.a, self.m = float(c), float(a), int(m)
-        self.n_residual, self.n_initial, self.n_boundary = n_residual, n_initial, n_boundary
-        self.n_eval = n_eval
-        self._box = Box(lower=(0.0, 0.0), upper=(1.0, 1.0))
-
-    @property
-    def evaluation_shape(self) -> tuple[int, ...]:
-        return (self.n_eval, self.n_eval)
+    c: float = param(2.0, Finite(), Positive("wave speed"))
+    a: float = param(0.5, Finite())
+    m: int = param(3, AtLeast(1, "mode"))
+    n_residual: int = param(1024, AtLeast(1))
+    n_initial: int = param(256, AtLeast(1))
+    n_boundary: int = param(256, AtLeast(1), MultipleOf(2, "half on x = 0, half on x = 1"))
+    n_eval: int = param(101, AtLeast(2))
 
     def initial_condition(self, points: Tensor) -> Tensor:
         """``u0 = sin(πx) + a sin(mπx)`` (the initial data), shape ``(N, 1)``."""
@@ -129,13 +90,9 @@ class Wave(SpaceTimeProblem):
         first = torch.sin(pi * x) * torch.cos(c * pi * t)
         return first + self.a * torch.sin(m * pi * x) * torch.cos(c * m * pi * t)
 
-    def pde_residual(self, model: Model, points: Tensor) -> Tensor:
-        """Pointwise ``u_tt − c² u_xx`` at ``points``, shape ``(N, 1)``."""
-        return self._residual(model, points)[0]
-
-    def _residual(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, t = input_columns(points)
-        u = model(torch.cat([x, t], dim=1))
+    def residual_terms(self, model: Model, points: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Pointwise ``u_tt − c² u_xx`` at ``points``, ``(N, 1)``, and the input columns."""
+        u, (x, t) = on_input_columns(model, points)
         u_x, u_t = gradients(u, (x, t))
         u_xx = gradients(u_x, (x,))[0]
         u_tt = gradients(u_t, (t,))[0]
@@ -143,19 +100,15 @@ class Wave(SpaceTimeProblem):
 
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "initial", "boundary"}``; ``"initial"`` has columns ``(u − u0, u_t)``."""
-        residual, coords = self._residual(model, batch["residual"])
+        residual, coords = self.residual_terms(model, batch["residual"])
         initial = batch["initial"]
-        x0, t0 = input_columns(initial)
-        u0 = model(torch.cat([x0, t0], dim=1))
+        u0, (x0, t0) = on_input_columns(model, initial)
         u0_t = gradients(u0, (t0,))[0]
         pointwise = {
             "residual": residual,
             "initial": torch.cat([u0 - self.initial_condition(initial), u0_t], dim=1),
             "boundary": model(batch["boundary"]),
         }
-        return NamedLosses(
-            {name: r.pow(2).mean() for name, r in pointwise.items()},
-            pointwise=pointwise,
-            points={name: batch[name] for name in pointwise},
-            coords={"residual": coords, "initial": [x0, t0]},
+        return self.mean_square_losses(
+            pointwise, batch, coords={"residual": coords, "initial": [x0, t0]}
         )

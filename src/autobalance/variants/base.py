@@ -24,14 +24,14 @@ downstream sees only ordinary named losses::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from autobalance.errors import ConfigError, HyperparameterError
+from autobalance._params import validate
+from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FixedPoints",
     "Variant",
-    "check_number",
     "copy_losses",
     "pointwise_of",
     "replace_loss",
@@ -48,12 +47,19 @@ __all__ = [
 
 
 class Variant:
-    """Base class of the variants: every hook is optional and does nothing by default."""
+    """Base class of the variants: every hook is optional and does nothing by default.
 
-    #: Registered name (set by :func:`~autobalance.variants.registry.register_variant`).
+    A variant is a dataclass, ``@dataclass(eq=False)``, whose fields are its parameters, each
+    written once with its default and rules (:func:`~autobalance._params.param`);
+    :meth:`__post_init__` coerces and checks them in one place and sets up the run state (a
+    subclass with state of its own extends it, calling ``super().__post_init__()`` first).
+    """
+
+    #: The name the variant is catalogued under (``variants.create(name)``).
     name: ClassVar[str] = ""
 
-    def __init__(self) -> None:
+    def __post_init__(self) -> None:
+        validate(self.where(), self)
         self.problem_name = "?"
         self.device: torch.device = torch.device("cpu")
         self.dtype: torch.dtype = torch.get_default_dtype()
@@ -96,23 +102,6 @@ class Variant:
     def where(self) -> str:
         """``"variant 'rba'"``, for messages."""
         return f"variant {self.name or type(self).__name__!r}"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-def check_number(
-    where: str, key: str, value: float, *, low: float, high: float = math.inf, closed: str = "[]"
-) -> float:
-    """``float(value)`` when it lies in the interval, else :class:`HyperparameterError`."""
-    value = float(value)
-    lo_ok = value >= low if closed[0] == "[" else value > low
-    hi_ok = value <= high if closed[1] == "]" else value < high
-    if not (math.isfinite(value) and lo_ok and hi_ok):
-        raise HyperparameterError(
-            f"{where}: {key!r} must lie in {closed[0]}{low}, {high}{closed[1]}, got {value!r}"
-        )
-    return value
 
 
 def copy_losses(losses: NamedLosses) -> NamedLosses:

@@ -11,15 +11,16 @@ so a later time only counts once every earlier time is resolved.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from autobalance._params import AtLeast, Between, param
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.variants.base import Variant, check_number, pointwise_of, replace_loss
-from autobalance.variants.registry import register_variant
+from autobalance.variants.base import Variant, pointwise_of, replace_loss
 
 if TYPE_CHECKING:
     from autobalance.problems.base import Problem
@@ -34,7 +35,7 @@ def causal_weights(chunk_losses: Tensor, epsilon: float) -> Tensor:
     return torch.exp(-epsilon * before)
 
 
-@register_variant("causal")
+@dataclass(eq=False)
 class CausalWeighting(Variant):
     """Causal weighting (Wang, Sankaran & Perdikaris 2024): chunk i weighted exp(−ε Σ_{k<i} L_k).
 
@@ -54,14 +55,15 @@ class CausalWeighting(Variant):
         ConfigError: at setup, when the problem has no input named ``time``.
     """
 
-    def __init__(
-        self, time: str = "t", chunks: int = 32, epsilon: float = 1.0, loss: str = "residual"
-    ) -> None:
-        super().__init__()
-        if chunks < 1:
-            raise ConfigError(f"variant 'causal': 'chunks' must be >= 1, got {chunks}")
-        self.time, self.chunks, self.loss = time, int(chunks), loss
-        self.epsilon = check_number("variant 'causal'", "epsilon", epsilon, low=0.0)
+    name = "causal"
+
+    time: str = "t"
+    chunks: int = param(32, AtLeast(1))
+    epsilon: float = param(1.0, Between(0.0))
+    loss: str = "residual"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.column = -1
         self.t_range = (0.0, 1.0)
         self.last_weights: Tensor | None = None
@@ -104,9 +106,3 @@ class CausalWeighting(Variant):
         self.last_weights, self.last_chunk_losses = weights, chunk_losses
         factor = torch.sqrt(weights * n / (self.chunks * counts.clamp_min(1)))[idx]
         return replace_loss(losses, self.loss, r * factor.reshape(n, *([1] * (r.ndim - 1))))
-
-    def __repr__(self) -> str:
-        return (
-            f"CausalWeighting(time={self.time!r}, chunks={self.chunks}, epsilon={self.epsilon}, "
-            f"loss={self.loss!r})"
-        )

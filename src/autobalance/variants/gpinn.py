@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from autobalance._params import Between, param
 from autobalance.derivatives import gradients
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
-from autobalance.variants.base import Variant, check_number, copy_losses, pointwise_of
-from autobalance.variants.registry import register_variant
+from autobalance.variants.base import Variant, copy_losses, pointwise_of
 
 if TYPE_CHECKING:
     from autobalance.problems.base import Problem
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["GradientEnhanced"]
 
 
-@register_variant("gpinn")
+@dataclass(eq=False)
 class GradientEnhanced(Variant):
     """gPINN (Yu et al. 2022): an extra loss ``w Σ_j mean (∂r/∂x_j)²`` from the residual.
 
@@ -44,21 +45,21 @@ class GradientEnhanced(Variant):
         per_coordinate: one loss per coordinate instead of their sum.
     """
 
-    def __init__(
-        self,
-        weight: float = 1.0,
-        loss: str = "residual",
-        coordinates: Sequence[str] | None = None,
-        per_coordinate: bool = False,
-    ) -> None:
-        super().__init__()
-        self.weight = check_number("variant 'gpinn'", "weight", weight, low=0.0, closed="(]")
-        self.loss, self.per_coordinate = loss, bool(per_coordinate)
+    name = "gpinn"
+
+    weight: float = param(1.0, Between(0.0, closed="(]"))
+    loss: str = "residual"
+    coordinates: Sequence[str] | None = None
+    per_coordinate: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        coordinates = self.coordinates
         if coordinates is not None and (
             isinstance(coordinates, str) or not all(isinstance(c, str) for c in coordinates)
         ):
             raise ConfigError(
-                f"variant 'gpinn': 'coordinates' must be a list of input names, got {coordinates!r}"
+                f"{self.where()}: 'coordinates' must be a list of input names, got {coordinates!r}"
             )
         self.coordinates = None if coordinates is None else list(coordinates)
         self.input_names: list[str] = []
@@ -117,9 +118,3 @@ class GradientEnhanced(Variant):
             if points is not None:
                 out.points[name] = points
         return out
-
-    def __repr__(self) -> str:
-        return (
-            f"GradientEnhanced(weight={self.weight}, loss={self.loss!r}, "
-            f"coordinates={self.coordinates}, per_coordinate={self.per_coordinate})"
-        )

@@ -10,6 +10,7 @@ enforces exactly (:attr:`~autobalance.problems.base.Problem.hard_constrained_los
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,7 +19,6 @@ from torch import Tensor, nn
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.variants.base import Variant, copy_losses
-from autobalance.variants.registry import register_variant
 
 if TYPE_CHECKING:
     from autobalance.problems.base import Problem
@@ -41,7 +41,7 @@ class HardConstrainedModel(nn.Module):
         return out
 
 
-@register_variant("hard_constraint")
+@dataclass(eq=False)
 class HardConstraint(Variant):
     """Hard constraints: train ``u = T(x, N(x))`` (the problem's transform), drop enforced losses.
 
@@ -54,9 +54,12 @@ class HardConstraint(Variant):
         ConfigError: at setup, when the problem defines no hard constraint.
     """
 
-    def __init__(self, drop: bool = True) -> None:
-        super().__init__()
-        self.drop = bool(drop)
+    name = "hard_constraint"
+
+    drop: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.dropped: tuple[str, ...] = ()
 
     def setup(self, problem: Problem, model: nn.Module) -> nn.Module:
@@ -83,6 +86,3 @@ class HardConstraint(Variant):
         if not out:
             raise ConfigError(f"{self.where()}: dropping {self.dropped} leaves no loss")
         return out
-
-    def __repr__(self) -> str:
-        return f"HardConstraint(drop={self.drop})"

@@ -12,19 +12,20 @@ The multipliers are updated from the current residuals and then used in the same
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from autobalance._params import Between, param
 from autobalance.losses import NamedLosses
-from autobalance.variants.base import FixedPoints, Variant, check_number, pointwise_of, replace_loss
-from autobalance.variants.registry import register_variant
+from autobalance.variants.base import FixedPoints, Variant, pointwise_of, replace_loss
 
 __all__ = ["ResidualAttention"]
 
 
-@register_variant("rba")
+@dataclass(eq=False)
 class ResidualAttention(Variant):
     """RBA (Anagnostopoulos et al. 2024): ``λ ← γλ + η|r|/max|r|``, loss ``mean((λ r)²)``.
 
@@ -40,16 +41,16 @@ class ResidualAttention(Variant):
         init: initial multipliers ``λ⁰ ≥ 0``.
     """
 
-    def __init__(
-        self, loss: str = "residual", gamma: float = 0.999, eta: float = 0.01, init: float = 0.0
-    ) -> None:
-        super().__init__()
-        where = "variant 'rba'"
-        self.loss = loss
-        self.gamma = check_number(where, "gamma", gamma, low=0.0, high=1.0, closed="[)")
-        self.eta = check_number(where, "eta", eta, low=0.0, closed="(]")
-        self.init = check_number(where, "init", init, low=0.0)
-        self.fixed = FixedPoints(where, loss)
+    name = "rba"
+
+    loss: str = "residual"
+    gamma: float = param(0.999, Between(0.0, 1.0, closed="[)"))
+    eta: float = param(0.01, Between(0.0, closed="(]"))
+    init: float = param(0.0, Between(0.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fixed = FixedPoints(self.where(), self.loss)
         self.lambdas: Tensor | None = None
 
     def transform_batch(self, batch: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
@@ -73,9 +74,3 @@ class ResidualAttention(Variant):
         lam, pts = state.get("lambdas"), state.get("points")
         self.lambdas = None if lam is None else lam.to(device=self.device, dtype=self.dtype)
         self.fixed.points = None if pts is None else pts.to(device=self.device, dtype=self.dtype)
-
-    def __repr__(self) -> str:
-        return (
-            f"ResidualAttention(loss={self.loss!r}, gamma={self.gamma}, eta={self.eta}, "
-            f"init={self.init})"
-        )

@@ -8,15 +8,15 @@ McClenny & Braga-Neto, "Self-adaptive physics-informed neural networks", J. Comp
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from autobalance.errors import ConfigError
+from autobalance._params import Between, OneOf, param
 from autobalance.losses import NamedLosses
-from autobalance.variants.base import FixedPoints, Variant, check_number, pointwise_of, replace_loss
-from autobalance.variants.registry import register_variant
+from autobalance.variants.base import FixedPoints, Variant, pointwise_of, replace_loss
 
 __all__ = ["SelfAdaptive"]
 
@@ -24,7 +24,7 @@ __all__ = ["SelfAdaptive"]
 MASKS = ("identity", "square")
 
 
-@register_variant("self_adaptive")
+@dataclass(eq=False)
 class SelfAdaptive(Variant):
     """SA-PINN (McClenny & Braga-Neto 2023): loss ``mean(m(λ_i) r_i²)``, ``λ`` by Adam *ascent*.
 
@@ -42,17 +42,16 @@ class SelfAdaptive(Variant):
         init: initial weights ``λ⁰ > 0``.
     """
 
-    def __init__(
-        self, loss: str = "residual", mask: str = "square", lr: float = 5e-3, init: float = 1.0
-    ) -> None:
-        super().__init__()
-        where = "variant 'self_adaptive'"
-        if mask not in MASKS:
-            raise ConfigError(f"{where}: 'mask' must be one of {MASKS}, got {mask!r}")
-        self.loss, self.mask = loss, mask
-        self.lr = check_number(where, "lr", lr, low=0.0, closed="(]")
-        self.init = check_number(where, "init", init, low=0.0, closed="(]")
-        self.fixed = FixedPoints(where, loss)
+    name = "self_adaptive"
+
+    loss: str = "residual"
+    mask: str = param("square", OneOf(MASKS))
+    lr: float = param(5e-3, Between(0.0, closed="(]"))
+    init: float = param(1.0, Between(0.0, closed="(]"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fixed = FixedPoints(self.where(), self.loss)
         self.weights: nn.Parameter | None = None
         self.optimizer: torch.optim.Adam | None = None
         self._ascent: Tensor | None = None
@@ -109,8 +108,3 @@ class SelfAdaptive(Variant):
         self._create(state["weights"].clone())
         assert self.optimizer is not None
         self.optimizer.load_state_dict(state["optimizer"])
-
-    def __repr__(self) -> str:
-        return (
-            f"SelfAdaptive(loss={self.loss!r}, mask={self.mask!r}, lr={self.lr}, init={self.init})"
-        )

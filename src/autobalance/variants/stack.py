@@ -16,12 +16,11 @@ from torch import Tensor, nn
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.variants.base import Variant
-from autobalance.variants.registry import create, resolve_specs
 
 if TYPE_CHECKING:
     from autobalance.problems.base import Problem
 
-__all__ = ["VariantStack", "from_specs"]
+__all__ = ["VariantStack"]
 
 
 class VariantStack:
@@ -76,11 +75,3 @@ class VariantStack:
             )
         for variant, sub in zip(self.variants, state["states"], strict=True):
             variant.load_state_dict(sub)
-
-
-def from_specs(specs: Sequence[Mapping[str, Any]]) -> VariantStack:
-    """The stack of ``[{"name": "rba", ...}, ...]`` (a run configuration's ``variants``)."""
-    resolved = resolve_specs(specs)
-    return VariantStack(
-        [create(s["name"], **{k: v for k, v in s.items() if k != "name"}) for s in resolved]
-    )

@@ -1,5 +1,11 @@
-"""Multi-state baselines: per-loss optimizer states, combined after preconditioning."""
+"""Multi-state methods: per-loss optimizer states, combined after preconditioning.
 
-from autobalance.methods.multistate import mconfig, mtadam, multiadam
+:class:`~autobalance.AutoBalance` (in :mod:`autobalance.optim`) and the baselines MultiAdam,
+MTAdam and M-ConFIG.
+"""
 
-__all__ = ["mconfig", "mtadam", "multiadam"]
+from autobalance.methods.multistate.mconfig import MConFIG
+from autobalance.methods.multistate.mtadam import MTAdam
+from autobalance.methods.multistate.multiadam import MultiAdam
+
+__all__ = ["MConFIG", "MTAdam", "MultiAdam"]

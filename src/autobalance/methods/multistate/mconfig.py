@@ -27,16 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autobalance.losses import LossDict
+from autobalance.errors import check_in_range, check_positive
 from autobalance.methods.aggregators.conflict_free import config_direction
-from autobalance.methods.base import (
-    CombineResult,
-    GradientMatrix,
-    PreCombineMethod,
-    check_in_range,
-    check_positive,
-)
-from autobalance.methods.registry import register
+from autobalance.methods.base import CombineResult, GradientMatrix, LossBatch, PreCombineMethod
 from autobalance.step_info import StepInfo
 
 __all__ = ["MConFIG"]
@@ -80,18 +73,12 @@ class MConFIG(PreCombineMethod):
         self._fake_m: Tensor | None = None
         self._reached: Tensor | None = None
 
-    def _combine(
-        self,
-        losses: dict[str, Tensor],
-        values: dict[str, float],
-        step_no: int,
-        original: LossDict,
-    ) -> CombineResult | StepInfo:
-        names = list(losses)
-        K = len(names)
-        k = (step_no - 1) % K
-        gm = self.gradients({names[k]: losses[names[k]]})
-        skipped = self.check_gradients_finite(gm, [names[k]], values, step_no)
+    def _combine(self, batch: LossBatch) -> CombineResult | StepInfo:
+        K = len(batch.names)
+        k = (batch.step - 1) % K
+        name = batch.names[k]
+        gm = self.gradients({name: batch.losses[name]})
+        skipped = self.check_gradients_finite(gm, batch, [name])
         if skipped is not None:
             return skipped
         g = gm.matrix[0]
@@ -151,12 +138,3 @@ class MConFIG(PreCombineMethod):
         self._s = None if state["s"] is None else to_params(state["s"])
         self._fake_m = None if state["fake_m"] is None else to_params(state["fake_m"])
         self._reached = None if state["reached"] is None else state["reached"].cpu().clone()
-
-
-@register(
-    "m-config",
-    family="multi-state",
-    summary="M-ConFIG (Liu et al. 2025): per-loss momenta, one backward/step, ConFIG of momenta.",
-)
-def _m_config(params: Any, **kwargs: Any) -> MConFIG:
-    return MConFIG(params, **kwargs)

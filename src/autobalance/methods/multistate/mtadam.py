@@ -23,25 +23,16 @@ so a later term's anchor may read a stale norm); a term that does not reach ``p`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from autobalance.errors import AutoBalanceError, HyperparameterError
-from autobalance.losses import (
-    LossDict,
-    check_loss_names,
-    check_scalar_losses,
-    find_nonfinite,
-    loss_values,
-    nonfinite_error,
-)
-from autobalance.methods.base import check_in_range, check_positive
-from autobalance.methods.registry import register
-from autobalance.optim.gradients import per_loss_gradients
-from autobalance.step_info import LossStats, StepInfo
+from autobalance.errors import AutoBalanceError, HyperparameterError, check_in_range, check_positive
+from autobalance.losses import LossDict
+from autobalance.step_front import StepFront
+from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
 __all__ = ["MTAdam"]
 
@@ -79,16 +70,12 @@ class MTAdam(torch.optim.Optimizer):
             raise HyperparameterError(f"mtadam: betas must be (β1, β2, β3), got {betas!r}")
         for k, b in enumerate(betas):
             check_in_range(f"betas[{k}]", b, 0.0, 1.0, closed="[)")
-        if nonfinite not in ("raise", "skip"):
-            raise HyperparameterError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self._front = StepFront(nonfinite)
         self._ranks = (
             {str(k): check_positive(f"rank of {k!r}", v, allow_zero=True) for k, v in ranks.items()}
             if ranks is not None
             else None
         )
-        self._nonfinite = nonfinite
-        self._names: list[str] | None = None
-        self._steps = 0
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
@@ -107,65 +94,44 @@ class MTAdam(torch.optim.Optimizer):
 
     def step(self, losses: LossDict) -> StepInfo:  # type: ignore[override]
         """Back-propagate each loss, rescale, update the per-term moments, apply the update."""
-        check_scalar_losses(losses)
-        step_no = self._steps + 1
-        names = list(losses) if self._names is None else self._names
-        if self._names is not None:
-            check_loss_names(list(losses), self._names, step=step_no)
+        batch = self._front.start(losses)
+        names = batch.names
         ranks = self._rank_vector(names)
-        values = loss_values({n: losses[n] for n in names})
-        bad = find_nonfinite(values)
-        if bad is not None:
-            return self._skip(names, values, bad, values[bad], step_no, "loss")
+        skipped = self._front.nonfinite_loss(batch, states=names)
+        if skipped is not None:
+            return skipped
         params = [p for g in self.param_groups for p in g["params"]]
-        grads = per_loss_gradients(names, [losses[n] for n in names], params)
-        grad_sq = [
-            math.fsum(float(g.double().square().sum()) for g in row if g is not None)
-            for row in grads
-        ]
-        for name, sq in zip(names, grad_sq, strict=True):
+        columns = list(zip(*batch.per_loss_gradients(params), strict=True))  # one per parameter
+        grad_rows = [_rows(column, p) for column, p in zip(columns, params, strict=True)]
+        grad_gram = torch.zeros(len(names), len(names), dtype=torch.float64)
+        for matrix in grad_rows:
+            grad_gram += (matrix @ matrix.T).cpu()
+        for name, sq in zip(names, grad_gram.diagonal().tolist(), strict=True):
             if not math.isfinite(sq):
-                return self._skip(names, values, name, sq, step_no, "gradient of loss")
-        self._names = names
-        update_sq = [0.0] * len(names)
-        dots = [0.0] * len(names)
-        delta_sq = 0.0
+                return self._front.refuse(
+                    batch.values, name, sq, what="gradient of loss", states=names
+                )
+        update_gram = torch.zeros(len(names) + 1, 2 * len(names) + 1, dtype=torch.float64)
         index = 0
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
-                    column = [grads[k][index] for k in range(len(names))]
+                    column, matrix = columns[index], grad_rows[index]
                     index += 1
-                    stats = self._update_param(p, column, ranks, group)
-                    if stats is None:
-                        continue
-                    term_updates, delta = stats
-                    for k, u in term_updates.items():
-                        update_sq[k] += float(u.double().square().sum())
-                    for k, g in enumerate(column):
-                        if g is not None:
-                            dots[k] += float((g.double() * delta.double()).sum())
-                    delta_sq += float(delta.double().square().sum())
-        self._steps = step_no
-        delta_norm = math.sqrt(delta_sq)
-        return StepInfo(
-            step=step_no,
-            losses={
-                n: LossStats(
-                    value=values[n],
-                    grad_norm=math.sqrt(grad_sq[k]),
-                    update_norm=math.sqrt(update_sq[k]),
-                    cosine=(
-                        dots[k] / (math.sqrt(grad_sq[k]) * delta_norm)
-                        if grad_sq[k] > 0 and delta_norm > 0
-                        else math.nan
-                    ),
-                    state=n,
-                    weight=ranks[k],
-                )
-                for k, n in enumerate(names)
-            },
-            update_norm=delta_norm,
+                    moved = self._update_param(p, list(column), ranks, group)
+                    if moved is not None:  # rows of z: u_1 … u_K, Δ
+                        updates, delta = moved
+                        z = torch.cat([updates.reshape(len(names), -1), delta.reshape(1, -1)])
+                        z = z.to(torch.float64)
+                        update_gram += torch.cat([z @ matrix.T, z @ z.T], dim=1).cpu()
+        return build_step_info(
+            self._front.finish(names),
+            batch.values,
+            gram=joint_gram(grad_gram, update_gram),
+            num_updates=len(names),
+            combined="update",
+            states=names,
+            weights=ranks,
             backward_passes=len(names),
             needs_grad_matrix=True,
         )
@@ -176,8 +142,9 @@ class MTAdam(torch.optim.Optimizer):
         column: list[Tensor | None],
         ranks: list[float],
         group: dict[str, Any],
-    ) -> tuple[dict[int, Tensor], Tensor] | None:
-        """Update the per-term states of ``p``; return each term's update and their sum."""
+    ) -> tuple[Tensor, Tensor] | None:
+        """Update the per-term states of ``p`` and ``p`` itself; return the ``(K, *p.shape)``
+        updates of the terms (zero rows for the terms that do not reach ``p``) and their sum."""
         reached = [k for k, g in enumerate(column) if g is not None]
         if not reached:
             return None
@@ -219,32 +186,18 @@ class MTAdam(torch.optim.Optimizer):
             denominator = d if denominator is None else torch.maximum(denominator, d)
             numerators[k] = m
         assert denominator is not None
-        term_updates = {k: m.mul(step_size).div_(denominator) for k, m in numerators.items()}
-        delta = torch.stack(list(term_updates.values())).sum(dim=0)
+        stacked = torch.stack([m.mul(step_size).div_(denominator) for m in numerators.values()])
+        delta = stacked.sum(dim=0)
         p.sub_(delta)
-        return term_updates, delta
-
-    def _skip(
-        self,
-        names: list[str],
-        values: dict[str, float],
-        bad: str,
-        value: float,
-        step_no: int,
-        what: str,
-    ) -> StepInfo:
-        if self._nonfinite == "raise":
-            raise nonfinite_error(bad, value, step=step_no, what=what)
-        return StepInfo(
-            step=self._steps,
-            losses={n: LossStats(value=values[n], state=n) for n in names},
-            skipped=True,
-            reason=f"{what} {bad!r} is {value} at step {step_no}",
-        )
+        if len(reached) == num_terms:
+            return stacked, delta
+        updates = stacked.new_zeros(num_terms, *p.shape)
+        updates[reached] = stacked
+        return updates, delta
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["mtadam"] = {"names": self._names, "steps": self._steps}
+        state["mtadam"] = self._front.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -257,14 +210,13 @@ class MTAdam(torch.optim.Optimizer):
                 if isinstance(value, Tensor):
                     state[key] = value.clone()
             state["norm_ema"] = state["norm_ema"].cpu()
-        self._names = None if meta["names"] is None else list(meta["names"])
-        self._steps = int(meta["steps"])
+        self._front.load_state_dict(meta)
 
 
-@register(
-    "mtadam",
-    family="multi-state",
-    summary="MTAdam: per-term Adam moments on layer-wise norm-rescaled gradients.",
-)
-def _mtadam(params: Any, **kwargs: Any) -> MTAdam:
-    return MTAdam(params, **kwargs)
+def _rows(column: Sequence[Tensor | None], p: Tensor) -> Tensor:
+    """The ``(K, p.numel())`` float64 matrix of the terms' gradients for ``p`` (zeros: ``None``)."""
+    rows = [None if g is None else g.reshape(-1).double() for g in column]
+    if any(row is None for row in rows):
+        zeros = torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+        rows = [zeros if row is None else row for row in rows]
+    return torch.stack(rows)  # type: ignore[arg-type]

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.methods.registry import register
 from autobalance.optim.autobalance import AutoBalance
 
 __all__ = ["PDE_TERM_PREFIXES", "MultiAdam", "pde_vs_rest"]
@@ -107,12 +106,3 @@ class MultiAdam(AutoBalance):
             eps=eps,
             weight_decay=weight_decay,
         )
-
-
-@register(
-    "multiadam",
-    family="multi-state",
-    summary="MultiAdam: Adam moments per group (PDE vs rest), mean of the group updates.",
-)
-def _multiadam(params: Any, **kwargs: Any) -> MultiAdam:
-    return MultiAdam(params, **kwargs)

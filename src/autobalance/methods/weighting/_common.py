@@ -2,7 +2,9 @@
 weight vectors with their own optimizer, and update schedules.
 
 Every piece of state here round-trips through ``torch.save`` / ``torch.load(weights_only=True)``
-(tensors, numbers, strings, lists, dicts only), so that checkpoints resume bit-identically.
+(tensors, numbers, strings, lists, dicts only), so that checkpoints resume bit-identically:
+:class:`SeededGenerator` and :class:`LearnableVector` save and load themselves with
+``state_dict()`` / ``load_state_dict()``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autobalance.errors import HyperparameterError
-from autobalance.methods.base import check_positive
+from autobalance.errors import HyperparameterError, check_positive
 
 __all__ = [
     "LearnableVector",
+    "SeededGenerator",
     "check_every",
     "check_int",
     "is_update_step",
-    "make_generator",
     "softmax",
 ]
 
@@ -69,12 +70,19 @@ def is_update_step(step: int, every: int) -> bool:
     return (step - 1) % every == 0
 
 
-def make_generator(seed: Any) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed`` (its state goes in checkpoints)."""
-    seed = check_int("seed", seed, minimum=0)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
+class SeededGenerator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` whose state goes in checkpoints."""
+
+    def __init__(self, seed: Any) -> None:
+        self.generator = torch.Generator()
+        self.generator.manual_seed(check_int("seed", seed, minimum=0))
+
+    def state_dict(self) -> Tensor:
+        """The generator's state (a byte tensor)."""
+        return self.generator.get_state()
+
+    def load_state_dict(self, state: Tensor) -> None:
+        self.generator.set_state(state.cpu())  # map_location may have moved it
 
 
 _WEIGHT_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -132,7 +140,7 @@ class LearnableVector:
         with torch.no_grad():
             self.values.copy_(torch.tensor(list(new_values), dtype=torch.float64))
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         if self.values is None or self._optimizer is None:
             return {}
         return {
@@ -140,7 +148,7 @@ class LearnableVector:
             "optimizer": self._optimizer.state_dict(),
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             self.values = None
             self._optimizer = None

@@ -10,25 +10,19 @@ with temperature ``T = 2`` and ``w_k(t) = 1`` for ``t = 1, 2``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
+from autobalance.errors import check_positive
 from autobalance.methods.weighting._common import check_every, softmax
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["DynamicWeightAverage"]
 
 
-@register(
-    "dwa",
-    family="weighting",
-    summary="Dynamic Weight Average (Liu et al. 2019): w = K·softmax(loss descent rates / T).",
-)
-class DynamicWeightAverage(WeightingMethod):
+@dataclass(eq=False)
+class DynamicWeightAverage(Weighting):
     """Dynamic Weight Average of Liu, Johns & Davison (CVPR 2019).
 
     ``w_k = K·softmax_k(r/T)`` with ``r_k = L̄_k(e−1) / L̄_k(e−2)``, where ``L̄_k(e)`` is the mean
@@ -41,59 +35,37 @@ class DynamicWeightAverage(WeightingMethod):
     and is taken as ``r_k = 1``.
 
     Args:
-        params: parameters or parameter groups.
         temperature: ``T > 0`` (default 2, the paper's).
         every: steps per averaging window (default 1).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "dwa"
+    name: ClassVar[str] = "dwa"
+    temperature: float = 2.0
+    every: int = 1
+    window_sum: list[float] = field(default_factory=list, init=False, metadata=STATE)
+    window_count: int = field(default=0, init=False, metadata=STATE)
+    #: The last two complete window means, oldest first.
+    averages: list[list[float]] = field(default_factory=list, init=False, metadata=STATE)
+    current: list[float] | None = field(default=None, init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        temperature: float = 2.0,
-        every: int = 1,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.temperature = check_positive("temperature", temperature)
-        self.every = check_every(every)
-        super().__init__(params, base, **kwargs)
-        self._window_sum: list[float] = []
-        self._window_count = 0
-        self._averages: list[list[float]] = []  # the last two complete window means, oldest first
-        self._current: list[float] | None = None
+    def __post_init__(self) -> None:
+        self.temperature = check_positive("temperature", self.temperature)
+        self.every = check_every(self.every)
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         k = len(ctx.names)
-        used = list(self._current) if self._current is not None else [1.0] * k
+        used = list(self.current) if self.current is not None else [1.0] * k
         values = [ctx.values[n] for n in ctx.names]
-        if not self._window_sum:
-            self._window_sum = [0.0] * k
-        self._window_sum = [s + v for s, v in zip(self._window_sum, values, strict=True)]
-        self._window_count += 1
-        if self._window_count == self.every:
-            mean = [s / self.every for s in self._window_sum]
-            self._averages = [*self._averages, mean][-2:]
-            self._window_sum, self._window_count = [0.0] * k, 0
-            if len(self._averages) == 2:
-                older, newer = self._averages
+        if not self.window_sum:
+            self.window_sum = [0.0] * k
+        self.window_sum = [s + v for s, v in zip(self.window_sum, values, strict=True)]
+        self.window_count += 1
+        if self.window_count == self.every:
+            mean = [s / self.every for s in self.window_sum]
+            self.averages = [*self.averages, mean][-2:]
+            self.window_sum, self.window_count = [0.0] * k, 0
+            if len(self.averages) == 2:
+                older, newer = self.averages
                 ratios = [n / o if o != 0 else 1.0 for n, o in zip(newer, older, strict=True)]
-                self._current = [k * w for w in softmax([r / self.temperature for r in ratios])]
+                self.current = [k * w for w in softmax([r / self.temperature for r in ratios])]
         return used
-
-    def extra_state(self) -> dict[str, Any]:
-        return {
-            "window_sum": list(self._window_sum),
-            "window_count": self._window_count,
-            "averages": [list(a) for a in self._averages],
-            "current": None if self._current is None else list(self._current),
-        }
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._window_sum = [float(x) for x in state.get("window_sum", [])]
-        self._window_count = int(state.get("window_count", 0))
-        self._averages = [[float(x) for x in a] for a in state.get("averages", [])]
-        current = state.get("current")
-        self._current = None if current is None else [float(x) for x in current]

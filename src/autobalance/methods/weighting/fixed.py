@@ -5,79 +5,65 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from autobalance.errors import HyperparameterError
-from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
+from autobalance.errors import HyperparameterError, check_positive
+from autobalance.methods.weighting.base import Weighting, WeightingStep
 
 __all__ = ["EqualWeights", "FixedWeights"]
 
 
-@register("ew", family="weighting", summary="Equal weights: the base optimizer on Σ_k L_k.")
-class EqualWeights(WeightingMethod):
+@dataclass(eq=False)
+class EqualWeights(Weighting):
     """Equal weighting (EW), ``w_k = 1``: ``g = ∇ Σ_k L_k`` — the vanilla PINN.
 
     Unlike ``"adam"``/``"adamw"`` (one optimizer on the summed loss for any number of losses),
     EW is a weighting method: it reports weights and needs at least two losses.
     """
 
-    method_name = "ew"
+    name: ClassVar[str] = "ew"
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         return [1.0] * len(ctx.names)
 
 
-@register(
-    "fixed",
-    family="weighting",
-    summary="Fixed user-given weights: ∇ Σ_k w_k L_k.",
-    example_params={"weights": {"residual": 1.0, "boundary": 10.0}},
-)
-class FixedWeights(WeightingMethod):
+@dataclass(eq=False)
+class FixedWeights(Weighting):
     """Fixed weights ``w_k`` given by name: ``g = ∇ Σ_k w_k L_k``.
 
     Args:
-        params: parameters or parameter groups.
         weights: mapping from every loss name to its weight (``≥ 0``, not all zero).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "fixed"
+    name: ClassVar[str] = "fixed"
+    weights: Mapping[str, float] | None = None
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        weights: Mapping[str, float] | None = None,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        if not isinstance(weights, Mapping) or not weights:
+    def __post_init__(self) -> None:
+        if not isinstance(self.weights, Mapping) or not self.weights:
             raise HyperparameterError(
                 "method 'fixed' needs weights={loss name: weight, ...} for every loss"
             )
-        self._fixed = {
+        self.weights = {
             str(k): check_positive(f"weight of {k!r}", v, allow_zero=True)
-            for k, v in weights.items()
+            for k, v in self.weights.items()
         }
-        if not any(self._fixed.values()):
+        if not any(self.weights.values()):
             raise HyperparameterError("method 'fixed': every weight is zero")
-        super().__init__(params, base, **kwargs)
 
-    def _check_names_first_step(self, names: list[str]) -> None:
-        missing = [n for n in names if n not in self._fixed]
-        extra = [n for n in self._fixed if n not in names]
+    def check_names(self, names: list[str]) -> None:
+        assert self.weights is not None
+        missing = [n for n in names if n not in self.weights]
+        extra = [n for n in self.weights if n not in names]
         if missing or extra:
             raise HyperparameterError(
-                f"method 'fixed': weights are given for {sorted(self._fixed)} but the losses are "
+                f"method 'fixed': weights are given for {sorted(self.weights)} but the losses are "
                 f"{names}"
                 + (f"; no weight for {missing}" if missing else "")
                 + (f"; unknown {extra}" if extra else "")
             )
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        return [self._fixed[n] for n in ctx.names]
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
+        assert self.weights is not None
+        return [self.weights[n] for n in ctx.names]

@@ -15,25 +15,19 @@ here the paper's sum is used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
-from autobalance.methods.registry import register
+from autobalance.errors import check_in_range
 from autobalance.methods.weighting._common import check_every, is_update_step
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["GradientNormBalancing"]
 
 
-@register(
-    "grad-norm",
-    family="weighting",
-    summary="Gradient-norm balancing (Wang et al. 2023): λ_k ∝ Σ_j‖∇L_j‖ / ‖∇L_k‖, EMA.",
-)
-class GradientNormBalancing(WeightingMethod):
+@dataclass(eq=False)
+class GradientNormBalancing(Weighting):
     """Global gradient-norm weights of the expert's guide (Wang et al. 2023).
 
     On update steps (``1, 1 + every, …``) the per-loss gradients are computed (``K`` backward
@@ -48,50 +42,35 @@ class GradientNormBalancing(WeightingMethod):
     update acts from the next step on; here an update is used by the step that computes it.
 
     Args:
-        params: parameters or parameter groups.
         alpha: ``α ∈ [0, 1)``, the weight of the old value (default 0.9).
         every: update period ``f`` in steps (default 1000).
         warm_start: start from ``λ̂`` at the first update instead of from 1 (default ``False``).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "grad-norm"
+    name: ClassVar[str] = "grad-norm"
+    alpha: float = 0.9
+    every: int = 1000
+    warm_start: bool = False
+    lambdas: list[float] | None = field(default=None, init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        alpha: float = 0.9,
-        every: int = 1000,
-        warm_start: bool = False,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, closed="[)")
-        self.every = check_every(every)
-        self.warm_start = bool(warm_start)
-        super().__init__(params, base, **kwargs)
-        self._lambdas: list[float] | None = None
+    def __post_init__(self) -> None:
+        self.alpha = check_in_range("alpha", self.alpha, 0.0, 1.0, closed="[)")
+        self.every = check_every(self.every)
+        self.warm_start = bool(self.warm_start)
 
     def wants_gradients(self, step: int) -> bool:
         return is_update_step(step, self.every)
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        first = self._lambdas is None
-        if self._lambdas is None:
-            self._lambdas = [1.0] * len(ctx.names)
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
+        first = self.lambdas is None
+        if self.lambdas is None:
+            self.lambdas = [1.0] * len(ctx.names)
         if ctx.gradients is not None:
             norms = ctx.gradients.matrix.double().norm(dim=1).tolist()
             total = sum(norms)
             alpha = 0.0 if first and self.warm_start else self.alpha
-            self._lambdas = [
+            self.lambdas = [
                 alpha * lam + (1 - alpha) * total / n if n > 0 else lam
-                for lam, n in zip(self._lambdas, norms, strict=True)
+                for lam, n in zip(self.lambdas, norms, strict=True)
             ]
-        return list(self._lambdas)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"lambdas": None if self._lambdas is None else list(self._lambdas)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        lambdas = state.get("lambdas")
-        self._lambdas = None if lambdas is None else [float(x) for x in lambdas]
+        return list(self.lambdas)

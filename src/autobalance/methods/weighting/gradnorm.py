@@ -14,16 +14,15 @@ renormalised to ``Σ_k w_k = K``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-from autobalance.errors import HyperparameterError
-from autobalance.methods.base import WeightingMethod, WeightingStep, check_positive
-from autobalance.methods.registry import register
+from autobalance.errors import HyperparameterError, check_positive
 from autobalance.methods.weighting._common import LearnableVector
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["GradNorm"]
 
@@ -35,12 +34,8 @@ def _sign(x: float) -> float:
     return (x > 0) - (x < 0)
 
 
-@register(
-    "gradnorm",
-    family="weighting",
-    summary="GradNorm (Chen et al. 2018): learnable weights fit shared-layer gradient norms.",
-)
-class GradNorm(WeightingMethod):
+@dataclass(eq=False)
+class GradNorm(Weighting):
     """GradNorm (Chen et al., ICML 2018), Algorithm 1.
 
     Each step uses the per-loss gradient matrix (``K`` backward passes; the combined gradient
@@ -55,36 +50,34 @@ class GradNorm(WeightingMethod):
     ``L_k(0) = 0``.
 
     Args:
-        params: parameters or parameter groups.
         alpha: asymmetry ``α ≥ 0`` (default 1.5, the paper's value for most of its experiments).
         shared_param: index, in optimizer order, of the shared layer ``W`` (default: the last
             parameter tensor with at least 2 dimensions).
         weight_lr: learning rate of the weights (default: the base optimizer's first group's lr).
         weight_optimizer: ``"adam"`` (default) or ``"sgd"``.
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "gradnorm"
+    name: ClassVar[str] = "gradnorm"
+    alpha: float = 1.5
+    shared_param: int | None = None
+    weight_lr: float | None = None
+    weight_optimizer: str = "adam"
+    #: The learnable weights ``w`` (made by :meth:`bind`, when the base learning rate is known).
+    weights: LearnableVector = field(init=False, metadata=STATE)
+    initial_losses: list[float] | None = field(default=None, init=False, metadata=STATE)
+    #: Index, in optimizer order, of the shared layer ``W`` (set by :meth:`bind`).
+    shared_index: int = field(default=-1, init=False)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        alpha: float = 1.5,
-        shared_param: int | None = None,
-        weight_lr: float | None = None,
-        weight_optimizer: str = "adam",
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.alpha = check_positive("alpha", alpha, allow_zero=True)
-        super().__init__(params, base, **kwargs)
-        self.shared_index = self._resolve_shared(shared_param)
-        lr = self.optimizer.param_groups[0]["lr"] if weight_lr is None else weight_lr
-        self._weights = LearnableVector("gradnorm weights", lr, weight_optimizer)
-        self._initial_losses: list[float] | None = None
+    def __post_init__(self) -> None:
+        self.alpha = check_positive("alpha", self.alpha, allow_zero=True)
 
-    def _resolve_shared(self, shared_param: int | None) -> int:
-        params = self.params
+    def bind(self, params: Sequence[Tensor], lr: float) -> None:
+        self.shared_index = self._resolve_shared(self.shared_param, params)
+        weight_lr = lr if self.weight_lr is None else self.weight_lr
+        self.weights = LearnableVector("gradnorm weights", weight_lr, self.weight_optimizer)
+
+    @staticmethod
+    def _resolve_shared(shared_param: int | None, params: Sequence[Tensor]) -> int:
         if shared_param is None:
             matrices = [i for i, p in enumerate(params) if p.dim() >= 2]
             if not matrices:
@@ -104,15 +97,15 @@ class GradNorm(WeightingMethod):
     def wants_gradients(self, step: int) -> bool:
         return True
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         assert ctx.gradients is not None
         k = len(ctx.names)
         values = [ctx.values[n] for n in ctx.names]
-        if not self._weights.ready:
-            self._weights.create([1.0] * k)
-        if self._initial_losses is None:
-            self._initial_losses = values
-        used = self._weights.tolist()
+        if not self.weights.ready:
+            self.weights.create([1.0] * k)
+        if self.initial_losses is None:
+            self.initial_losses = values
+        used = self.weights.tolist()
         gm = ctx.gradients
         start = sum(gm.sizes[: self.shared_index])
         shared = gm.matrix[:, start : start + gm.sizes[self.shared_index]].double()
@@ -120,22 +113,14 @@ class GradNorm(WeightingMethod):
         g = [w * n for w, n in zip(used, shared_norms, strict=True)]
         g_mean = math.fsum(g) / k
         rel = [
-            v / v0 if v0 != 0 else 1.0 for v, v0 in zip(values, self._initial_losses, strict=True)
+            v / v0 if v0 != 0 else 1.0 for v, v0 in zip(values, self.initial_losses, strict=True)
         ]
         rel_mean = math.fsum(rel) / k
         rates = [r / rel_mean if rel_mean != 0 else 1.0 for r in rel]
         targets = [g_mean * r**self.alpha for r in rates]
         grad = [_sign(gk - tk) * n for gk, tk, n in zip(g, targets, shared_norms, strict=True)]
-        self._weights.apply_gradient(grad)
-        floored = [max(w, MIN_WEIGHT) for w in self._weights.tolist()]
+        self.weights.apply_gradient(grad)
+        floored = [max(w, MIN_WEIGHT) for w in self.weights.tolist()]
         total = math.fsum(floored)
-        self._weights.assign([k * w / total for w in floored])
+        self.weights.assign([k * w / total for w in floored])
         return used
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"weights": self._weights.state(), "initial_losses": self._initial_losses}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._weights.load_state(state.get("weights", {}))
-        initial = state.get("initial_losses")
-        self._initial_losses = None if initial is None else [float(x) for x in initial]

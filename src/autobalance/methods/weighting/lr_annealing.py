@@ -10,16 +10,13 @@ for every term ``k`` other than the PDE residual ``L_r`` (whose weight stays 1),
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from autobalance.errors import HyperparameterError
-from autobalance.methods.base import WeightingMethod, WeightingStep, check_in_range
-from autobalance.methods.registry import register
+from autobalance.errors import HyperparameterError, check_in_range
 from autobalance.methods.weighting._common import check_every, is_update_step
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["LearningRateAnnealing", "find_reference"]
 
@@ -42,12 +39,8 @@ def find_reference(names: Sequence[str], reference: str | None, method: str) -> 
     )
 
 
-@register(
-    "lr-annealing",
-    family="weighting",
-    summary="Learning-rate annealing (Wang et al. 2021): λ_k from max|∇L_r| / mean|∇L_k|, EMA.",
-)
-class LearningRateAnnealing(WeightingMethod):
+@dataclass(eq=False)
+class LearningRateAnnealing(Weighting):
     """Learning-rate annealing weights (Wang, Teng & Perdikaris 2021, Algorithm 1).
 
     On update steps (``1, 1 + every, …``) the per-loss gradients are computed (``K`` backward
@@ -71,57 +64,41 @@ class LearningRateAnnealing(WeightingMethod):
     value, where Algorithm 1 (eq. 41) gives ``α = 0.9`` to the new estimate, as here.
 
     Args:
-        params: parameters or parameter groups.
         alpha: ``α ∈ (0, 1]``, the weight of the new estimate (default 0.9, the paper's).
         every: update period in steps (default 1).
         reference: name of the residual loss (default: the first name containing "residual").
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "lr-annealing"
+    name: ClassVar[str] = "lr-annealing"
+    alpha: float = 0.9
+    every: int = 1
+    reference: str | None = None
+    lambdas: list[float] | None = field(default=None, init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        alpha: float = 0.9,
-        every: int = 1,
-        reference: str | None = None,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, closed="(]")
-        self.every = check_every(every)
-        if reference is not None and not isinstance(reference, str):
-            raise HyperparameterError(f"reference must be a loss name, got {reference!r}")
-        self.reference = reference
-        super().__init__(params, base, **kwargs)
-        self._lambdas: list[float] | None = None
+    def __post_init__(self) -> None:
+        self.alpha = check_in_range("alpha", self.alpha, 0.0, 1.0, closed="(]")
+        self.every = check_every(self.every)
+        if self.reference is not None and not isinstance(self.reference, str):
+            raise HyperparameterError(f"reference must be a loss name, got {self.reference!r}")
 
-    def _check_names_first_step(self, names: list[str]) -> None:
-        find_reference(names, self.reference, self.method_name)
+    def check_names(self, names: list[str]) -> None:
+        find_reference(names, self.reference, self.name)
 
     def wants_gradients(self, step: int) -> bool:
         return is_update_step(step, self.every)
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        ref = find_reference(ctx.names, self.reference, self.method_name)
-        if self._lambdas is None:
-            self._lambdas = [1.0] * len(ctx.names)
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
+        ref = find_reference(ctx.names, self.reference, self.name)
+        if self.lambdas is None:
+            self.lambdas = [1.0] * len(ctx.names)
         if ctx.gradients is not None:
             abs_grads = ctx.gradients.matrix.double().abs()
             max_ref = float(abs_grads[ref].max())
             means = abs_grads.mean(dim=1).tolist()
-            lambdas = list(self._lambdas)
+            lambdas = list(self.lambdas)
             for k, mean_k in enumerate(means):
                 if k != ref and mean_k > 0 and max_ref > 0:
                     lambdas[k] = (1 - self.alpha) * lambdas[k] + self.alpha * max_ref / mean_k
             lambdas[ref] = 1.0
-            self._lambdas = lambdas
-        return list(self._lambdas)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"lambdas": None if self._lambdas is None else list(self._lambdas)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        lambdas = state.get("lambdas")
-        self._lambdas = None if lambdas is None else [float(x) for x in lambdas]
+            self.lambdas = lambdas
+        return list(self.lambdas)

@@ -14,28 +14,21 @@ where ``r_k`` is the pointwise term with ``L_k = mean(r_k²)``.  The term whose 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from autobalance.errors import LossValueError
-from autobalance.losses import LossDict
-from autobalance.methods.base import (
-    CombineResult,
-    WeightingMethod,
-    WeightingStep,
-    check_in_range,
-)
-from autobalance.methods.registry import register
+from autobalance.errors import LossValueError, check_in_range
 from autobalance.methods.weighting._common import (
+    SeededGenerator,
     check_every,
     check_int,
     is_update_step,
-    make_generator,
 )
-from autobalance.step_info import StepInfo
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["NTKWeighting", "mean_tangent_kernel_trace"]
 
@@ -69,12 +62,8 @@ def mean_tangent_kernel_trace(
     return float(total.mean())
 
 
-@register(
-    "ntk",
-    family="weighting",
-    summary="NTK weighting (Wang et al. 2022): λ_k = Tr(K) / Tr(K_kk), mean traces over points.",
-)
-class NTKWeighting(WeightingMethod):
+@dataclass(eq=False)
+class NTKWeighting(Weighting):
     """NTK-trace weights (Wang, Yu & Perdikaris 2022, Algorithm 1).
 
     Needs the pointwise terms: the losses must be a :class:`~autobalance.losses.NamedLosses`
@@ -94,49 +83,27 @@ class NTKWeighting(WeightingMethod):
     carry the ratio of the numbers of points; the subsample (the paper uses the whole batch).
 
     Args:
-        params: parameters or parameter groups.
         every: update period in steps (default 100).
         n_points: points per term for the trace estimate (default 128).
         ema: ``∈ [0, 1)``, weight of the old value (default 0).
         seed: seed of the point-sampling generator (default 0).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "ntk"
+    name: ClassVar[str] = "ntk"
+    every: int = 100
+    n_points: int = 128
+    ema: float = 0.0
+    seed: int = 0
+    generator: SeededGenerator = field(init=False, metadata=STATE)
+    lambdas: list[float] | None = field(default=None, init=False, metadata=STATE)
+    #: The last estimated traces ``Tr(K_kk)``, in loss order (diagnostics; not saved).
+    last_traces: list[float] | None = field(default=None, init=False, repr=False)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        every: int = 100,
-        n_points: int = 128,
-        ema: float = 0.0,
-        seed: int = 0,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.every = check_every(every)
-        self.n_points = check_int("n_points", n_points, minimum=1)
-        self.ema = check_in_range("ema", ema, 0.0, 1.0, closed="[)")
-        self._generator = make_generator(seed)
-        super().__init__(params, base, **kwargs)
-        self._lambdas: list[float] | None = None
-        #: The last estimated traces ``Tr(K_kk)``, in loss order (diagnostics).
-        self.last_traces: list[float] | None = None
-        self._trace_passes = 0
-
-    def _combine(
-        self,
-        losses: dict[str, Tensor],
-        values: dict[str, float],
-        step_no: int,
-        original: LossDict,
-    ) -> CombineResult | StepInfo:
-        # Count the vector-Jacobian products of the trace estimate as backward passes.
-        self._trace_passes = 0
-        result = super()._combine(losses, values, step_no, original)
-        if isinstance(result, CombineResult):
-            result.backward_passes += self._trace_passes
-        return result
+    def __post_init__(self) -> None:
+        self.every = check_every(self.every)
+        self.n_points = check_int("n_points", self.n_points, minimum=1)
+        self.ema = check_in_range("ema", self.ema, 0.0, 1.0, closed="[)")
+        self.generator = SeededGenerator(self.seed)
 
     def _pointwise(self, ctx: WeightingStep) -> list[Tensor]:
         pointwise = getattr(ctx.original, "pointwise", None)
@@ -168,19 +135,19 @@ class NTKWeighting(WeightingMethod):
             n = r.shape[0]
             rows = None
             if n > self.n_points:
-                rows = torch.randperm(n, generator=self._generator)[: self.n_points]
+                rows = torch.randperm(n, generator=self.generator.generator)[: self.n_points]
                 rows = rows.to(r.device)
-            traces.append(mean_tangent_kernel_trace(r, self.params, rows))
+            traces.append(mean_tangent_kernel_trace(r, ctx.params, rows))
             selected = r if rows is None else r[rows]
-            self._trace_passes += selected.numel()
+            ctx.extra_backward_passes += selected.numel()
         return traces
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        if self._lambdas is None or is_update_step(ctx.step, self.every):
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
+        if self.lambdas is None or is_update_step(ctx.step, self.every):
             traces = self.traces(ctx)
             self.last_traces = traces
             total = math.fsum(traces)
-            old = self._lambdas
+            old = self.lambdas
             new = []
             for k, trace in enumerate(traces):
                 if trace <= 0:
@@ -189,17 +156,5 @@ class NTKWeighting(WeightingMethod):
                     new.append(total / trace)
                 else:
                     new.append(self.ema * old[k] + (1 - self.ema) * total / trace)
-            self._lambdas = new
-        return list(self._lambdas)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {
-            "generator": self._generator.get_state(),
-            "lambdas": None if self._lambdas is None else list(self._lambdas),
-        }
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "generator" in state:
-            self._generator.set_state(state["generator"].cpu())  # map_location may move it
-        lambdas = state.get("lambdas")
-        self._lambdas = None if lambdas is None else [float(x) for x in lambdas]
+            self.lambdas = new
+        return list(self.lambdas)

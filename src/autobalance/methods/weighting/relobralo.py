@@ -11,30 +11,21 @@ arXiv:2110.09813 (2021), the ReLoBRaLo update:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from autobalance.methods.base import (
-    WeightingMethod,
-    WeightingStep,
-    check_in_range,
-    check_positive,
-)
-from autobalance.methods.registry import register
-from autobalance.methods.weighting._common import make_generator, softmax
+from autobalance.errors import check_in_range, check_positive
+from autobalance.methods.weighting._common import SeededGenerator, softmax
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["ReLoBRaLo"]
 
 
-@register(
-    "relobralo",
-    family="weighting",
-    summary="ReLoBRaLo (Bischof & Kraus 2021): relative loss balancing with random lookback.",
-)
-class ReLoBRaLo(WeightingMethod):
+@dataclass(eq=False)
+class ReLoBRaLo(Weighting):
     """ReLoBRaLo (Bischof & Kraus 2021).
 
     The first step is ``t = 0``: it records ``L(0)`` and uses ``λ(0) = 1`` exactly (no update,
@@ -55,37 +46,30 @@ class ReLoBRaLo(WeightingMethod):
     here the paper's update applies from ``t = 1`` on.
 
     Args:
-        params: parameters or parameter groups.
         alpha: ``α ∈ [0, 1]``, weight of the historical balance (default 0.999).
         expected_rho: ``E[ρ] ∈ [0, 1]``, probability of keeping the history (default 0.999).
         temperature: ``T > 0`` (default 0.1).
         eps: ``ε ≥ 0`` added to the denominators (default 1e-8).
         seed: seed of the generator that draws ``ρ`` (default 0).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "relobralo"
+    name: ClassVar[str] = "relobralo"
+    alpha: float = 0.999
+    expected_rho: float = 0.999
+    temperature: float = 0.1
+    eps: float = 1e-8
+    seed: int = 0
+    generator: SeededGenerator = field(init=False, metadata=STATE)
+    initial: list[float] | None = field(default=None, init=False, metadata=STATE)
+    previous: list[float] | None = field(default=None, init=False, metadata=STATE)
+    lambdas: list[float] | None = field(default=None, init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        alpha: float = 0.999,
-        expected_rho: float = 0.999,
-        temperature: float = 0.1,
-        eps: float = 1e-8,
-        seed: int = 0,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
-        self.expected_rho = check_in_range("expected_rho", expected_rho, 0.0, 1.0)
-        self.temperature = check_positive("temperature", temperature)
-        self.eps = check_positive("eps", eps, allow_zero=True)
-        self._generator = make_generator(seed)
-        super().__init__(params, base, **kwargs)
-        self._initial: list[float] | None = None
-        self._previous: list[float] | None = None
-        self._lambdas: list[float] | None = None
+    def __post_init__(self) -> None:
+        self.alpha = check_in_range("alpha", self.alpha, 0.0, 1.0)
+        self.expected_rho = check_in_range("expected_rho", self.expected_rho, 0.0, 1.0)
+        self.temperature = check_positive("temperature", self.temperature)
+        self.eps = check_positive("eps", self.eps, allow_zero=True)
+        self.generator = SeededGenerator(self.seed)
 
     def _ratio(self, now: float, then: float) -> float:
         """``L_k(t) / (T·L_k(t') + ε)``, with the limit when the denominator is 0."""
@@ -100,35 +84,20 @@ class ReLoBRaLo(WeightingMethod):
         logits = [self._ratio(n, p) for n, p in zip(now, then, strict=True)]
         return [k * w for w in softmax(logits)]
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         values = [ctx.values[n] for n in ctx.names]
-        if self._initial is None or self._previous is None or self._lambdas is None:
+        if self.initial is None or self.previous is None or self.lambdas is None:
             # t = 0: record L(0); λ(0) = 1.
-            self._initial, self._previous = values, values
-            self._lambdas = [1.0] * len(values)
-            return list(self._lambdas)
-        draw = torch.rand((), generator=self._generator, dtype=torch.float64).item()
+            self.initial, self.previous = values, values
+            self.lambdas = [1.0] * len(values)
+            return list(self.lambdas)
+        draw = torch.rand((), generator=self.generator.generator, dtype=torch.float64).item()
         rho = 1.0 if draw < self.expected_rho else 0.0
-        from_start = self._balance(values, self._initial)
-        from_last = self._balance(values, self._previous)
-        self._lambdas = [
+        from_start = self._balance(values, self.initial)
+        from_last = self._balance(values, self.previous)
+        self.lambdas = [
             self.alpha * (rho * lam + (1 - rho) * b0) + (1 - self.alpha) * b1
-            for lam, b0, b1 in zip(self._lambdas, from_start, from_last, strict=True)
+            for lam, b0, b1 in zip(self.lambdas, from_start, from_last, strict=True)
         ]
-        self._previous = values
-        return list(self._lambdas)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {
-            "generator": self._generator.get_state(),
-            "initial": None if self._initial is None else list(self._initial),
-            "previous": None if self._previous is None else list(self._previous),
-            "lambdas": None if self._lambdas is None else list(self._lambdas),
-        }
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "generator" in state:
-            self._generator.set_state(state["generator"].cpu())  # map_location may move it
-        for key in ("initial", "previous", "lambdas"):
-            value = state.get(key)
-            setattr(self, f"_{key}", None if value is None else [float(x) for x in value])
+        self.previous = values
+        return list(self.lambdas)

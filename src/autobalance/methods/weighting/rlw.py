@@ -9,25 +9,20 @@ distribution:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from autobalance.methods.base import WeightingMethod, WeightingStep
-from autobalance.methods.registry import register
-from autobalance.methods.weighting._common import make_generator, softmax
+from autobalance.methods.weighting._common import SeededGenerator, softmax
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["RandomLossWeighting"]
 
 
-@register(
-    "rlw",
-    family="weighting",
-    summary="Random Loss Weighting (Lin et al. 2022): w = softmax(ε), ε ~ N(0, I), every step.",
-)
-class RandomLossWeighting(WeightingMethod):
+@dataclass(eq=False)
+class RandomLossWeighting(Weighting):
     """Random weights ``w = softmax(ε)``, ``ε ~ N(0, I)``, drawn each step (Lin et al. 2022).
 
     The draws come from the method's own seeded ``torch.Generator`` (its state is saved in
@@ -36,35 +31,21 @@ class RandomLossWeighting(WeightingMethod):
     equal weights, so the base learning rate means the same as for EW).
 
     Args:
-        params: parameters or parameter groups.
         seed: seed of the generator (default 0).
         sum_to_k: scale the weights by ``K`` (default ``False``: the paper's sum of 1).
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "rlw"
+    name: ClassVar[str] = "rlw"
+    seed: int = 0
+    sum_to_k: bool = False
+    generator: SeededGenerator = field(init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        seed: int = 0,
-        sum_to_k: bool = False,
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self._generator = make_generator(seed)
-        self.sum_to_k = bool(sum_to_k)
-        super().__init__(params, base, **kwargs)
+    def __post_init__(self) -> None:
+        self.generator = SeededGenerator(self.seed)
+        self.sum_to_k = bool(self.sum_to_k)
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         k = len(ctx.names)
-        eps = torch.randn(k, generator=self._generator, dtype=torch.float64).tolist()
+        eps = torch.randn(k, generator=self.generator.generator, dtype=torch.float64).tolist()
         scale = float(k) if self.sum_to_k else 1.0
         return [scale * w for w in softmax(eps)]
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"generator": self._generator.get_state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "generator" in state:
-            self._generator.set_state(state["generator"].cpu())  # map_location may move it

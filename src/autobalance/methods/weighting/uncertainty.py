@@ -18,16 +18,15 @@ the regression form; its stationary point is ``s_k = log L_k``, i.e. ``w_k = 1/(
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.methods.base import WeightingMethod, WeightingStep
-from autobalance.methods.registry import register
 from autobalance.methods.weighting._common import LearnableVector
+from autobalance.methods.weighting.base import STATE, Weighting, WeightingStep
 
 __all__ = ["UncertaintyWeighting"]
 
@@ -35,12 +34,8 @@ __all__ = ["UncertaintyWeighting"]
 MIN_INIT = -700.0
 
 
-@register(
-    "uncertainty",
-    family="weighting",
-    summary="Uncertainty weighting (Kendall et al. 2018): learnable log-variances s, w = ½·e^(−s).",
-)
-class UncertaintyWeighting(WeightingMethod):
+@dataclass(eq=False)
+class UncertaintyWeighting(Weighting):
     """Learned homoscedastic-uncertainty weights ``w_k = ½·exp(−s_k)`` (Kendall et al. 2018).
 
     Each step: the network gets ``Σ_k ½·exp(−s_k(t))·∇L_k`` (one backward pass), then the
@@ -54,50 +49,39 @@ class UncertaintyWeighting(WeightingMethod):
     the base optimizer does not act on ``s``.
 
     Args:
-        params: parameters or parameter groups.
         init: initial ``s_k`` (default 0, i.e. ``w_k = ½``; at least ``−700``).
         weight_lr: learning rate of ``s`` (default: the base optimizer's first group's lr).
         weight_optimizer: ``"adam"`` (default) or ``"sgd"``.
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
-    method_name = "uncertainty"
+    name: ClassVar[str] = "uncertainty"
+    init: float = 0.0
+    weight_lr: float | None = None
+    weight_optimizer: str = "adam"
+    #: The learnable log-variances ``s`` (made by :meth:`bind`, when the base learning rate is
+    #: known); ``log_variances.tolist()`` reads them after the first step.
+    log_variances: LearnableVector = field(init=False, metadata=STATE)
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        init: float = 0.0,
-        weight_lr: float | None = None,
-        weight_optimizer: str = "adam",
-        base: type[torch.optim.Optimizer] | str = "adam",
-        **kwargs: Any,
-    ) -> None:
-        self.init = float(init)
-        if not (math.isfinite(self.init) and self.init >= MIN_INIT):
+    def __post_init__(self) -> None:
+        init = float(self.init)
+        if not (math.isfinite(init) and init >= MIN_INIT):
             raise HyperparameterError(
                 f"init (initial log-variance) must be finite and >= {MIN_INIT} "
-                f"(w = ½·exp(−init) must be a finite float), got {init!r}"
+                f"(w = ½·exp(−init) must be a finite float), got {self.init!r}"
             )
-        super().__init__(params, base, **kwargs)
-        lr = self.optimizer.param_groups[0]["lr"] if weight_lr is None else weight_lr
-        self._log_vars = LearnableVector("uncertainty log-variances", lr, weight_optimizer)
+        self.init = init
 
-    @property
-    def log_variances(self) -> list[float] | None:
-        """The current ``s_k`` (``None`` before the first step)."""
-        return self._log_vars.tolist() if self._log_vars.ready else None
+    def bind(self, params: Sequence[Tensor], lr: float) -> None:
+        weight_lr = lr if self.weight_lr is None else self.weight_lr
+        self.log_variances = LearnableVector(
+            "uncertainty log-variances", weight_lr, self.weight_optimizer
+        )
 
-    def weights(self, ctx: WeightingStep) -> Sequence[float]:
-        if not self._log_vars.ready:
-            self._log_vars.create([self.init] * len(ctx.names))
-        s = self._log_vars.tolist()
+    def __call__(self, ctx: WeightingStep) -> Sequence[float]:
+        if not self.log_variances.ready:
+            self.log_variances.create([self.init] * len(ctx.names))
+        s = self.log_variances.tolist()
         used = [0.5 * math.exp(-sk) for sk in s]
         grad = [0.5 - wk * ctx.values[n] for wk, n in zip(used, ctx.names, strict=True)]
-        self._log_vars.apply_gradient(grad)
+        self.log_variances.apply_gradient(grad)
         return used
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"log_variances": self._log_vars.state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._log_vars.load_state(state.get("log_variances", {}))

@@ -1,0 +1,176 @@
+"""Per-loss gradients, each from its own backward pass, freeing every graph as soon as possible.
+
+``∇L_k`` for each named loss is one ``torch.autograd.grad`` call.  When two losses share part of
+their autograd graph (e.g. one forward pass feeds both), the earlier call must retain the graph;
+when they do not (separate forward passes, the usual PINN case), retaining would keep the whole
+graph alive until the caller drops the loss, so it is freed instead.  Sharing is detected by
+walking the graphs (measured: ~0.03 ms for a 120-node Helmholtz residual graph, <1% of a step).
+
+Every multi-loss optimizer and method takes its per-loss gradients from here:
+:func:`per_loss_gradients` (one backward pass per loss), :func:`checked_gradients` (gradients the
+caller computed), and :func:`gradient_matrix` (the ``K × P`` matrix ``G`` that pre-combine methods
+weigh or aggregate).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import LossValueError
+
+__all__ = [
+    "GradientMatrix",
+    "checked_gradients",
+    "gradient_matrix",
+    "graph_nodes",
+    "per_loss_gradients",
+    "retain_flags",
+]
+
+PerLossGradients = list[list[Tensor | None]]
+
+
+def graph_nodes(loss: Tensor) -> set[int]:
+    """Ids of the autograd nodes that hold buffers, reachable from ``loss``.
+
+    Leaf accumulators (``AccumulateGrad``) are left out: they hold no saved tensors, so sharing
+    them (every loss reaches the same parameters) does not require retaining a graph.
+    """
+    root = loss.grad_fn
+    if root is None:
+        return set()
+    seen: set[int] = {id(root)}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None or id(child) in seen or hasattr(child, "variable"):
+                continue
+            seen.add(id(child))
+            stack.append(child)
+    return seen
+
+
+def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
+    """For each loss, whether its backward must retain the graph for a later loss."""
+    flags = [False] * len(losses)
+    later: set[int] = set()
+    for k in range(len(losses) - 1, -1, -1):
+        nodes = graph_nodes(losses[k])
+        flags[k] = not later.isdisjoint(nodes)
+        later |= nodes
+    return flags
+
+
+def per_loss_gradients(
+    names: Sequence[str],
+    losses: Sequence[Tensor],
+    params: Sequence[Tensor],
+    *,
+    retain_graph: bool | None = None,
+) -> PerLossGradients:
+    """Return ``grads[k][j] = ∂L_k/∂θ_j`` (``None`` where loss k does not reach parameter j).
+
+    Parameters with ``requires_grad=False`` get ``None``.  ``retain_graph=None`` decides per loss
+    whether a later loss needs the graph; ``True`` / ``False`` force it.
+    """
+    inputs = [p for p in params if p.requires_grad]
+    positions = [j for j, p in enumerate(params) if p.requires_grad]
+    flags = retain_flags(losses) if retain_graph is None else [retain_graph] * len(losses)
+    result: PerLossGradients = []
+    for name, loss, retain in zip(names, losses, flags, strict=True):
+        if not loss.requires_grad or not inputs:
+            raise LossValueError(
+                f"loss {name!r} has no path to any parameter of this optimizer "
+                "(it does not require grad; was it computed under torch.no_grad() or detached?)"
+            )
+        grads = torch.autograd.grad(
+            loss.reshape(()), inputs, retain_graph=retain, allow_unused=True
+        )
+        if all(g is None for g in grads):
+            raise LossValueError(f"loss {name!r} has no path to any parameter of this optimizer")
+        full: list[Tensor | None] = [None] * len(params)
+        for j, g in zip(positions, grads, strict=True):
+            full[j] = g
+        result.append(full)
+    return result
+
+
+def checked_gradients(
+    name: str, grads: Sequence[Tensor | None], params: Sequence[Tensor]
+) -> list[Tensor | None]:
+    """Validate gradients given for loss ``name``: one entry per parameter, ``None`` or its shape.
+
+    Returns them detached and cast to each parameter's dtype; :class:`LossValueError` names the
+    loss and the entry otherwise.
+    """
+    if isinstance(grads, Tensor) or not isinstance(grads, Sequence) or len(grads) != len(params):
+        raise LossValueError(
+            f"grads[{name!r}] must be a list with one entry (tensor or None) per parameter: "
+            f"expected {len(params)}, got "
+            f"{len(grads) if isinstance(grads, Sequence) else type(grads).__name__}"
+        )
+    checked: list[Tensor | None] = []
+    for j, (g, p) in enumerate(zip(grads, params, strict=True)):
+        if g is not None and (not isinstance(g, Tensor) or g.shape != p.shape):
+            shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+            raise LossValueError(
+                f"grads[{name!r}][{j}] has shape {shape}; parameter {j} has shape {tuple(p.shape)}"
+            )
+        checked.append(None if g is None else g.detach().to(p.dtype))
+    if all(g is None for g in checked):
+        raise LossValueError(f"grads[{name!r}] is None for every parameter")
+    return checked
+
+
+@dataclass
+class GradientMatrix:
+    """Per-loss gradients of one step, flattened: ``matrix[k]`` is ``∇L_k`` over every parameter.
+
+    Attributes:
+        matrix: ``(K, P)`` tensor on the parameters' device (zeros where a loss does not reach a
+            parameter); the parameters are laid end to end in optimizer order.
+        reached: ``(K, n_params)`` bool: whether loss k reaches parameter j.
+        sizes: number of elements of each parameter.
+    """
+
+    matrix: Tensor
+    reached: Tensor
+    sizes: list[int]
+
+    def split(self, flat: Tensor) -> list[Tensor]:
+        """Cut a ``(P,)`` vector back into per-parameter pieces (flat views)."""
+        return list(flat.split(self.sizes))
+
+
+def gradient_matrix(per_loss: PerLossGradients, params: Sequence[Tensor]) -> GradientMatrix:
+    """Lay out :func:`per_loss_gradients` as a ``(K, P)`` matrix (zeros where ``None``).
+
+    The matrix has one dtype: the promotion of the parameters' dtypes (float32 and float64
+    parameters give a float64 matrix, never a lossy cast to the first one's).
+    """
+    sizes = [p.numel() for p in params]
+    device = params[0].device
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params))
+    zeros: dict[int, Tensor] = {}
+    rows: list[Tensor] = []
+    for grads in per_loss:
+        for g, n in zip(grads, sizes, strict=True):
+            if g is None:
+                if n not in zeros:
+                    zeros[n] = torch.zeros(n, device=device, dtype=dtype)
+                rows.append(zeros[n])
+            else:
+                rows.append(g.reshape(-1).to(device=device, dtype=dtype))
+    matrix = (
+        torch.cat(rows).view(len(per_loss), sum(sizes))
+        if rows
+        else torch.zeros(0, 0, device=device, dtype=dtype)
+    )
+    reached = torch.tensor([[g is not None for g in grads] for grads in per_loss])
+    return GradientMatrix(matrix=matrix, reached=reached, sizes=sizes)
