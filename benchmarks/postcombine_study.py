@@ -250,7 +250,8 @@ class PerLossAdamW:
     def __init__(self, params: list[Tensor], rule: str, **rule_params: Any) -> None:
         self.params = params
         self.rule_name = rule
-        self.rule = RULES.create(rule, **rule_params) if rule in RULES else None
+        gram_rules = RULES.names("gram")
+        self.rule = RULES.create(rule, **rule_params) if rule in gram_rules else None
         self.ramp = int(rule.split(":")[1]) if rule.startswith("blend:") else 0
         self.m: Tensor | None = None
         self.v: Tensor | None = None
@@ -280,7 +281,7 @@ class PerLossAdamW:
         elif self.rule_name == "shared-v":
             delta = shared_second_moment(updates, v_hat, EPS)
         elif self.rule_name == "consensus":
-            delta = sign_consensus(updates, v_hat, EPS)
+            delta = sign_consensus(updates, self.m)
         elif self.ramp:
             alpha = min(1.0, self.t / self.ramp)
             delta = adam_blend(updates, v_hat, self.v_sum / bias2, EPS, alpha)

@@ -15,13 +15,14 @@ from autobalance.optim.combine import (
     RULES,
     adam_blend,
     combine,
-    joint_gram,
     shared_second_moment,
     sign_consensus,
+    updates_grads_gram,
 )
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "progress"]
+MOMENTS = ["consensus"]
 
 
 def T(rows) -> torch.Tensor:
@@ -30,6 +31,10 @@ def T(rows) -> torch.Tensor:
 
 def close(a: torch.Tensor, b, tol: float = 1e-9) -> None:
     torch.testing.assert_close(a, b if isinstance(b, torch.Tensor) else T(b), rtol=tol, atol=tol)
+
+
+def combine_moments(name: str, U: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    return RULES.create(name).combine(U, M)
 
 
 def run(name: str, U, G=None, values=None, **kw) -> torch.Tensor:
@@ -88,12 +93,15 @@ def test_shared_second_moment_closed_form() -> None:
 
 
 def test_sign_consensus_closed_form() -> None:
-    # v̂ = 1, ε = 0: the numerators are the updates; Σ = (0.5, 1) > 0 keeps the positive entries
     u = T([[1.0, -1.0], [-0.5, 2.0]])
-    close(sign_consensus(u, torch.ones_like(u), 0.0), [1.0, 2.0])
-    # a large second moment makes loss 2's small update the consensus at coordinate 0
-    v = T([[1.0, 1.0], [100.0, 1.0]])
-    close(sign_consensus(u, v, 0.0), [-0.5, 2.0])
+    # first moments = updates: Σ m = (0.5, 1) > 0 keeps the positive entries
+    close(sign_consensus(u, u.clone()), [1.0, 2.0])
+    # loss 2's first moment is larger at coordinate 0: its (smaller) update is the consensus
+    m = T([[1.0, -1.0], [-5.0, 2.0]])
+    close(sign_consensus(u, m), [-0.5, 2.0])
+    close(combine_moments("consensus", u, m), [-0.5, 2.0])
+    # a tie keeps nothing
+    close(sign_consensus(T([[1.0], [-1.0]]), T([[1.0], [-1.0]])), [0.0])
 
 
 def test_adam_blend_ends() -> None:
@@ -111,7 +119,7 @@ def test_adam_blend_ends() -> None:
 
 def test_joint_gram_layout() -> None:
     U, G = T([[1, 0]]), T([[0, 2]])
-    np.testing.assert_allclose(joint_gram(U, G), [[1, 0], [0, 4]])
+    np.testing.assert_allclose(updates_grads_gram(U, G), [[1, 0], [0, 4]])
 
 
 # -------------------------------------------------------------------------------- properties
@@ -136,9 +144,9 @@ def _nonzero_rows(M: torch.Tensor) -> bool:
 @given(matrices())
 def test_sign_consensus_moves_with_the_summed_moment(UG) -> None:
     U, G = UG
-    v = G.abs() + 0.1
-    d = sign_consensus(U, v, 1e-8)
-    summed = (U * (v.sqrt() + 1e-8)).sum(0)
+    m = U * (G.abs() + 0.1)  # first moments: the updates' signs, other magnitudes
+    d = sign_consensus(U, m)
+    summed = m.sum(0)
     assert bool((d * summed >= 0).all())
     same = (U > 0).all(0) | (U < 0).all(0)
     close(d[same], U.sum(0)[same])
@@ -233,9 +241,9 @@ def test_progress_weights_sum_to_k(UG, values) -> None:
     U, G = UG
     K = U.shape[0]
     rule = RULES.create("progress")
-    a, b = rule.coefficients(joint_gram(U, G), np.ones(K))
+    a, b = rule.coefficients(updates_grads_gram(U, G), np.ones(K))
     np.testing.assert_allclose(a, np.ones(K))  # first step: the sum
-    a, b = rule.coefficients(joint_gram(U, G), np.asarray(values[:K]))
+    a, b = rule.coefficients(updates_grads_gram(U, G), np.asarray(values[:K]))
     assert a.sum() == pytest.approx(K) and (a > 0).all() and not b.any()
 
 
@@ -268,6 +276,6 @@ def test_bad_inputs_are_named() -> None:
         RULES.create("sum").load_state_dict({"x": 1})
 
 
-@pytest.mark.parametrize("name", LINEAR)
-def test_every_rule_is_catalogued(name: str) -> None:
-    assert name in RULES.names()
+def test_every_rule_is_catalogued() -> None:
+    assert RULES.names("gram") == sorted(LINEAR)
+    assert RULES.names("moments") == MOMENTS

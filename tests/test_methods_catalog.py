@@ -23,7 +23,13 @@ def test_every_method_is_in_one_catalog_with_a_family_and_a_summary() -> None:
     )
     assert {e.family for e in entries} == FAMILIES
     assert all(e.summary for e in entries)
-    assert set(methods.names("multi-state")) == {"autobalance", "m-config", "mtadam", "multiadam"}
+    assert set(methods.names("multi-state")) == {
+        "autobalance",
+        "autobalance-consensus",
+        "m-config",
+        "mtadam",
+        "multiadam",
+    }
     assert {"adam", "adamw"} == set(methods.names("single-optimizer"))
     assert methods.spec("fixed").example_params == {"weights": {"residual": 1.0, "boundary": 10.0}}
 

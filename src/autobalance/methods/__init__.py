@@ -124,6 +124,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             partial(AutoBalance, base="adamw"),
             "AutoBalance: one base-optimizer state per loss, preconditioned updates summed.",
         ),
+        "autobalance-consensus": (
+            partial(AutoBalance, base="adamw", combine="consensus"),
+            "AutoBalance whose per-loss updates count per coordinate only where they agree with "
+            "the summed first moment.",
+        ),
         "m-config": (
             MConFIG,
             "M-ConFIG (Liu et al. 2025): per-loss momenta, one backward/step, ConFIG of momenta.",

@@ -7,6 +7,10 @@ the sum of those updates (An et al. 2025, "AutoBalance"):
     u_k = base_update(S_k, ∇L_k)              e.g. Adam: lr · m̂_k / (sqrt(v̂_k) + eps)
     θ  ← θ − Σ_k w_k u_k                      w_k = 1 ("sum"), 1/K ("mean") or fixed weights
 
+``combine`` may also name a post-combine rule of :mod:`autobalance.optim.combine` that computes
+``Δ`` from the updates (e.g. ``"consensus"``: per coordinate, the updates that agree with the
+summed first moment); ``θ ← θ − Δ``.
+
 Decoupled weight decay (AdamW) is a property of the parameters, not of a loss: it is applied
 once per step, ``θ ← θ(1 − lr·λ)``, before the combined update, as ``torch.optim.AdamW`` does.
 
@@ -30,8 +34,10 @@ from torch import Tensor
 from autobalance.errors import AutoBalanceError, HyperparameterError, LossValueError
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
+from autobalance.optim.adam_rule import AdamRule
 from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
 from autobalance.optim.buckets import Bucket, make_buckets
+from autobalance.optim.combine import RULES, CombineRule, MomentRule, updates_grads_gram
 from autobalance.optim.layout import (
     Combine,
     Groups,
@@ -60,8 +66,10 @@ class AutoBalance(torch.optim.Optimizer):
             ("adam", "adamw", "rmsprop", "sgd", "nadam", "radam", "adamax", "adagrad",
             "adadelta").  Adam and AdamW run on a fused flat implementation that reproduces
             them exactly; any other base runs as one stock instance per state.
-        combine: "sum" (default, the paper's rule), "mean", or a mapping from state name to a
-            fixed weight.
+        combine: "sum" (default, the paper's rule), "mean", a mapping from state name to a
+            fixed weight, or a post-combine rule of :mod:`autobalance.optim.combine` by name
+            ("consensus", "upgrad", "config", "descent-cone", "progress") or as an instance.
+            Rules that read the first moments ("consensus") need an Adam or AdamW base.
         groups: optional mapping from a group name to loss names that share one state
             (MultiAdam-style grouping; also caps memory with many losses).  Losses not listed
             keep a state of their own, named after the loss.  May also be a callable that
@@ -91,7 +99,9 @@ class AutoBalance(torch.optim.Optimizer):
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
-        check_combine(combine)
+        self._combine_rule = _combine_rule(combine)
+        if self._combine_rule is None:
+            check_combine(combine)
         if not callable(groups):
             check_groups(groups)
         self._front = StepFront(nonfinite)
@@ -111,6 +121,11 @@ class AutoBalance(torch.optim.Optimizer):
         self._buckets: list[Bucket] = []
         super().__init__(params, base_defaults(base_cls, base_kwargs))
         self._rule: StateRule = select_rule(base_cls, self.param_groups)
+        if isinstance(self._combine_rule, MomentRule) and not isinstance(self._rule, AdamRule):
+            raise HyperparameterError(
+                f"combine={self._combine_rule.name!r} reads each state's Adam first moment; "
+                f"base {base_cls.__name__} runs without one (use an Adam or AdamW base)"
+            )
 
     # -- step -----------------------------------------------------------------------------------
     def step(  # type: ignore[override]
@@ -136,7 +151,9 @@ class AutoBalance(torch.optim.Optimizer):
         else:
             names = self._front.order(_grad_names(grads))
             values = dict.fromkeys(names, math.nan)
-        layout = self._layout or resolve_layout(names, self._groups_for(names), self._combine)
+        layout = self._layout or resolve_layout(
+            names, self._groups_for(names), self._layout_combine
+        )
         if losses is not None:
             skipped = self._front.nonfinite_loss(batch, states=layout.owners)
             if skipped is not None:
@@ -181,8 +198,8 @@ class AutoBalance(torch.optim.Optimizer):
                     values, name, sq, what="gradient of loss", states=layout.owners
                 )
 
-        weights, assign, unit_weights = layout.weight_vector, layout.assignment, layout.unit_weights
-        update_gram = torch.zeros(num_states + 1, num_losses + num_states + 1, dtype=torch.float64)
+        assign = layout.assignment
+        advanced = []
         for bucket, (matrix, reached) in zip(self._buckets, matrices, strict=True):
             group = self.param_groups[bucket.group_index]
             if layout.is_identity:
@@ -193,7 +210,13 @@ class AutoBalance(torch.optim.Optimizer):
             updates = self._rule.updates(
                 bucket, bucket.rule_state, state_grads, state_reached, group
             )
-            delta = updates.sum(dim=0) if unit_weights else weights.to(updates) @ updates
+            advanced.append((state_grads, state_reached, updates))
+        deltas = self._combined(layout, advanced, values)
+        update_gram = torch.zeros(num_states + 1, num_losses + num_states + 1, dtype=torch.float64)
+        for bucket, (matrix, _), (_, state_reached, updates), delta in zip(
+            self._buckets, matrices, advanced, deltas, strict=True
+        ):
+            group = self.param_groups[bucket.group_index]
             self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
             torch._foreach_sub_(bucket.params, bucket.split(delta))
             stacked = torch.cat([updates, delta.unsqueeze(0)])
@@ -210,6 +233,45 @@ class AutoBalance(torch.optim.Optimizer):
             backward_passes=num_losses if computed else 0,
             needs_grad_matrix=True,
         )
+
+    def _combined(
+        self,
+        layout: StateLayout,
+        advanced: list[tuple[Tensor, Tensor, Tensor]],
+        values: dict[str, float],
+    ) -> list[Tensor]:
+        """Each bucket's ``Δ`` from its ``(state gradients, reached, updates)``.
+
+        Fixed weights: ``Δ = Σ_s w_s u_s``.  A Gram rule: ``Δ = aᵀU + bᵀG`` with ``(a, b)`` from
+        the Gram matrix of ``[U; G]`` over all buckets (states' gradients ``G``) and the states'
+        loss values (a group's is the sum of its losses').  A moment rule: per coordinate, from
+        the updates and the states' first moments.
+        """
+        rule = self._combine_rule
+        if rule is None:
+            weights, unit = layout.weight_vector, layout.unit_weights
+            return [
+                updates.sum(dim=0) if unit else weights.to(updates) @ updates
+                for _, _, updates in advanced
+            ]
+        if isinstance(rule, MomentRule):
+            return [
+                rule.combine(updates, bucket.rule_state.exp_avg)
+                for bucket, (_, _, updates) in zip(self._buckets, advanced, strict=True)
+            ]
+        gram = sum(updates_grads_gram(u, g) for g, _, u in advanced)
+        state_values = layout.assignment.numpy() @ [values[n] for n in layout.loss_names]
+        a, b = rule.coefficients(gram, state_values)
+        return [
+            torch.as_tensor(a, dtype=u.dtype, device=u.device) @ u
+            + torch.as_tensor(b, dtype=g.dtype, device=g.device) @ g
+            for g, _, u in advanced
+        ]
+
+    @property
+    def _layout_combine(self) -> Combine:
+        """What the layout's combine weights come from: unit weights under a rule."""
+        return "sum" if self._combine_rule is not None else self._combine
 
     def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
         """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
@@ -295,6 +357,11 @@ class AutoBalance(torch.optim.Optimizer):
             "steps": self._front.steps,
             "layout": self._layout.to_dict() if self._layout is not None else None,
         }
+        if self._combine_rule is not None:
+            state[_STATE_DICT_KEY]["combine_rule"] = {
+                "name": self._combine_rule.name,
+                "state": self._combine_rule.state_dict(),
+            }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -307,8 +374,17 @@ class AutoBalance(torch.optim.Optimizer):
                 f"the state dict holds {meta['rule']!r} states but this optimizer keeps "
                 f"{self._rule.name!r} states (different base optimizer?)"
             )
+        mine = None if self._combine_rule is None else self._combine_rule.name
+        saved_rule = meta.get("combine_rule")
+        if (saved_rule or {}).get("name") != mine:
+            raise AutoBalanceError(
+                f"the state dict was saved with combine rule "
+                f"{(saved_rule or {}).get('name')!r} but this optimizer uses {mine!r}"
+            )
         torch_part = {k: v for k, v in state_dict.items() if k != _STATE_DICT_KEY}
         super().load_state_dict(torch_part)
+        if self._combine_rule is not None and saved_rule is not None:
+            self._combine_rule.load_state_dict(saved_rule["state"])
         saved = meta["layout"]
         self._front.load_state_dict(
             {"names": None if saved is None else saved["loss_names"], "steps": meta["steps"]}
@@ -318,7 +394,7 @@ class AutoBalance(torch.optim.Optimizer):
         if saved is None:
             return
         layout = resolve_layout(
-            saved["loss_names"], self._groups_for(saved["loss_names"]), self._combine
+            saved["loss_names"], self._groups_for(saved["loss_names"]), self._layout_combine
         )
         if layout.to_dict() != saved:
             raise AutoBalanceError(
@@ -345,6 +421,20 @@ class AutoBalance(torch.optim.Optimizer):
             f"AutoBalance(base={self._base.__name__}, combine={self._combine!r}, "
             f"states={states}, lr={self.param_groups[0]['lr']})"
         )
+
+
+def _combine_rule(combine: Any) -> CombineRule | MomentRule | None:
+    """The post-combine rule ``combine`` names (or is); ``None`` for "sum", "mean" and weights."""
+    if isinstance(combine, CombineRule | MomentRule):
+        return combine
+    if isinstance(combine, str) and combine not in ("sum", "mean"):
+        if combine not in RULES:
+            raise HyperparameterError(
+                f"combine must be 'sum', 'mean', a mapping of weights or a combine rule "
+                f"({', '.join(RULES.names())}), got {combine!r}"
+            )
+        return RULES.create(combine)
+    return None
 
 
 def _grad_names(grads: GradLists | None) -> list[str]:

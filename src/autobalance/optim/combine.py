@@ -24,10 +24,14 @@ preconditioning.  The rules (``RULES`` catalogues them by name):
 * ``progress``: ``Δ = Σ_k w_k u_k`` with ``w_k = K r_k / Σ_j r_j``, ``r_k = L_k / L_k(first
   step)``, the relative progress weights of ReLoBRaLo/LRA (Bischof & Kraus 2021) on the updates.
 
-Three rules read the Adam moments and act per coordinate (not linear in the rows):
-:func:`shared_second_moment` (per-loss first moments over one shared second moment),
-:func:`sign_consensus` (per coordinate, only the updates that agree with the summed first
-moment) and :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum).
+Rules that read the Adam moments act per coordinate (not linear in the rows):
+
+* ``consensus`` (:class:`SignConsensus`, :func:`sign_consensus`): per coordinate, only the
+  updates that agree in sign with the summed first moment (the direction of one Adam on the
+  summed loss), summed.  The rule of the ``autobalance-consensus`` method.
+* :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
+  :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
+  of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
 """
 
 from __future__ import annotations
@@ -43,25 +47,23 @@ from torch import Tensor
 
 from autobalance.catalog import Catalog
 from autobalance.errors import HyperparameterError
-from autobalance.methods.aggregators._gram import safe_div
-from autobalance.methods.aggregators._qp import nonneg_qp
-from autobalance.methods.aggregators.conflict_free import config_weights
-from autobalance.methods.aggregators.upgrad import upgrad_weights
 
 __all__ = [
     "RULES",
     "CombineRule",
     "ConflictFreeUpdates",
     "DescentCone",
+    "MomentRule",
     "ProgressWeighted",
     "ProjectedSum",
+    "SignConsensus",
     "SumRule",
     "adam_blend",
     "check_update_matrices",
     "combine",
-    "joint_gram",
     "shared_second_moment",
     "sign_consensus",
+    "updates_grads_gram",
 ]
 
 
@@ -80,7 +82,7 @@ def check_update_matrices(updates: Tensor, grads: Tensor) -> None:
         )
 
 
-def joint_gram(updates: Tensor, grads: Tensor) -> np.ndarray:
+def updates_grads_gram(updates: Tensor, grads: Tensor) -> np.ndarray:
     """The float64 Gram matrix of ``[U; G]`` (``2K × 2K``): updates first, then gradients."""
     stacked = torch.cat([updates, grads]).detach().to(torch.float64)
     gram = (stacked @ stacked.T).cpu().numpy()
@@ -120,7 +122,7 @@ def combine(
     ).reshape(-1)
     if vals.shape != (K,):
         raise HyperparameterError(f"values must hold one loss value per row ({K}), got {vals}")
-    a, b = rule.coefficients(joint_gram(updates, grads), vals)
+    a, b = rule.coefficients(updates_grads_gram(updates, grads), vals)
     a_t = torch.as_tensor(a, dtype=updates.dtype, device=updates.device)
     b_t = torch.as_tensor(b, dtype=grads.dtype, device=grads.device)
     return a_t @ updates + b_t @ grads
@@ -149,6 +151,8 @@ class ProjectedSum(CombineRule):
     name = "upgrad"
 
     def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from autobalance.methods.aggregators.upgrad import upgrad_weights  # (import cycle)
+
         K, uu, _, _ = _split(gram)
         return K * upgrad_weights(uu), np.zeros(K)
 
@@ -160,6 +164,8 @@ class ConflictFreeUpdates(CombineRule):
     name = "config"
 
     def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from autobalance.methods.aggregators.conflict_free import config_weights  # (cycle)
+
         K, uu, _, _ = _split(gram)
         return config_weights(uu), np.zeros(K)
 
@@ -171,6 +177,8 @@ class DescentCone(CombineRule):
     name = "descent-cone"
 
     def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from autobalance.methods.aggregators._qp import nonneg_qp  # (import cycle)
+
         K, _, gg, gu = _split(gram)
         linear = gu @ np.ones(K)  # G Σ u_k
         if np.all(linear >= 0):
@@ -197,9 +205,15 @@ class ProgressWeighted(CombineRule):
 
     def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         K = gram.shape[0] // 2
+        if not np.all(np.isfinite(values)):
+            raise HyperparameterError(
+                f"combine rule 'progress' weighs the updates by the loss values, got {values} "
+                "(step(grads=...) carries none: pass the losses)"
+            )
         if self.reference is None:
             self.reference = [float(v) for v in values]
-        ratio = safe_div(values, np.asarray(self.reference))
+        reference = np.asarray(self.reference)
+        ratio = np.divide(values, reference, out=np.zeros(K), where=reference > 0)
         logs = np.log(np.maximum(ratio, 1e-300)) / float(self.temperature)
         w = np.exp(logs - logs.max())
         return K * w / w.sum(), np.zeros(K)
@@ -223,18 +237,48 @@ def shared_second_moment(updates: Tensor, second_moments: Tensor, eps: float) ->
     return numerators.sum(dim=0) / (second_moments.sum(dim=0).sqrt() + eps)
 
 
-def sign_consensus(updates: Tensor, second_moments: Tensor, eps: float) -> Tensor:
-    """Per coordinate, the updates that agree in sign with the summed first moment, summed::
+def sign_consensus(updates: Tensor, first_moments: Tensor) -> Tensor:
+    """Per coordinate, the sum of the updates that agree in sign with the summed first moment::
 
-        Δ_i = Σ_k u_{k,i} · [sign u_{k,i} = sign Σ_j lr·m̂_{j,i}],    lr·m̂_k = u_k ⊙ (√v̂_k + ε)
+        Δ_i = Σ_k u_{k,i} · [sign u_{k,i} = sign Σ_j m_{j,i}]
 
-    The summed first moment is what one Adam on the summed loss would follow, so every
-    coordinate moves in Adam's direction; the losses that push that way keep their own
-    (per-loss normalised) step, those that oppose it are left out at that coordinate.
+    ``m_k`` is loss ``k``'s first moment (the EMA of ``∇L_k``; ``K × P`` like ``updates``).  The
+    first moment is linear in the gradient, so ``Σ_j m_j`` is the first moment of the summed
+    loss, whose sign is the direction of one Adam on the summed loss: every coordinate moves
+    that way, by the per-loss normalised updates of the losses that push that way; the losses
+    that oppose it are left out at that coordinate.  A tie (``Σ_j m_{j,i} = 0``) keeps only
+    zero updates: ``Δ_i = 0``.
     """
-    consensus = (updates * (second_moments.sqrt() + eps)).sum(dim=0).sign()
+    consensus = first_moments.sum(dim=0).sign()
     agree = updates.sign() == consensus
     return (updates * agree).sum(dim=0)
+
+
+class MomentRule(abc.ABC):
+    """A rule that reads the per-loss first moments and acts per coordinate (Adam bases)."""
+
+    name = ""
+
+    @abc.abstractmethod
+    def combine(self, updates: Tensor, first_moments: Tensor) -> Tensor:
+        """``Δ`` (``P``) from the updates and first moments (each ``K × P``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise HyperparameterError(f"combine rule {self.name!r} keeps no state, got {state}")
+
+
+@dataclass
+class SignConsensus(MomentRule):
+    """Per coordinate, the updates that agree with the summed first moment (sign_consensus)."""
+
+    name = "consensus"
+
+    def combine(self, updates: Tensor, first_moments: Tensor) -> Tensor:
+        return sign_consensus(updates, first_moments)
 
 
 def adam_blend(
@@ -254,7 +298,8 @@ def adam_blend(
     return (1.0 - alpha) * adam + alpha * updates.sum(dim=0)
 
 
-#: The linear post-combine rules by name.
-RULES: Catalog[CombineRule] = Catalog("combine rule")
+#: The post-combine rules by name: the Gram rules and the moment rules.
+RULES: Catalog[CombineRule | MomentRule] = Catalog("combine rule")
 for _cls in (SumRule, ProjectedSum, ConflictFreeUpdates, DescentCone, ProgressWeighted):
-    RULES.add(_cls.name, _cls)
+    RULES.add(_cls.name, _cls, family="gram")
+RULES.add(SignConsensus.name, SignConsensus, family="moments")
