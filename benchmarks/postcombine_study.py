@@ -22,6 +22,9 @@ with the public API: seeds, fresh points every step, ``lr(t) = lr · 0.9^(t/1000
 ``figures``
     The mechanism figures from a ``mechanism`` output folder.
 
+``candidates``
+    rel. L2 vs step of every screened rule (``--out``: a ``screen`` output folder), and a table.
+
     python benchmarks/postcombine_study.py mechanism --problems burgers wave --steps 3000 \\
         --out runs/postcombine/mechanism
     python benchmarks/postcombine_study.py screen --problems burgers --rules sum upgrad \\
@@ -428,6 +431,37 @@ def _figures(data: dict, out: Path) -> None:
     fig.savefig(out / "cosines_norms.png")
 
 
+def _candidates_figure(runs: list[dict], out: Path) -> None:
+    """rel. L2 vs step of every screened rule, one panel per problem."""
+    from matplotlib.figure import Figure
+
+    problems_ = sorted({r["problem"] for r in runs})
+    fig = Figure(figsize=(3.4 * len(problems_), 3.2), dpi=80)
+    axes = fig.subplots(1, len(problems_), squeeze=False)[0]
+    rules = sorted({r["label"] for r in runs})
+    colors = {rule: f"C{i % 10}" for i, rule in enumerate(rules)}
+    for ax, prob in zip(axes, problems_, strict=True):
+        for r in sorted((r for r in runs if r["problem"] == prob), key=lambda r: r["label"]):
+            ev = r["evals"]
+            style = "--" if r["label"] in ("adam", "sum") else "-"
+            lw = 2.0 if r["label"] in ("adam", "sum", "consensus") else 0.9
+            ax.semilogy(
+                [e["step"] for e in ev],
+                [e["rel_l2"] for e in ev],
+                style,
+                color=colors[r["label"]],
+                lw=lw,
+                label=r["label"],
+            )
+        ax.set_title(f"{prob} (seed 0)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("rel. L2")
+    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(out / "candidates.png")
+
+
 def _smooth(values: list[float], width: int = 10) -> list[float]:
     arr = np.asarray(values, dtype=np.float64)
     if arr.size < width:
@@ -440,7 +474,7 @@ def _smooth(values: list[float], width: int = 10) -> list[float]:
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", choices=["mechanism", "screen", "figures"])
+    parser.add_argument("study", choices=["mechanism", "screen", "figures", "candidates"])
     parser.add_argument("--problems", nargs="+", default=["burgers", "wave"])
     parser.add_argument("--rules", nargs="+", default=["sum"])
     parser.add_argument("--rule-params", default="{}", help="JSON keyword arguments of the rule")
@@ -489,6 +523,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"({result['wall_s']:.0f} s)",
                         flush=True,
                     )
+    elif args.study == "candidates":  # --out: the screen folder
+        runs = []
+        for path in sorted(args.out.glob("*-seed*.json")):
+            run = json.loads(path.read_text())
+            params = "".join(f",{k}={v}" for k, v in run.get("rule_params", {}).items())
+            run["label"] = run["rule"] + params
+            runs.append(run)
+        args.figures.mkdir(parents=True, exist_ok=True)
+        _candidates_figure(runs, args.figures)
+        for r in sorted(runs, key=lambda r: (r["problem"], r["rel_l2"])):
+            print(f"{r['problem']:>13} {r['steps']:>6} {r['label']:<26} {r['rel_l2']:.3e}")
     else:
         data: dict[str, dict] = {}
         for path in sorted(args.out.glob("*-seed*.json")):

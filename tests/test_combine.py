@@ -21,7 +21,7 @@ from autobalance.optim.combine import (
 )
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LINEAR = ["sum", "upgrad", "config", "descent-cone", "progress"]
+LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
 MOMENTS = ["consensus"]
 
 
@@ -68,6 +68,17 @@ def test_descent_cone_closed_form() -> None:
 
 def test_descent_cone_keeps_the_sum_when_no_loss_rises() -> None:
     close(run("descent-cone", [[1, 0], [0, 1]], [[1, 0], [1, 0.5]]), [1, 1])
+
+
+def test_precedence_closed_form() -> None:
+    # ‖g_1‖ > ‖g_0‖: u_0 yields its part along u_1: u_0' = (1, 0) + ½(−1, 1) = (½, ½)
+    close(run("precedence", [[1, 0], [-1, 1]], [[1, 0], [0, 5]]), [-0.5, 1.5])
+    # ‖g_0‖ > ‖g_1‖: u_1 yields: u_1' = (−1, 1) + (1, 0) = (0, 1)
+    close(run("precedence", [[1, 0], [-1, 1]], [[5, 0], [0, 1]]), [1.0, 1.0])
+    # anti-parallel updates: the larger gradient's update is the step
+    close(run("precedence", [[1, 0], [-1, 0]], [[3, 0], [0, 1]]), [1.0, 0.0])
+    # no conflict: the sum
+    close(run("precedence", [[1, 0], [1, 1]], [[1, 0], [0, 5]]), [2.0, 1.0])
 
 
 def test_progress_weights_closed_form() -> None:
@@ -153,6 +164,20 @@ def test_sign_consensus_moves_with_the_summed_moment(UG) -> None:
 
 
 @PROP
+@given(matrices(max_k=2))
+def test_precedence_keeps_the_larger_gradients_update(UG) -> None:
+    U, G = UG
+    assume(_nonzero_rows(U) and _nonzero_rows(G))
+    top = int(torch.argmax(G.norm(dim=1)))
+    d = run("precedence", U, G)
+    other = U.sum(0) - U[top]
+    # Δ = u_top + (the other update, minus its part opposing u_top): ⟨Δ, u_top⟩ ≥ ‖u_top‖²
+    assert float(d @ U[top]) >= float(U[top] @ U[top]) * (1 - 1e-9) - 1e-9
+    if float(other @ U[top]) >= 0:
+        close(d, U.sum(0), tol=1e-9)
+
+
+@PROP
 @given(matrices())
 def test_upgrad_never_opposes_an_update(UG) -> None:
     U, G = UG
@@ -227,7 +252,7 @@ def test_rules_are_permutation_invariant(name: str, UG, data) -> None:
 
 @PROP
 @given(matrices(), st.floats(0.01, 100.0))
-@pytest.mark.parametrize("name", ["sum", "upgrad", "config", "descent-cone", "progress"])
+@pytest.mark.parametrize("name", LINEAR)
 def test_rules_are_linear_under_scaling_of_the_updates(name: str, UG, c: float) -> None:
     U, G = UG
     assume(_nonzero_rows(U))

@@ -21,6 +21,8 @@ preconditioning.  The rules (``RULES`` catalogues them by name):
 * ``descent-cone``: the sum projected onto the dual cone of the *raw gradients*,
   ``Δ = argmin_{G d ≥ 0} ‖d − Σ_k u_k‖²`` (dual: ``Δ = Σ u_k + Gᵀλ``,
   ``λ = argmin_{λ ≥ 0} ½ λᵀ G Gᵀ λ + λᵀ G Σ u_k``): no loss increases to first order.
+* ``precedence``: conflicts go to the larger raw gradient; each update yields (is projected off)
+  the part that opposes a larger-gradient update (:class:`Precedence`).
 * ``progress``: ``Δ = Σ_k w_k u_k`` with ``w_k = K r_k / Σ_j r_j``, ``r_k = L_k / L_k(first
   step)``, the relative progress weights of ReLoBRaLo/LRA (Bischof & Kraus 2021) on the updates.
 
@@ -54,6 +56,7 @@ __all__ = [
     "ConflictFreeUpdates",
     "DescentCone",
     "MomentRule",
+    "Precedence",
     "ProgressWeighted",
     "ProjectedSum",
     "SignConsensus",
@@ -188,6 +191,38 @@ class DescentCone(CombineRule):
 
 
 @dataclass
+class Precedence(CombineRule):
+    """Conflicts go to the larger gradient: the others yield the part of their update that opposes.
+
+    The updates are visited in order of decreasing raw gradient norm ``‖g_k‖`` (ties: loss
+    order).  Each update ``u'_k`` is projected, one after the other, onto the normal plane of
+    every earlier (larger-gradient) projected update it conflicts with (PCGrad's projection, Yu
+    et al. 2020, Eq. (1), made one-sided and ordered)::
+
+        u'_k ← u'_k − (⟨u'_k, u'_j⟩ / ‖u'_j‖²) u'_j      if ⟨u'_k, u'_j⟩ < 0,  ‖g_j‖ ≥ ‖g_k‖
+
+    and ``Δ = Σ_k u'_k``.  A conflict is decided as one Adam on the summed loss would decide it
+    (by gradient size); the loser keeps the part of its (per-loss normalised) update that does
+    not oppose the winner.  The largest-gradient update is kept whole; without conflicts
+    ``Δ = Σ u_k``.  Every ``u'_k`` is a combination of the updates, so ``Δ = aᵀU``.
+    """
+
+    name = "precedence"
+
+    def coefficients(self, gram: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        K, uu, gg, _ = _split(gram)
+        order = sorted(range(K), key=lambda k: (-gg[k, k], k))
+        rows = np.eye(K)  # rows[k]: u'_k = rows[k] @ U
+        for pos, k in enumerate(order):
+            for j in order[:pos]:
+                inner = rows[k] @ uu @ rows[j]
+                norm_sq = rows[j] @ uu @ rows[j]
+                if inner < 0 and norm_sq > 0:
+                    rows[k] = rows[k] - (inner / norm_sq) * rows[j]
+        return rows.sum(axis=0), np.zeros(K)
+
+
+@dataclass
 class ProgressWeighted(CombineRule):
     """``Δ = Σ w_k u_k``, ``w_k = K r_k / Σ r_j``, ``r_k = L_k / L_k(first step)``.
 
@@ -300,6 +335,13 @@ def adam_blend(
 
 #: The post-combine rules by name: the Gram rules and the moment rules.
 RULES: Catalog[CombineRule | MomentRule] = Catalog("combine rule")
-for _cls in (SumRule, ProjectedSum, ConflictFreeUpdates, DescentCone, ProgressWeighted):
+for _cls in (
+    SumRule,
+    ProjectedSum,
+    ConflictFreeUpdates,
+    DescentCone,
+    Precedence,
+    ProgressWeighted,
+):
     RULES.add(_cls.name, _cls, family="gram")
 RULES.add(SignConsensus.name, SignConsensus, family="moments")
