@@ -457,8 +457,12 @@ def _candidates_figure(runs: list[dict], out: Path) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("rel. L2")
-    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
     fig.savefig(out / "candidates.png")
 
 
