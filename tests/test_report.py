@@ -12,8 +12,9 @@ import torch
 
 from autobalance.cli.main import main
 from autobalance.experiments import RunConfig, train
-from autobalance.experiments.figures import plot_error_curves, read_table
+from autobalance.experiments.curves import error_curves_figure
 from autobalance.experiments.report import ReportError, build_report, discover_runs
+from autobalance.experiments.runs import read_table
 
 HELMHOLTZ = {"a1": 1.0, "a2": 1.0, "k": 1.0, "n_residual": 64, "n_boundary": 16, "n_eval": 21}
 
@@ -235,7 +236,7 @@ def test_figures_from_fake_runs(tmp_path: Path) -> None:
     assert not (fig / "helmholtz_solutions.png").exists()
     assert "solutions (median-seed run of each method): not drawn" in text
     assert "checkpoint.pt does not exist" in text
-    assert plot_error_curves(fig / "none.png", {"x": [tmp_path]}) is None
+    assert error_curves_figure({"x": [tmp_path]}) is None
     table = read_table(tmp_path / "runs" / "helmholtz" / "adam" / "h0" / "eval.csv")
     assert table["rel_l2"].tolist() == pytest.approx([1.0, 0.505, 0.01])
 
@@ -269,8 +270,8 @@ def test_real_run_and_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) -> None:
     """Variants wrapping the network and inputs named in net_params: the same prediction."""
-    from autobalance.experiments.figures import plot_solution_panels, predict_run
     from autobalance.experiments.runner import errors
+    from autobalance.experiments.solutions import predict_run, solution_panels_figure
 
     torch.set_num_threads(1)
     config = RunConfig(
@@ -287,5 +288,5 @@ def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) ->
     _, _, reference, prediction = predict_run(tmp_path / "run")
     rebuilt = errors(torch.from_numpy(prediction), torch.from_numpy(reference))
     assert rebuilt["rel_l2"] == pytest.approx(metrics["rel_l2"], rel=1e-5)
-    path, skipped = plot_solution_panels(tmp_path / "s.png", {"adam": tmp_path / "run"})
-    assert path is not None and not skipped
+    figure, skipped = solution_panels_figure({"adam": tmp_path / "run"})
+    assert figure is not None and not skipped

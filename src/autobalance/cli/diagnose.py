@@ -75,14 +75,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    tmp.replace(path)
+    """``data`` as JSON, NaN kept as ``NaN`` (the results hold undefined ratios), atomically."""
+    from autobalance.experiments.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=True))
+
+
+def _write_figures(out: Path, figures: dict[str, Any]) -> None:
+    """Write each figure as ``out/<name>`` (:func:`autobalance.experiments.io.write_png`)."""
+    from autobalance.experiments.io import write_png
+
+    for name, figure in figures.items():
+        write_png(out / name, figure)
 
 
 def _quadratic(args: argparse.Namespace, out: Path) -> int:
-    from autobalance.diagnostics.plots import plot_quadratic
+    from autobalance.diagnostics.plots import quadratic_figures
     from autobalance.diagnostics.quadratic import study_quadratic
     from autobalance.errors import ConfigError
 
@@ -101,7 +109,7 @@ def _quadratic(args: argparse.Namespace, out: Path) -> int:
         lrs=(3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     )
     _write_json(out / "quadratic.json", result)
-    plot_quadratic(result, out)
+    _write_figures(out, quadratic_figures(result))
     header = [
         "A",
         "c",
@@ -161,7 +169,7 @@ def _measures(summary: dict[str, float]) -> list[str]:
 def _problem(args: argparse.Namespace, out: Path) -> int:
     from autobalance.cli.main import parse_assignments
     from autobalance.diagnostics.helmholtz_study import StudyConfig, run_study
-    from autobalance.diagnostics.plots import plot_balance, plot_spectra
+    from autobalance.diagnostics.plots import balance_figure, spectra_figure
 
     cfg = StudyConfig(
         problem=args.target,
@@ -179,8 +187,10 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
     )
     result = run_study(cfg, progress=lambda msg: print(msg, file=sys.stderr))
     _write_json(out / "study.json", result)
-    plot_spectra(result, out)
-    plot_balance(result, out)
+    _write_figures(
+        out,
+        {"fig1_spectra.png": spectra_figure(result), "fig2_balance.png": balance_figure(result)},
+    )
     names = result["loss_names"]
     ref = names[0]
     print(

@@ -46,8 +46,8 @@ from autobalance import methods, nets, problems, variants
 from autobalance.errors import ConfigError, NonFiniteLossError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
-from autobalance.experiments.io import write_csv, write_json, write_torch
-from autobalance.experiments.plots import plot_solution
+from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
+from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
 from autobalance.metrics import ERROR_NAMES, error_metrics
 from autobalance.problems import Problem
@@ -316,13 +316,14 @@ class _Run:
         write_torch(self.out / "checkpoint.pt", self.checkpoint())
 
     def write_plot(self) -> None:
-        plot_solution(
-            self.out / "solution.png",
+        figure = solution_figure(
             self.problem,
             self.eval_points.detach().double().cpu().numpy(),
             self.eval_reference.detach().double().cpu().numpy(),
             self.predict().detach().double().cpu().numpy(),
         )
+        if figure is not None:
+            write_png(self.out / "solution.png", figure)
 
     def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
         p, c = self.progress, self.config
