@@ -22,17 +22,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from autobalance.errors import AutoBalanceError
+from autobalance.experiments.history import loss_columns
 from autobalance.experiments.runs import RunFileError, read_table
 
-__all__ = ["error_curves_figure", "loss_columns", "loss_curves_figure"]
-
-_NON_LOSS_COLUMNS = frozenset({"step", "lr", "total", "update_norm", "backward_passes", "skipped"})
-_STAT_SUFFIXES = ("_grad_norm", "_update_norm", "_cosine")
-
-
-def loss_columns(history: Mapping[str, np.ndarray]) -> list[str]:
-    """The loss-value columns of a ``history.csv`` table (not step, lr, total or statistics)."""
-    return [c for c in history if c not in _NON_LOSS_COLUMNS and not c.endswith(_STAT_SUFFIXES)]
+__all__ = ["error_curves_figure", "loss_curves_figure"]
 
 
 def _by_step(

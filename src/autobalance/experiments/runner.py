@@ -46,6 +46,7 @@ from autobalance import methods, nets, problems, variants
 from autobalance.errors import ConfigError, NonFiniteLossError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
+from autobalance.experiments.history import history_columns, history_row
 from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
 from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
@@ -57,8 +58,6 @@ __all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
-
-_STATS = ("weight", "grad_norm", "update_norm", "cosine")
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -107,34 +106,6 @@ def _create_balancer(
         raise ConfigError(
             f"method {config.method!r} rejected its parameters (given: lr, {given}): {exc}"
         ) from None
-
-
-def _history_row(info: StepInfo, lr: float) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "step": info.step,
-        "lr": lr,
-        "total": info.total_loss,
-        "update_norm": info.update_norm,
-        "backward_passes": info.backward_passes,
-        "skipped": int(info.skipped),
-    }
-    for name, stats in info.losses.items():
-        row[name] = stats.value
-        for stat in _STATS:
-            row[f"{name}_{stat}"] = getattr(stats, stat)
-    return row
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _history_columns(rows: list[dict[str, Any]], loss_names: list[str]) -> list[str]:
-    """Fixed columns, the losses, then only those statistics some row reports as finite."""
-    columns = ["step", "lr", "total", *loss_names]
-    optional = ["update_norm"] + [f"{n}_{s}" for n in loss_names for s in _STATS]
-    columns += [c for c in optional if any(_finite(r.get(c)) for r in rows)]
-    return [*columns, "backward_passes", "skipped"]
 
 
 def build_model(
@@ -306,7 +277,7 @@ class _Run:
     # --------------------------------------------------------------------------------- output
     def write_tables(self) -> None:
         p = self.progress
-        write_csv(self.out / "history.csv", _history_columns(p.history, p.loss_names), p.history)
+        write_csv(self.out / "history.csv", history_columns(p.history, p.loss_names), p.history)
         columns = ["step", "wall_s", *ERROR_NAMES]
         columns += [k for k in (p.evals[-1] if p.evals else {}) if k not in columns]
         write_csv(self.out / "eval.csv", columns, p.evals)
@@ -453,7 +424,7 @@ def train(
                 callback(info)
             last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
-                p.history.append(_history_row(info, lr) | {"step": p.step})
+                p.history.append(history_row(info, lr) | {"step": p.step})
                 bar.set_postfix_str(
                     " ".join(f"{n}={v:.2e}" for n, v in info.values.items()), refresh=False
                 )
