@@ -290,3 +290,43 @@ def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) ->
     assert rebuilt["rel_l2"] == pytest.approx(metrics["rel_l2"], rel=1e-5)
     figure, skipped = solution_panels_figure({"adam": tmp_path / "run"})
     assert figure is not None and not skipped
+
+
+def test_compare_table_groups_and_labels_runs_as_the_report(tmp_path: Path) -> None:
+    """``compare``/``bench`` print the report's groups: same labels, same statistics."""
+    from autobalance.cli.sweeps import summary_table
+    from autobalance.experiments.analysis import group_runs
+
+    runs = tmp_path / "runs"
+    two_methods(runs)
+    make_run(runs, "x/f", method="adam", seed=7, rel_l2=1.0, failed={"step": 5, "loss": "boundary"})
+    table = summary_table(group_runs(discover_runs(runs)))
+    lines = table.splitlines()
+    assert lines[0] == "helmholtz (mean ± std over seeds; failed runs excluded)"
+    rows = {line.split("  ")[0]: line.split() for line in lines[3:5]}
+    assert set(rows) == {
+        r["method_label"]
+        for r in read_csv(build_report(runs, figures=False).parent / "results.csv")
+    }
+    assert rows["adam"][1:4] == ["3/4", "2.00e-02", "±"] and rows["adam"][4] == "1.0e-02"
+    assert rows["autobalance(base=adam)"][1:5] == ["3/3", "2.00e-03", "±", "1.0e-03"]
+    assert lines[-1] == "  failed: f at step 5 (loss 'boundary')"
+
+
+def test_competition_ranks_and_criteria() -> None:
+    from autobalance.experiments.analysis import Criteria, MethodGroup, assign_ranks
+    from autobalance.experiments.runs import RunRecord
+
+    def group(label: str, *values: float) -> MethodGroup:
+        runs = [RunRecord(Path(label), "ok", {}, {"rel_l2": v}) for v in values]
+        return MethodGroup("p", label, "p", {}, runs)
+
+    groups = [group("a", 2.0, 1.0, 3.0), group("b", 2.0), group("c", 5.0), group("d")]
+    assign_ranks(groups, "rel_l2")
+    assert [g.rank for g in groups] == [1, 1, 3, None]  # equal medians share rank 1
+    assert Criteria.of(("mse", "linf"), "rel_l2").metrics == ("rel_l2", "mse", "linf")
+    assert Criteria.of(("mse", "mse")).metric == "mse"
+    with pytest.raises(ReportError, match="at least one metric"):
+        Criteria.of(())
+    with pytest.raises(ReportError, match="alpha"):
+        Criteria.of(alpha=1.0)

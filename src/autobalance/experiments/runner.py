@@ -27,13 +27,14 @@ Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``Ã
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,15 @@ class _Progress:
     evals: list[dict[str, Any]] = field(default_factory=list)
     loss_names: list[str] = field(default_factory=list)
     final_losses: dict[str, float] = field(default_factory=dict)
+
+    def entries(self) -> dict[str, Any]:
+        """The checkpoint's entries: the fields by name, containers copied."""
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> _Progress:
+        """The progress a checkpoint holds (:meth:`entries`), containers copied."""
+        return cls(**{f.name: copy.copy(ckpt[f.name]) for f in fields(cls)})
 
 
 def _create_balancer(
@@ -190,19 +200,12 @@ class _Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "format": CHECKPOINT_FORMAT,
-            "step": p.step,
+            **p.entries(),
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "balancer": self.balancer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
-            "wall_s": p.wall_s,
-            "backward_passes": p.backward_passes,
-            "skipped_steps": p.skipped_steps,
-            "loss_names": list(p.loss_names),
-            "final_losses": dict(p.final_losses),
-            "history": list(p.history),
-            "evals": list(p.evals),
             "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
             "variants": self.variants.state_dict(),
             # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
@@ -243,16 +246,7 @@ class _Run:
         self.generator.set_state(ckpt["rng"]["generator"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.progress = _Progress(
-            step=int(ckpt["step"]),
-            wall_s=float(ckpt["wall_s"]),
-            backward_passes=int(ckpt["backward_passes"]),
-            skipped_steps=int(ckpt["skipped_steps"]),
-            history=list(ckpt["history"]),
-            evals=list(ckpt["evals"]),
-            loss_names=list(ckpt["loss_names"]),
-            final_losses=dict(ckpt["final_losses"]),
-        )
+        self.progress = _Progress.from_checkpoint(ckpt)
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
