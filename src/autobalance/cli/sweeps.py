@@ -116,10 +116,11 @@ def _mean_std(group: MethodGroup, key: str, style: str) -> str:
     summary = group.summary(key)
     if summary is None:
         return "n/a"
-    number = "{:.2e}" if style == "e" else f"{{:.{style}f}}"
-    spread = "{:.1e}" if style == "e" else number
-    text = number.format(summary.mean)
-    return text if not math.isfinite(summary.std) else f"{text} ± {spread.format(summary.std)}"
+    if style == "e":
+        mean, std = f"{summary.mean:.2e}", f"{summary.std:.1e}"
+    else:
+        mean, std = f"{summary.mean:.{style}f}", f"{summary.std:.{style}f}"
+    return mean if not math.isfinite(summary.std) else f"{mean} ± {std}"
 
 
 def summary_table(problems: Mapping[str, Sequence[MethodGroup]]) -> str:
@@ -129,11 +130,9 @@ def summary_table(problems: Mapping[str, Sequence[MethodGroup]]) -> str:
     """
     blocks = []
     for problem, groups in problems.items():
-        runs = [r for g in groups for r in g.runs]
-        columns = [
-            *_COLUMNS,
-            *([_GPU_COLUMN] if any(_GPU_COLUMN[1] in r.metrics for r in runs) else []),
-        ]
+        columns = list(_COLUMNS)
+        if any("peak_gpu_mb" in r.metrics for g in groups for r in g.runs):
+            columns.append(_GPU_COLUMN)
         rows = [["method", "ok/runs", *(c[0] for c in columns)]]
         rows += [
             [

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import AutoBalanceError, LossNameError
-from autobalance.optim.autobalance import AutoBalance
+from autobalance.optim import AutoBalance
 
 __all__ = [
     "DEFAULT_MASS_FRACTIONS",

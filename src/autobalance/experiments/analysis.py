@@ -189,9 +189,8 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
     by_method: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in complete:
         method_params = canonical_json(run.config.get("method_params", {}))
-        by_method.setdefault((run.problem_label, run.config["method"], method_params), []).append(
-            run
-        )
+        key = (run.problem_label, run.config["method"], method_params)
+        by_method.setdefault(key, []).append(run)
     for (problem_label, method, _), members in by_method.items():
         varying = _varying([_flat_settings(r.config) for r in members])
         for run in members:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from autobalance.errors import AutoBalanceError
 from autobalance.experiments.runs import RunFileError
-from autobalance.problems.base import Problem
+from autobalance.problems import Problem
 
 __all__ = ["predict_run", "solution_figure", "solution_panels_figure"]
 
