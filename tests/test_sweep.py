@@ -467,3 +467,17 @@ def test_cli_tensorboard_flag_writes_event_files(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="tensorboard is not installed")
     assert bench_one_adam_run_with_tensorboard(tmp_path) == 0
     assert list((tmp_path / "out").glob("*/tensorboard/events.out.tfevents.*"))
+
+
+def test_executors_are_found_by_name() -> None:
+    from autobalance.errors import UnknownNameError
+    from autobalance.experiments.executors import EXECUTORS, create_executor
+
+    assert EXECUTORS == ("inline", "local", "ray")
+    assert isinstance(create_executor("inline"), InlineExecutor)
+    local = create_executor("local", workers=2)
+    assert isinstance(local, LocalExecutor) and local.workers == 2
+    with pytest.raises(UnknownNameError, match="Did you mean 'local'"):
+        create_executor("locale")
+    with pytest.raises(ConfigError, match="workers"):
+        create_executor("local", workers=0)

@@ -28,9 +28,11 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+from autobalance.catalog import Catalog
 from autobalance.errors import ConfigError
 
 __all__ = [
+    "CATALOG",
     "EXECUTORS",
     "Executor",
     "InlineExecutor",
@@ -46,9 +48,6 @@ __all__ = [
 Job = dict[str, Any]
 Outcome = dict[str, Any]
 JobFunction = Callable[[Job], Outcome]
-
-#: Executor names accepted by :func:`create_executor`.
-EXECUTORS = ("local", "inline", "ray")
 
 
 def available_cores() -> int:
@@ -90,6 +89,30 @@ def _guarded(fn: JobFunction, job: Job) -> Outcome:
         return fn(job)
     except Exception:
         return _error_outcome(traceback.format_exc(limit=8))
+
+
+def _windowed(
+    workers: int,
+    submit: Callable[[Job], Any],
+    collect: Callable[[dict[Any, Job]], Iterator[tuple[Job, Outcome]]],
+    jobs: Iterable[Job],
+    on_start: Callable[[Job], None] | None,
+) -> Iterator[tuple[Job, Outcome]]:
+    """Keep at most ``workers`` jobs submitted; yield each outcome as ``collect`` gathers it.
+
+    ``submit(job)`` returns a handle; ``collect(running)`` waits, pops the finished handles from
+    ``running`` (handle → job) and yields their ``(job, outcome)``.
+    """
+    pending = iter(jobs)
+    running: dict[Any, Job] = {}
+    while True:
+        while len(running) < workers and (job := next(pending, None)) is not None:
+            running[submit(job)] = job
+            if on_start is not None:
+                on_start(job)
+        if not running:
+            return
+        yield from collect(running)
 
 
 class InlineExecutor:
@@ -155,42 +178,32 @@ class LocalExecutor:
     def run(
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
     ) -> Iterator[tuple[Job, Outcome]]:
-        pending = iter(jobs)
-        running: dict[cf.Future[Outcome], Job] = {}
-
-        def submit_next() -> bool:
-            job = next(pending, None)
-            if job is None:
-                return False
+        def submit(job: Job) -> cf.Future[Outcome]:
             if self._pool is None:
                 self._pool = self._new_pool()
-            running[self._pool.submit(fn, job)] = job
-            if on_start is not None:
-                on_start(job)
-            return True
+            return self._pool.submit(fn, job)
 
-        while len(running) < self.workers and submit_next():
-            pass
-        while running:
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                job = running.pop(future)
-                try:
-                    outcome = future.result()
-                except cf.process.BrokenProcessPool:
-                    broken = True
-                    outcome = _error_outcome("the worker process died (killed, or out of memory)")
-                except Exception:
-                    outcome = _error_outcome(traceback.format_exc(limit=8))
-                yield job, outcome
-            if broken:  # every job still on the broken pool has failed too; start a new pool
-                for future, job in list(running.items()):
-                    running.pop(future)
-                    yield job, _error_outcome("the worker pool broke while this run was running")
-                self.close()
-            while len(running) < self.workers and submit_next():
-                pass
+        return _windowed(self.workers, submit, self._collect, jobs, on_start)
+
+    def _collect(self, running: dict[Any, Job]) -> Iterator[tuple[Job, Outcome]]:
+        """Wait for the first jobs to finish; on a broken pool, fail the rest and drop it."""
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            job = running.pop(future)
+            try:
+                outcome = future.result()
+            except cf.process.BrokenProcessPool:
+                broken = True
+                outcome = _error_outcome("the worker process died (killed, or out of memory)")
+            except Exception:
+                outcome = _error_outcome(traceback.format_exc(limit=8))
+            yield job, outcome
+        if broken:  # every job still on the broken pool has failed too; start a new pool
+            for future, job in list(running.items()):
+                running.pop(future)
+                yield job, _error_outcome("the worker pool broke while this run was running")
+            self.close()
 
     def close(self) -> None:
         """Shut the worker processes down."""
@@ -247,34 +260,26 @@ class RayExecutor:
     def run(
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
     ) -> Iterator[tuple[Job, Outcome]]:
-        ray = self._ray
         # max_calls=1: a fresh worker process per run (honest peak memory, no leaked state).
-        remote = ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
-        pending = iter(jobs)
-        running: dict[Any, Job] = {}
+        remote = self._ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
+        return _windowed(
+            self.workers,
+            lambda job: remote.remote(fn, job, self.threads),
+            self._collect,
+            jobs,
+            on_start,
+        )
 
-        def submit_next() -> bool:
-            job = next(pending, None)
-            if job is None:
-                return False
-            running[remote.remote(fn, job, self.threads)] = job
-            if on_start is not None:
-                on_start(job)
-            return True
-
-        while len(running) < self.workers and submit_next():
-            pass
-        while running:
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                job = running.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
-                    outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
-                yield job, outcome
-            while len(running) < self.workers and submit_next():
-                pass
+    def _collect(self, running: dict[Any, Job]) -> Iterator[tuple[Job, Outcome]]:
+        """Wait for one task to finish."""
+        done, _ = self._ray.wait(list(running), num_returns=1)
+        for ref in done:
+            job = running.pop(ref)
+            try:
+                outcome = self._ray.get(ref)
+            except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+                outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
+            yield job, outcome
 
     def close(self) -> None:
         """Shut down the Ray instance this executor started (a joined cluster stays up)."""
@@ -290,22 +295,46 @@ def _ray_task(fn: JobFunction, job: Job, threads: int) -> Outcome:
     return _guarded(fn, job)
 
 
+def _local(workers: int | None, ray_address: str | None) -> Executor:
+    """Worker processes on this machine (default: one per available core)."""
+    return LocalExecutor(workers or available_cores())
+
+
+def _inline(workers: int | None, ray_address: str | None) -> Executor:
+    """Every run in this process, one after the other."""
+    return InlineExecutor()
+
+
+def _ray(workers: int | None, ray_address: str | None) -> Executor:
+    """Ray tasks (a local instance, or the cluster at ``ray_address``)."""
+    return RayExecutor(ray_address, workers=workers)
+
+
+#: Executors by name; each factory takes ``(workers, ray_address)``.
+CATALOG: Catalog[Executor] = Catalog("executor", skip=("workers", "ray_address"))
+CATALOG.add("local", _local)
+CATALOG.add("inline", _inline)
+CATALOG.add("ray", _ray)
+
+
 def create_executor(
     name: str,
     *,
     workers: int | None = None,
     ray_address: str | None = None,
 ) -> Executor:
-    """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"``.
+    """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"`` (:data:`CATALOG`).
 
     ``workers`` defaults to the available cores (local) or to the cluster's CPUs (Ray).
+
+    Raises:
+        ConfigError: ``workers < 1``.
+        UnknownNameError: an unknown name (the message names the known ones).
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid --workers {workers}: must be >= 1")
-    if name == "local":
-        return LocalExecutor(workers or available_cores())
-    if name == "inline":
-        return InlineExecutor()
-    if name == "ray":
-        return RayExecutor(ray_address, workers=workers)
-    raise ConfigError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    return CATALOG.create(name, workers=workers, ray_address=ray_address)
+
+
+#: Executor names accepted by :func:`create_executor`.
+EXECUTORS = tuple(CATALOG.names())
