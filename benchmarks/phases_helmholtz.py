@@ -21,7 +21,13 @@ import torch
 
 from autobalance import AutoBalance, nets, problems
 from autobalance.metrics import error_metrics
-from autobalance.phases import create_phase, parse_phase, problem_objective, run_phase
+from autobalance.phases import (
+    PhaseRecord,
+    create_phase,
+    parse_phase,
+    problem_objective,
+    run_phase,
+)
 
 DEFAULT_PHASES = (
     "lbfgs",
@@ -66,6 +72,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--iters", type=int, default=100000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--log-every", type=int, default=0, help="print the error every N phase iterations"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--cache", type=Path, default=None, help="save the first-order result here, or load it"
@@ -94,7 +103,22 @@ def main() -> None:
         )
         net = copy.deepcopy(model)
         phase = create_phase(spec, net.parameters())
-        result = run_phase(phase, problem_objective(problem, net, batch), spec)
+        trace: list[dict[str, float]] = []
+
+        def log(record: PhaseRecord, net: torch.nn.Module = net, trace: list = trace) -> None:
+            if args.log_every and record.iteration % args.log_every == 0:
+                error = rel_l2(problem, net)
+                trace.append(
+                    {"iteration": record.iteration, "rel_l2": error, "loss": record.loss,
+                     "functions": record.evaluations.functions}
+                )  # fmt: skip
+                print(
+                    f"    {record.iteration:6d}  rel. L2 {error:.3e}  loss {record.loss:.3e}  "
+                    f"{record.evaluations.functions} f",
+                    flush=True,
+                )
+
+        result = run_phase(phase, problem_objective(problem, net, batch), spec, callback=log)
         counts = phase.evaluations
         row = {
             "phase": text,
@@ -106,6 +130,7 @@ def main() -> None:
             "jacobians": counts.jacobians,
             "seconds": result.seconds,
             "stopped": result.reason,
+            "trace": trace,
         }
         rows.append(row)
         print(
@@ -115,9 +140,7 @@ def main() -> None:
             flush=True,
         )
     if args.json:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2)
-        )
+        args.json.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ from autobalance.phases.objective import Objective
 
 __all__ = ["DampedLeastSquares", "ENGDPhase", "GaussNewtonPhase", "damped_least_squares"]
 
+#: Adaptive relative damping stays in this range (below it the solve is undamped in float64).
+_DAMPING_RANGE = (1e-15, 1e15)
+
 
 class DampedLeastSquares:
     """``δ(λ) = argmin ‖ρ + Jδ‖² + λ‖δ‖²`` for several ``λ``, Eq. (GN), the Gram matrix formed
@@ -205,7 +208,8 @@ class GaussNewtonPhase(Phase):
                     model = float((rho + best_eta * (J @ delta)).pow(2).sum())
                     predicted = here.total - model
                     gain = (here.total - best_total) / predicted if predicted > 0 else 0.0
-                    self.damping *= max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
+                    factor = max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
+                    self.damping = max(self.damping * factor, _DAMPING_RANGE[0])
                     self.nu = 2.0
                 new_x = x + best_eta * delta
                 assign_flat(self.params, new_x)
@@ -213,7 +217,7 @@ class GaussNewtonPhase(Phase):
                 return after, best_eta, {"damping": self.damping}
             if not self.adaptive_damping:
                 break
-            self.damping *= self.nu
+            self.damping = min(self.damping * self.nu, _DAMPING_RANGE[1])
             self.nu *= 2.0
         assign_flat(self.params, x)
         self.stop_reason = "no step decreased the loss"
