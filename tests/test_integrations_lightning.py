@@ -10,7 +10,7 @@ run resumed from one must continue as if never interrupted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,17 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 METHODS = ["adam", "autobalance", "pcgrad", "dwa"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small networks: one thread is faster than two, and does not wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 LR = 1e-2
 BATCHES_PER_EPOCH = 3
 
