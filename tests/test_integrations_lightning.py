@@ -9,7 +9,10 @@ run resumed from one must continue as if never interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*resuming from a checkpoint that ended before the epoch ended",
 )
 
+EXAMPLES_README = Path(__file__).resolve().parents[1] / "examples" / "README.md"
 METHODS = ["adam", "autobalance", "pcgrad", "dwa"]
 
 
@@ -264,39 +268,42 @@ def test_learning_rate_schedule_acts_on_the_balancer_and_resumes(tmp_path: Path)
     assert lr == pytest.approx(LR * gamma ** (steps + 2))
 
 
-# ----------------------------------------------------------------- the README's recipe, as written
-class PoissonPINN(pl.LightningModule):
-    """-u'' = π² sin(πx) on [0, 1], u(0) = u(1) = 0: AutoBalance under automatic optimisation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(1, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1)
-        )
-
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        x = batch[0].requires_grad_(True)
-        u = self.net(x)
-        (u_x,) = torch.autograd.grad(u.sum(), x, create_graph=True)
-        (u_xx,) = torch.autograd.grad(u_x.sum(), x, create_graph=True)
-        losses = {
-            "residual": (u_xx + torch.pi**2 * torch.sin(torch.pi * x)).pow(2).mean(),
-            "boundary": self.net(torch.tensor([[0.0], [1.0]])).pow(2).mean(),
-        }
-        return self.optimizers().hand_over(losses)  # type: ignore[union-attr]
-
-    def configure_optimizers(self) -> LightningBalancer:
-        return LightningBalancer(AutoBalance(self.parameters(), base="adamw", lr=1e-2))
+# ------------------------------------------------- the recipes of examples/README.md, as written
+def lightning_recipes() -> list[str]:
+    text = EXAMPLES_README.read_text(encoding="utf-8")
+    section = text.split("## PyTorch Lightning", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2, "examples/README.md lost its automatic and manual recipes"
+    return blocks
 
 
-def test_pinn_recipe_solves_its_problem(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    points = DataLoader(TensorDataset(torch.rand(64 * 200, 1)), batch_size=64)
-    module = PoissonPINN()
-    trainer(200, tmp_path).fit(module, points)
+def max_error(net: torch.nn.Module) -> float:
     x = torch.linspace(0, 1, 101).unsqueeze(1)
-    error = (module.net(x) - torch.sin(torch.pi * x)).abs().max().item()
-    assert error < 0.02
+    return (net(x) - torch.sin(torch.pi * x)).abs().max().item()
+
+
+def test_readme_recipes_run_and_solve_their_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    automatic, manual = lightning_recipes()
+    namespace: dict[str, Any] = {}
+    torch.manual_seed(0)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(automatic, str(EXAMPLES_README), "exec"), namespace)
+    assert max_error(namespace["model"].net) < 0.02
+
+    exec(compile(manual, str(EXAMPLES_README), "exec"), namespace)
+    torch.manual_seed(0)  # as in the automatic recipe: the points, then the network
+    points = TensorDataset(torch.rand(64 * 200, 1))
+    module = namespace["ManualPoissonPINN"]()
+    assert not module.automatic_optimization
+    run = trainer(200, tmp_path)
+    run.fit(module, DataLoader(points, batch_size=64))
+    assert run.global_step == 200
+    assert wrapper(run).last_info is not None and wrapper(run).last_info.step == 200
+    # the same training as under automatic optimisation, step for step
+    assert_same_params(module.net, namespace["model"].net)
 
 
 # ------------------------------------------------------------------------------------ errors
