@@ -150,7 +150,7 @@ class LightningBalancer(torch.optim.Optimizer):
         total = torch.stack([loss.detach().reshape(()) for loss in losses.values()]).sum()
         return total.requires_grad_()
 
-    def step(  # type: ignore[override]
+    def step(
         self,
         closure: Callable[[], Any] | None = None,
         *,
