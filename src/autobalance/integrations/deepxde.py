@@ -15,7 +15,8 @@ training step by :class:`BalancedTrainStep`, which hands the terms to the method
 Everything else stays DeepXDE's: ``loss_weights`` (applied before the terms are handed over),
 callbacks such as ``PDEPointResampler``, ``decay`` (its scheduler acts on the method's
 learning rate), metrics, the loss history and ``model.predict``.  The method's optimizer is the
-one DeepXDE compiles with, so ``model.save`` stores it (for AutoBalance, every per-loss state).
+one DeepXDE compiles with, so ``model.save`` stores it: for AutoBalance, every per-loss state; for
+a pre-combine method, only its base optimizer (save ``balancer.state_dict()`` for the rest).
 
 Term names (:func:`term_names`): ``"pde"`` for a single equation, ``"pde_0"``, ``"pde_1"``, ...
 for a system; each condition by its class in snake case (``"dirichlet_bc"``, ``"ic"``,
