@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-LINTED := src tests benchmarks docs/results/compact_figures.py
+LINTED := src tests benchmarks examples docs/results/compact_figures.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINTED)
