@@ -64,13 +64,26 @@ def test_getting_started_loop_is_the_readme_loop() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     page = (DOCS / "getting-started.md").read_text(encoding="utf-8")
     section = "## AutoBalance in a plain PyTorch loop"
-    assert python_blocks(readme.split(section, 1)[1])[0] == python_blocks(page.split(section, 1)[1])[0]
+    assert (
+        python_blocks(readme.split(section, 1)[1])[0] == python_blocks(page.split(section, 1)[1])[0]
+    )
+
+
+def test_cluster_recipe_is_the_distributed_docstring_recipe() -> None:
+    """The data-parallel recipe on the clusters page is the one in ``autobalance.distributed``."""
+    import textwrap
+
+    import autobalance.distributed
+
+    doc = autobalance.distributed.__doc__ or ""
+    recipe = doc.split("Recipe for your own loop", 1)[1].split("::\n\n", 1)[1]
+    recipe = textwrap.dedent(recipe.split("\n\nEvery method of", 1)[0]) + "\n"
+    page = (DOCS / "clusters.md").read_text(encoding="utf-8")
+    assert recipe in python_blocks(page)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="needs the docs extra")
-@pytest.mark.skipif(
-    importlib.util.find_spec("mkdocstrings") is None, reason="needs the docs extra"
-)
+@pytest.mark.skipif(importlib.util.find_spec("mkdocstrings") is None, reason="needs the docs extra")
 def test_site_builds_in_strict_mode(tmp_path: Path) -> None:
     """``mkdocs build --strict``: a broken link, a missing page or reference fails the build."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
