@@ -69,6 +69,17 @@ def test_getting_started_loop_is_the_readme_loop() -> None:
     )
 
 
+@pytest.mark.skipif(importlib.util.find_spec("griffe") is None, reason="needs the docs extra")
+def test_sphinx_roles_become_inline_code() -> None:
+    spec = importlib.util.spec_from_file_location("sphinx_roles", DOCS / "_ext" / "sphinx_roles.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "See :class:`~autobalance.errors.ConfigError`, :func:`shard_points` and :mod:`a.b`."
+    assert module.plain_roles(text) == "See `ConfigError`, `shard_points` and `a.b`."
+    assert module.plain_roles("``x`` and `y`") == "``x`` and `y`"
+
+
 def test_cluster_recipe_is_the_distributed_docstring_recipe() -> None:
     """The data-parallel recipe on the clusters page is the one in ``autobalance.distributed``."""
     import textwrap
