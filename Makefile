@@ -54,7 +54,7 @@ $(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed
 
 # the documentation site (mkdocs.yml, pages in docs/) into site/; strict: a warning fails the build
 docs: $(VENV)/.installed-docs
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
