@@ -20,7 +20,7 @@ from autobalance import problems
 from autobalance.cli.main import main
 from autobalance.errors import ConfigError
 from autobalance.experiments import RunConfig
-from autobalance.experiments.executors import InlineExecutor, LocalExecutor, threads_per_worker
+from autobalance.experiments.executors import InlineExecutor, LocalExecutor
 from autobalance.experiments.suites import expand_suite, load_suite, suite_names
 from autobalance.experiments.sweep import (
     RunSpec,
@@ -80,7 +80,6 @@ def test_run_names_are_deterministic() -> None:
     assert RunSpec(tiny(lr=2e-3)).name != a.name
     # only non-default fields are hashed: naming a default explicitly changes nothing
     assert config_hash(tiny(sampler="uniform")) == config_hash(tiny())
-    assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(3, cores=8) == 2
 
 
 def test_complete_runs_are_skipped(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from autobalance.cli.options import Command, Flag
-from autobalance.cli.sweeps import SWEEP_FLAGS, budget_items, finish_sweep
+from autobalance.cli.sweeps import SWEEP_FLAGS, budget_items, finish_sweep, thread_items
 
 __all__ = ["COMMAND", "cmd_bench"]
 
@@ -30,7 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     only = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     suite = load_suite(
         args.suite,
-        overrides=[*budget_items(args), *args.set],
+        overrides=[*budget_items(args), *thread_items(args), *args.set],
         seeds=args.seeds,
         only_methods=only,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autobalance.cli.options import CONFIG_FILE, PROBLEM_PARAM, Command, Flag
-from autobalance.cli.sweeps import SWEEP_FLAGS, budget_items, finish_sweep
+from autobalance.cli.sweeps import SWEEP_FLAGS, budget_items, finish_sweep, thread_items
 
 __all__ = ["COMMAND", "cmd_compare"]
 
@@ -46,7 +46,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.device is not None:
         common.append(f"device={json.dumps(args.device)}")
     common += [f"problem_params.{item}" for item in args.param or ()]
-    common += budget_items(args)
+    common += budget_items(args) + thread_items(args)
     specs = []
     for method in names:
         example = dict(methods.spec(method).example_params)

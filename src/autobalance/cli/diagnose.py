@@ -7,6 +7,8 @@
   the Fig. 1 / Fig. 2 study on any registered problem
   (:mod:`autobalance.diagnostics.helmholtz_study`); writes ``DIR/study.json``,
   ``fig1_spectra.png`` and ``fig2_balance.png`` and prints a summary table.
+
+Both use ``--threads`` intra-op threads (default 1, :mod:`autobalance.threads`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from autobalance.cli.console import text_table
-from autobalance.cli.options import OUT_DIR, PROBLEM_PARAM, Command, Flag, parse_assignments
+from autobalance.cli.options import (
+    OUT_DIR,
+    PROBLEM_PARAM,
+    THREADS,
+    Command,
+    Flag,
+    parse_assignments,
+)
 
 __all__ = ["COMMAND", "DEFAULT_OUT", "run"]
 
@@ -200,11 +209,14 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch ``autobalance diagnose``."""
+    """Dispatch ``autobalance diagnose``, with ``choose_threads(--threads)`` threads."""
+    from autobalance.threads import choose_threads, using_threads
+
     out = Path(args.out)
-    if args.target == "quadratic":
-        return _quadratic(args, out)
-    return _problem(args, out)
+    with using_threads(choose_threads(args.threads)):
+        if args.target == "quadratic":
+            return _quadratic(args, out)
+        return _problem(args, out)
 
 
 COMMAND = Command(
@@ -230,6 +242,7 @@ COMMAND = Command(
         ),
         Flag.of("--log-every", type=int, default=20, help="problem: (default %(default)s)"),
         Flag.of("--checkpoints", type=int, default=5, help="problem: Hessian checkpoints"),
+        THREADS,
         PROBLEM_PARAM,
         Flag.of(
             "--hessian-param",

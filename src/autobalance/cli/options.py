@@ -21,6 +21,7 @@ __all__ = [
     "CONFIG_FILE",
     "OUT_DIR",
     "PROBLEM_PARAM",
+    "THREADS",
     "Command",
     "Flag",
     "add_command",
@@ -122,6 +123,14 @@ PROBLEM_PARAM = Flag.of(
 #: ``--config FILE``: a run configuration file.
 CONFIG_FILE = Flag.of(
     "--config", metavar="FILE", help="run configuration file (TOML, YAML or JSON)"
+)
+#: ``--threads N``: intra-op CPU threads per run (:mod:`autobalance.threads`).
+THREADS = Flag.of(
+    "--threads",
+    type=int,
+    metavar="N",
+    help="CPU threads per run (default 1: two threads collapse next to a busy core); capped by "
+    "the cores this process may use (affinity, cgroup quota, OMP_NUM_THREADS)",
 )
 #: ``--out DIR``: where the command writes.
 OUT_DIR = Flag.of("--out", metavar="DIR", help="output directory")

@@ -3,8 +3,9 @@
 The flags' defaults are :class:`~autobalance.experiments.config.RunConfig`'s.  With ``--config
 FILE`` or ``--set``, the file is read first, then the flags given (those that differ from their
 defaults), then ``--set`` items.  ``--resume`` continues the run in ``--out`` from its checkpoint
-(its ``config.json``; only ``--steps`` may grow).  A run that diverges writes its files and exits
-with code 1.
+(its ``config.json``; only ``--steps`` may grow, and ``--threads`` change).  A run that diverges
+writes its files and exits with code 1.  ``--threads N``: intra-op CPU threads (default 1,
+:mod:`autobalance.threads`); ``metrics.json`` records the count used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from autobalance.cli.options import (
     CONFIG_FILE,
     OUT_DIR,
     PROBLEM_PARAM,
+    THREADS,
     Command,
     Flag,
     parse_assignments,
@@ -37,7 +39,7 @@ _DEFAULTS = RunConfig()
 _FLAG_KEYS = {
     **{k: k for k in ("problem", "method", "net", "lr", "lr_decay", "lr_decay_steps", "steps")},
     **{k: k for k in ("seed", "device", "dtype", "eval_every", "log_every", "checkpoint_every")},
-    **{k: k for k in ("sampler", "resample_every")},
+    **{k: k for k in ("sampler", "resample_every", "threads")},
     "base": "method_params.base",
     "weight_decay": "method_params.weight_decay",
     "width": "net_params.width",
@@ -96,6 +98,7 @@ _RUN_FLAGS = (
     _default("--eval-every", type=int),
     _default("--log-every", type=int),
     _default("--checkpoint-every", type=int),
+    THREADS,
     OUT_DIR.but(help="output directory (default runs/PROBLEM-METHOD-seedSEED)"),
     Flag.switch(
         "--resume",
@@ -156,6 +159,7 @@ _PLAIN_FIELDS = (
     "checkpoint_every",
     "sampler",
     "resample_every",
+    "threads",
 )
 
 
@@ -176,6 +180,8 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         config = RunConfig.from_json(out / "config.json")
         if args.steps is not None:
             config.steps = args.steps
+        if args.threads is not None:
+            config.threads = args.threads
         return config, out
     method_params = parse_assignments(args.method_param, "--method-param")
     net_params = parse_assignments(args.net_param, "--net-param")
@@ -229,7 +235,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     for key, value in metrics.items()
                     if key.startswith(("rel_l2_", "rel_l1_", "linf_"))
                 ],
-                ("wall-clock", f"{metrics['wall_s']:.1f} s ({metrics['step_ms']:.2f} ms/step)"),
+                (
+                    "wall-clock",
+                    f"{metrics['wall_s']:.1f} s ({metrics['step_ms']:.2f} ms/step, "
+                    f"{metrics['threads']} thread{'s' if metrics['threads'] != 1 else ''})",
+                ),
             ]
         )
     )

@@ -1,7 +1,8 @@
 """What ``autobalance compare`` and ``autobalance bench`` share: sweep flags, running, the table.
 
 Both build a list of runs and hand it to :func:`finish_sweep`, which runs it as a resumable sweep
-(:mod:`autobalance.experiments.sweep`) on the executor of ``--executor`` / ``--workers``, prints
+(:mod:`autobalance.experiments.sweep`) on the executor of ``--executor`` / ``--workers``
+(``--threads`` CPU threads per run, :mod:`autobalance.threads`), prints
 :func:`summary_table` and writes the report of ``--out``
 (:func:`autobalance.experiments.report.build_report`).  The table groups and labels runs as the
 report does (:func:`autobalance.experiments.analysis.group_runs`).
@@ -19,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from autobalance.cli.console import text_table
-from autobalance.cli.options import OUT_DIR, Flag
+from autobalance.cli.options import OUT_DIR, THREADS, Flag
 from autobalance.experiments.analysis import MethodGroup
 
-__all__ = ["SWEEP_FLAGS", "budget_items", "executor_from_args", "finish_sweep", "summary_table"]
+__all__ = [
+    "SWEEP_FLAGS",
+    "budget_items",
+    "executor_from_args",
+    "finish_sweep",
+    "summary_table",
+    "thread_items",
+]
 
 #: Flags of ``compare`` and ``bench``: budget, execution, output.
 SWEEP_FLAGS = (
@@ -40,7 +48,16 @@ SWEEP_FLAGS = (
         metavar="DOTTED.KEY=VALUE",
         help="set a configuration key of every run, e.g. method_params.base=adam (repeatable)",
     ),
-    Flag.of("--workers", type=int, help="runs at once (default: the CPU cores; Ray: its CPUs)"),
+    Flag.of(
+        "--workers",
+        type=int,
+        help="runs at once (default: the CPU cores this process may use // --threads; Ray: its "
+        "CPUs // --threads)",
+    ),
+    THREADS.but(
+        help="CPU threads per run (default 1), capped so that workers × threads never exceeds "
+        "the cores this process may use (affinity, cgroup quota, OMP_NUM_THREADS)"
+    ),
     Flag.of(
         "--executor",
         choices=("local", "inline", "ray"),
@@ -62,11 +79,22 @@ SWEEP_FLAGS = (
 )
 
 
-def executor_from_args(args: argparse.Namespace) -> Any:
-    """The executor named by ``--executor`` / ``--workers`` / ``--ray-address``."""
+def executor_from_args(args: argparse.Namespace, threads: int | None = None) -> Any:
+    """The executor named by ``--executor`` / ``--workers`` / ``--ray-address``.
+
+    ``threads``: the intra-op threads each run asks for (None: the policy's one thread); each
+    worker gets :func:`autobalance.threads.choose_threads` ``(threads, workers)``.
+    """
     from autobalance.experiments.executors import create_executor
 
-    return create_executor(args.executor, workers=args.workers, ray_address=args.ray_address)
+    return create_executor(
+        args.executor, workers=args.workers, ray_address=args.ray_address, threads=threads
+    )
+
+
+def thread_items(args: argparse.Namespace) -> list[str]:
+    """``--set`` items for ``--threads`` (every run asks for that many threads)."""
+    return [] if args.threads is None else [f"threads={args.threads}"]
 
 
 def budget_items(args: argparse.Namespace) -> list[str]:
@@ -174,7 +202,9 @@ def finish_sweep(specs: Sequence[Any], out: Path, args: argparse.Namespace) -> i
     from autobalance.experiments.sweep import run_sweep
 
     tensorboard = _tensorboard_ok(args)
-    executor = executor_from_args(args)
+    # the most threads a run asks for (--threads, or a `threads` key of the configurations)
+    asked = [spec.config.threads for spec in specs if spec.config.threads is not None]
+    executor = executor_from_args(args, threads=max(asked, default=None))
     try:
         result = run_sweep(
             specs,

@@ -7,11 +7,17 @@ a job whose function raises, or whose worker dies, yields an outcome
 
 * :class:`InlineExecutor`: one job after the other in this process (debugging, tests).
 * :class:`LocalExecutor`: ``workers`` processes started with the *spawn* context, each job in a
-  fresh process (so ``peak_rss_mb`` is the job's own peak), each worker limited to
-  ``threads`` intra-op threads.  A worker dies with the sweep (Linux: ``PR_SET_PDEATHSIG``), so
-  a sweep killed with SIGKILL leaves no orphan writing into a run directory.
+  fresh process (so ``peak_rss_mb`` is the job's own peak).  A worker dies with the sweep
+  (Linux: ``PR_SET_PDEATHSIG``), so a sweep killed with SIGKILL leaves no orphan writing into a
+  run directory.
 * :class:`RayExecutor`: tasks on a Ray cluster (``pip install 'autobalance[ray]'``); the run
   directories must be on a file system every node sees.
+
+Threads (:mod:`autobalance.threads`): ``threads`` is what each run asks for (None: one thread);
+each worker gets ``choose_threads(threads, workers)`` intra-op threads, never more than its share
+of the cores this process may use (affinity, cgroup quota, ``OMP_NUM_THREADS``), and passes that
+cap on through ``OMP_NUM_THREADS`` to the runner, which applies the run's own ``threads`` under
+it.  The default number of local workers is ``available_cores() // threads``.
 
 Only as many jobs as there are workers are submitted at a time, so "running" is exact and a
 killed sweep has started no more runs than it had workers.
@@ -21,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import signal
 import sys
 import traceback
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 
 from autobalance.catalog import Catalog
 from autobalance.errors import ConfigError
+from autobalance.threads import apply_threads, available_cores, choose_threads
 
 __all__ = [
     "CATALOG",
@@ -42,25 +48,12 @@ __all__ = [
     "RayExecutor",
     "available_cores",
     "create_executor",
-    "threads_per_worker",
+    "default_workers",
 ]
 
 Job = dict[str, Any]
 Outcome = dict[str, Any]
 JobFunction = Callable[[Job], Outcome]
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where known)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """``max(1, cores // workers)``: the intra-op threads of each worker."""
-    return max(1, (cores or available_cores()) // max(1, workers))
 
 
 class Executor(Protocol):
@@ -147,20 +140,24 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(threads: int) -> None:
+    """A new worker process: dies with the sweep, uses ``threads`` intra-op threads (and tells
+    the runner so through ``OMP_NUM_THREADS``)."""
     _die_with_parent()
-    import torch
-
-    torch.set_num_threads(threads)
+    apply_threads(threads)
 
 
 class LocalExecutor:
-    """``workers`` spawned processes on this machine, a fresh one for each job."""
+    """``workers`` spawned processes on this machine, a fresh one for each job.
+
+    ``threads``: the intra-op threads a run asks for (None: one); each worker gets
+    ``choose_threads(threads, workers)``, kept in :attr:`threads`.
+    """
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"invalid workers {workers}: must be >= 1")
         self.workers = workers
-        self.threads = threads if threads is not None else threads_per_worker(workers)
+        self.threads = choose_threads(threads, workers)
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -218,8 +215,10 @@ class RayExecutor:
     Args:
         address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` /
             ``"host:port"`` joins a running cluster.
-        num_cpus: CPUs of a local instance (default: this machine's cores).
-        threads: CPUs (and intra-op threads) per run; default ``cores // workers``.
+        num_cpus: CPUs of a local instance (default: the cores this process may use,
+            :func:`~autobalance.threads.available_cores`).
+        threads: CPUs (and intra-op threads) a run asks for (default 1); each task gets
+            ``choose_threads(threads, workers)`` of the cluster's CPUs.
         workers: runs in flight at once (default: the cluster's CPUs divided by ``threads``).
     """
 
@@ -249,13 +248,13 @@ class RayExecutor:
             else:
                 ray.init(address=address, log_to_driver=False)
             self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if workers is None:
-            self.threads = threads or 1
+            self.threads = choose_threads(threads, 1, cores=cpus)
             self.workers = max(1, cpus // self.threads)
         else:
             self.workers = max(1, workers)
-            self.threads = threads or threads_per_worker(self.workers, cpus)
+            self.threads = choose_threads(threads, self.workers, cores=cpus)
 
     def run(
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
@@ -289,29 +288,37 @@ class RayExecutor:
 
 
 def _ray_task(fn: JobFunction, job: Job, threads: int) -> Outcome:
-    import torch
-
-    torch.set_num_threads(threads)
+    apply_threads(threads)  # a fresh Ray worker process (max_calls=1)
     return _guarded(fn, job)
 
 
-def _local(workers: int | None, ray_address: str | None) -> Executor:
-    """Worker processes on this machine (default: one per available core)."""
-    return LocalExecutor(workers or available_cores())
+def default_workers(threads: int | None = None, *, cores: int | None = None) -> int:
+    """Local workers when none are asked for: ``cores // choose_threads(threads)``, at least 1.
+
+    ``cores`` defaults to :func:`~autobalance.threads.available_cores` (affinity, cgroup quota,
+    ``OMP_NUM_THREADS``), so the workers' threads together never exceed them.
+    """
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // choose_threads(threads, cores=cores))
 
 
-def _inline(workers: int | None, ray_address: str | None) -> Executor:
+def _local(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+    """Worker processes on this machine (default: available cores // threads per run)."""
+    return LocalExecutor(workers or default_workers(threads), threads)
+
+
+def _inline(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
     """Every run in this process, one after the other."""
     return InlineExecutor()
 
 
-def _ray(workers: int | None, ray_address: str | None) -> Executor:
+def _ray(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
     """Ray tasks (a local instance, or the cluster at ``ray_address``)."""
-    return RayExecutor(ray_address, workers=workers)
+    return RayExecutor(ray_address, workers=workers, threads=threads)
 
 
-#: Executors by name; each factory takes ``(workers, ray_address)``.
-CATALOG: Catalog[Executor] = Catalog("executor", skip=("workers", "ray_address"))
+#: Executors by name; each factory takes ``(workers, ray_address, threads)``.
+CATALOG: Catalog[Executor] = Catalog("executor", skip=("workers", "ray_address", "threads"))
 CATALOG.add("local", _local)
 CATALOG.add("inline", _inline)
 CATALOG.add("ray", _ray)
@@ -322,10 +329,13 @@ def create_executor(
     *,
     workers: int | None = None,
     ray_address: str | None = None,
+    threads: int | None = None,
 ) -> Executor:
     """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"`` (:data:`CATALOG`).
 
-    ``workers`` defaults to the available cores (local) or to the cluster's CPUs (Ray).
+    ``threads``: the intra-op threads each run asks for (None: one).  ``workers`` defaults to
+    the available cores // threads (local, :func:`default_workers`) or to the cluster's CPUs //
+    threads (Ray).
 
     Raises:
         ConfigError: ``workers < 1``.
@@ -333,7 +343,7 @@ def create_executor(
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid --workers {workers}: must be >= 1")
-    return CATALOG.create(name, workers=workers, ray_address=ray_address)
+    return CATALOG.create(name, workers=workers, ray_address=ray_address, threads=threads)
 
 
 #: Executor names accepted by :func:`create_executor`.

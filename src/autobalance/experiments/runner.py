@@ -15,7 +15,8 @@ Output directory (every file written atomically):
 * ``eval.csv``: relative L2, relative L1, MSE and L∞ errors on the held-out grid vs step and
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
-* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
+* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), the
+  intra-op threads used (``threads``), status;
 * ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
   ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
@@ -54,11 +55,15 @@ from autobalance.methods import Balancer
 from autobalance.metrics import ERROR_NAMES, error_metrics
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
+from autobalance.threads import choose_threads, using_threads
 
 __all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
+
+#: Configuration keys a resumed run may change: how far it goes and how many threads it uses.
+RESUMABLE_CHANGES = ("steps", "threads")
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -221,14 +226,16 @@ class _Run:
             raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
         # Fill in keys added since the checkpoint was written with their defaults.
         saved = {
-            k: v for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items() if k != "steps"
+            k: v
+            for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items()
+            if k not in RESUMABLE_CHANGES
         }
-        mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
+        mine = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES}
         differ = sorted(k for k in mine if saved.get(k) != mine[k])
         if differ:
             raise ConfigError(
                 "cannot resume: the checkpoint was written with a different configuration "
-                f"({', '.join(differ)}); only 'steps' may change"
+                f"({', '.join(differ)}); only 'steps' and 'threads' may change"
             )
         self.model.load_state_dict(ckpt["model"])
         with torch.no_grad():
@@ -321,6 +328,7 @@ class _Run:
             "skipped_steps": p.skipped_steps,
             "n_params": sum(t.numel() for t in self.model.parameters()),
             "peak_rss_mb": peak_rss_mb(),
+            "threads": torch.get_num_threads(),  # intra-op threads: ms/step depends on them
             "torch": torch.__version__,
         }
         if self.device.type == "cuda":
@@ -366,9 +374,27 @@ def train(
         :class:`~autobalance.errors.NonFiniteLossError`) does not raise: its files are written,
         ``status`` is ``"failed"`` and ``error`` holds the step, the loss name and the message.
 
+    Threads: the run uses ``choose_threads(config.threads)`` intra-op threads
+    (:mod:`autobalance.threads`: one unless ``config.threads`` asks for more, never more than
+    this process's cores) and puts the caller's thread settings back when it returns.
+
     Raises:
         AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...).
     """
+    config.validate()
+    with using_threads(choose_threads(config.threads)):
+        return _train(config, out_dir, progress=progress, resume=resume, callback=callback)
+
+
+def _train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool,
+    resume: bool,
+    callback: Callable[[StepInfo], None] | None,
+) -> dict[str, Any]:
+    """:func:`train` with its threads in effect."""
     started = time.perf_counter()
     out = Path(out_dir)
     run = _Run(config, out)
