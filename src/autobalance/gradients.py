@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import Node
 
 from autobalance.errors import LossValueError
 
@@ -35,31 +36,41 @@ __all__ = [
 PerLossGradients = list[list[Tensor | None]]
 
 
-def graph_nodes(loss: Tensor) -> set[int]:
-    """Ids of the autograd nodes that hold buffers, reachable from ``loss``.
+@functools.cache
+def _leaf_node_type() -> type:
+    """The class of the nodes that accumulate into leaf tensors (``AccumulateGrad``)."""
+    leaf = torch.zeros(1, requires_grad=True)
+    return type((leaf * 1).grad_fn.next_functions[0][0])  # type: ignore[union-attr]
+
+
+def graph_nodes(loss: Tensor) -> set[Node]:
+    """The autograd nodes reachable from ``loss`` that may hold buffers.
 
     Leaf accumulators (``AccumulateGrad``) are left out: they hold no saved tensors, so sharing
-    them (every loss reaches the same parameters) does not require retaining a graph.
+    them (every loss reaches the same parameters) does not require retaining a graph.  The
+    nodes themselves are returned (not their ids): Python wraps a node on demand and a wrapper
+    lives only as long as the graph, so only the objects compare safely.
     """
     root = loss.grad_fn
     if root is None:
         return set()
-    seen: set[int] = {id(root)}
+    leaf_type = _leaf_node_type()
+    seen: set[Node] = {root}
     stack = [root]
+    pop, push, add = stack.pop, stack.append, seen.add
     while stack:
-        node = stack.pop()
-        for child, _ in node.next_functions:
-            if child is None or id(child) in seen or hasattr(child, "variable"):
+        for child, _ in pop().next_functions:
+            if child is None or child in seen or type(child) is leaf_type:
                 continue
-            seen.add(id(child))
-            stack.append(child)
+            add(child)
+            push(child)
     return seen
 
 
 def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
     """For each loss, whether its backward must retain the graph for a later loss."""
     flags = [False] * len(losses)
-    later: set[int] = set()
+    later: set[Node] = set()
     for k in range(len(losses) - 1, -1, -1):
         nodes = graph_nodes(losses[k])
         flags[k] = not later.isdisjoint(nodes)
