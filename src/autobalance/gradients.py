@@ -68,13 +68,35 @@ def graph_nodes(loss: Tensor) -> set[Node]:
 
 
 def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
-    """For each loss, whether its backward must retain the graph for a later loss."""
+    """For each loss, whether its backward must retain the graph for a later loss.
+
+    The graphs are walked from the last loss to the first; a walk does not descend into a node
+    that a later loss's graph holds (its whole subgraph is there too), so a part shared by
+    several losses is walked once.
+    """
     flags = [False] * len(losses)
     later: set[Node] = set()
+    leaf_type = _leaf_node_type()
     for k in range(len(losses) - 1, -1, -1):
-        nodes = graph_nodes(losses[k])
-        flags[k] = not later.isdisjoint(nodes)
-        later |= nodes
+        root = losses[k].grad_fn
+        if root is None:
+            continue
+        if root in later:
+            flags[k] = True
+            continue
+        mine: set[Node] = {root}
+        stack = [root]
+        pop, push, add = stack.pop, stack.append, mine.add
+        while stack:
+            for child, _ in pop().next_functions:
+                if child is None or child in mine or type(child) is leaf_type:
+                    continue
+                if child in later:
+                    flags[k] = True
+                    continue
+                add(child)
+                push(child)
+        later |= mine
     return flags
 
 
@@ -100,9 +122,8 @@ def per_loss_gradients(
                 f"loss {name!r} has no path to any parameter of this optimizer "
                 "(it does not require grad; was it computed under torch.no_grad() or detached?)"
             )
-        grads = torch.autograd.grad(
-            loss.reshape(()), inputs, retain_graph=retain, allow_unused=True
-        )
+        # A one-element loss of any shape gets the cotangent 1 (no reshape: it would add a node).
+        grads = torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
         if all(g is None for g in grads):
             raise LossValueError(f"loss {name!r} has no path to any parameter of this optimizer")
         full: list[Tensor | None] = [None] * len(params)

@@ -78,7 +78,8 @@ def multi_state_adam(
         grads = grads.add(params, alpha=weight_decay)
     # Unreached (state, parameter) pairs: runs of coordinates whose moments are put back after
     # the in-place update of all of them, and whose update is zeroed.
-    missed = [] if full else _unreached_runs(tuple(sizes), _rows(reached))
+    rows = None if full else _rows(reached)
+    missed = [] if rows is None else _unreached_runs(tuple(sizes), rows)
     kept = [(exp_avg[s, a:b].clone(), exp_avg_sq[s, a:b].clone()) for s, a, b in missed]
     exp_avg.lerp_(grads, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
@@ -90,9 +91,7 @@ def multi_state_adam(
     if max_exp_avg_sq is not None:
         torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         second = max_exp_avg_sq
-    step_size, bc2_sqrt = _bias_corrections(
-        steps, sizes, exp_avg, lr, beta1, beta2, reached=None if full else _rows(reached)
-    )
+    step_size, bc2_sqrt = _bias_corrections(steps, sizes, exp_avg, lr, beta1, beta2, reached=rows)
     denom = second.sqrt().div_(bc2_sqrt).add_(eps)
     update = exp_avg.mul(step_size).div_(denom)
     for s, a, b in missed:
