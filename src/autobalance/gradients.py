@@ -4,7 +4,23 @@
 their autograd graph (e.g. one forward pass feeds both), the earlier call must retain the graph;
 when they do not (separate forward passes, the usual PINN case), retaining would keep the whole
 graph alive until the caller drops the loss, so it is freed instead.  Sharing is detected by
-walking the graphs (measured: ~0.03 ms for a 120-node Helmholtz residual graph, <1% of a step).
+walking the graphs once (:func:`retain_flags`: 0.1-0.3 ms for the shipped problems' graphs of
+100-350 nodes, about half of it creating the Python objects of the nodes).
+
+What it costs (``benchmarks/step_time.py``, one CPU thread, 4×50 MLP, default points):
+
+* losses from separate forward passes (every shipped problem but Kovasznay): the K calls
+  traverse disjoint graphs, every node once, as one backward of the summed loss does; what they
+  add is the engine's fixed cost per call (~20-60 µs) and the walk, 3-6% of the backward;
+* losses that share a forward pass (Kovasznay's ``momentum_x``, ``momentum_y``,
+  ``continuity``): the shared part (the network and its first derivatives) is traversed once per
+  loss that reaches it.  That is the arithmetic of K separate cotangents, ``Σ_k |graph_k|``
+  against ``|∪_k graph_k|`` (1.3× the backward of the sum there), not overhead: no exact method
+  gives K gradients for less.  The alternative, one batched vector-Jacobian product
+  (``autograd.grad(stack(L), θ, eye(K), is_grads_batched=True)``), measured 2-3.6× the backward
+  of the sum on Kovasznay at 16 to 2048 points and ~4× on the disjoint problems (vmap carries
+  all K rows through every node, those only one loss reaches included, and adds copies), so it
+  is not used; ``benchmarks/step_time.py --batched`` measures it again (e.g. on a GPU).
 
 Every multi-loss optimizer and method takes its per-loss gradients from here:
 :func:`per_loss_gradients` (one backward pass per loss), :func:`checked_gradients` (gradients the
