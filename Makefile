@@ -10,7 +10,7 @@ DEMO_OUT ?= runs/demo
 # glibc's default malloc thresholds cost 11-25% of a PINN step in page faults; both knobs must be set.
 export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
 
-.PHONY: demo test lint bench busy-core compact-results clean
+.PHONY: demo test lint bench busy-core compact-results docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-LINTED := src tests benchmarks docs/results/compact_figures.py
+LINTED := src tests benchmarks examples docs/results/compact_figures.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINTED)
@@ -47,6 +47,14 @@ busy-core: $(VENV)/.installed
 # before committing results: every figure under docs/results an 8-bit PNG below 300 KB
 compact-results: $(VENV)/.installed
 	$(BIN)/python docs/results/compact_figures.py
+
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
+# the documentation site (mkdocs.yml, pages in docs/) into site/; strict: a warning fails the build
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -6,7 +6,11 @@ public API (``autobalance.problems``, ``nets``, ``methods``).  Two tables:
 
 * slowdown: median ms/step with 1 and 2 threads, quiet and while a child process spins on one
   core (``python -c "while True: pass"``); torch's threads spin-wait for each other, so two
-  threads next to a busy core can be many times slower than one;
+  threads next to a busy core can be many times slower than one.  A control row times a
+  pure-Python loop (one thread, no torch) the same way: its busy / quiet ratio is what any
+  one-thread process suffers on this machine (1.0 on an idle machine with a free core; about 2
+  where the machine is already saturated), so a torch row's ratio divided by it is the part
+  that the threads cause;
 * crossover: 1 vs 2 threads on a quiet machine by width (50, 128) and residual points (1024,
   4096, 10000), to see from which size a second thread pays.
 
@@ -94,17 +98,26 @@ def _median_ms(samples: list[float]) -> float:
     return 1e3 * statistics.median(samples) if samples else float("nan")
 
 
+def python_loop(n: int = 300_000) -> None:
+    """The control: a pure-Python loop, one thread, no torch (some 10-20 ms)."""
+    total = 0
+    for i in range(n):
+        total += i
+
+
 def slowdown(rounds: int, steps: int, warmup: int, max_seconds: float) -> dict[str, float]:
-    """Median ms/step for every (threads, quiet|busy) at the default size, interleaved."""
-    step = {threads: training_step(50, 1024) for threads in THREADS}
+    """Median ms/step for every (threads, quiet|busy) at the default size, and of the control
+    loop (key ``control``), interleaved."""
+    # (name, step, threads)
+    conditions = [(str(t), training_step(50, 1024), t) for t in THREADS]
+    conditions.append(("control", python_loop, 1))
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
         for busy in (False, True):
             with busy_core(busy):
-                for threads in THREADS:
-                    key = f"{threads} {'busy' if busy else 'quiet'}"
-                    times = time_steps(step[threads], threads, steps, warmup, max_seconds)
-                    samples.setdefault(key, []).extend(times)
+                for name, step, threads in conditions:
+                    times = time_steps(step, threads, steps, warmup, max_seconds)
+                    samples.setdefault(f"{name} {'busy' if busy else 'quiet'}", []).extend(times)
     return {key: _median_ms(values) for key, values in samples.items()}
 
 
@@ -130,6 +143,16 @@ def print_slowdown(ms: dict[str, float]) -> None:
             f"| {threads} | {quiet:.1f} | {busy:.1f} | {busy / quiet:.2f} | "
             f"{busy / ms['1 quiet']:.2f} |"
         )
+    control = ms["control busy"] / ms["control quiet"]
+    print(
+        f"\ncontrol (pure-Python loop, one thread, no torch): quiet {ms['control quiet']:.1f} ms, "
+        f"busy {ms['control busy']:.1f} ms, busy / quiet {control:.2f}, what any one-thread "
+        "process suffers here; torch's busy / quiet over it: "
+        + ", ".join(
+            f"{t} thread{'s' if t > 1 else ''} {ms[f'{t} busy'] / ms[f'{t} quiet'] / control:.2f}"
+            for t in THREADS
+        )
+    )
 
 
 def print_crossover(ms: dict[str, float]) -> None:

@@ -17,5 +17,5 @@ for method in adam autobalance; do
     $py -m autobalance run helmholtz --method "$method" --device cuda --steps 3000 \
         --no-progress --out "/tmp/cuda-run-$method" 2>&1 | tail -6
 done
-$py benchmarks/step_time.py --device cuda --rounds 5 --threads 4 --json "$out/step_time_cuda.json" \
-    2>&1 | tail -12
+$py benchmarks/step_time.py --device cuda --rounds 5 --threads 4 --batched --json "$out/step_time_cuda.json" \
+    2>&1 | tail -30

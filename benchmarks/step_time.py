@@ -1,11 +1,23 @@
-"""Median time per training step: AutoBalance vs plain Adam on the summed loss.
+"""Median time per training step of every multi-gradient method, as a ratio to Adam on the sum.
 
-Same model, same Helmholtz collocation points, one process; the methods are interleaved in
-rounds so that the machine's slow spells hit all of them alike.  A step is what a training loop
-does: build the named losses (forward pass and PDE derivatives), back-propagate, update.
+For every shipped problem (K = 2 to 4 losses) at its default point counts, on the default
+4×50 tanh MLP, each method trains its own copy of the same network on the same sequence of fresh
+collocation points, in one process.  A step is what the runner does: sample the points, build the
+named losses (forward pass and PDE derivatives), take the method's step.  The methods are
+interleaved step by step (``--rounds × --steps`` steps each; every method takes its i-th step
+right after the others', in an order that rotates), so that the machine's slow spells hit all of
+them alike; the reported ratio is the median over i of ``time of the method's i-th step / time
+of Adam's i-th step``, and ``--clock cpu`` counts only this thread's CPU time, for a machine
+shared with other processes.
 
-    python benchmarks/step_time.py                      # the two default sizes
-    python benchmarks/step_time.py --sizes 3x50:1024 4x128:4096 --rounds 7 --json out.json
+A second table isolates the per-loss gradients (:func:`autobalance.gradients.per_loss_gradients`)
+from the optimizers: the time of the forward pass alone, of the forward pass plus one backward of
+the summed loss, and of the forward pass plus the per-loss gradients; ``per-loss ÷ sum`` compares
+the two backward parts (the forward pass subtracted).
+
+    python benchmarks/step_time.py                                   # every problem, 1 thread
+    python benchmarks/step_time.py --problems kovasznay helmholtz --rounds 11 --json out.json
+    python benchmarks/step_time.py --device cuda --threads 4
 
 Run with GLIBC_TUNABLES set as in the Makefile (``make bench`` does): glibc's default malloc
 thresholds cost 11-25% of a step in page faults.
@@ -25,62 +37,81 @@ from dataclasses import dataclass
 
 import torch
 
-from autobalance import AutoBalance, nets, problems
+from autobalance import methods, nets, problems
+from autobalance.gradients import per_loss_gradients
 
-StepFn = Callable[[], None]
+Step = Callable[[], None]
+#: The baseline every ratio is taken against.
+BASELINE = "adam"
+#: The multi-gradient methods timed by default: AutoBalance, the other two multi-state methods
+#: that take per-loss gradients, and one aggregator of the per-loss gradient matrix.
+DEFAULT_METHODS = ("autobalance", "multiadam", "mtadam", "upgrad")
+#: The gradient-only cases of the second table (``--batched`` adds "batched VJP").
+GRADIENT_CASES = ("forward", "sum backward", "per-loss")
+BATCHED = "batched VJP"
 
 
 @dataclass(frozen=True)
-class Size:
-    depth: int
-    width: int
-    n_residual: int
-    n_boundary: int
+class Setup:
+    """What every timed case of one problem shares: the problem, network and device."""
 
-    @classmethod
-    def parse(cls, text: str) -> Size:
-        """``DEPTHxWIDTH:N_RESIDUAL[:N_BOUNDARY]``, e.g. ``3x50:1024``."""
-        net, _, points = text.partition(":")
-        depth, width = (int(v) for v in net.lower().split("x"))
-        n_res, _, n_bc = points.partition(":")
-        n_residual = int(n_res)
-        return cls(depth, width, n_residual, int(n_bc) if n_bc else max(256, n_residual // 4))
+    problem: problems.Problem
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
 
-    def __str__(self) -> str:
-        return f"{self.depth}x{self.width}, {self.n_residual} res + {self.n_boundary} bc pts"
+    def points(self, seed: int = 0) -> Callable[[], dict[str, torch.Tensor]]:
+        """A stream of fresh point sets, the same sequence for every case."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return lambda: self.problem.sample(generator, self.device, self.dtype)
 
 
-def _methods(size: Size, device: torch.device) -> dict[str, StepFn]:
-    problem = problems.create("helmholtz", n_residual=size.n_residual, n_boundary=size.n_boundary)
-    batch = problem.sample(torch.Generator(device=device).manual_seed(0), device, torch.float32)
+def make_setup(name: str, width: int, depth: int, device: torch.device) -> Setup:
+    problem = problems.create(name)
     torch.manual_seed(0)
-    template = nets.create("mlp", 2, 1, width=size.width, depth=size.depth).to(device)
+    model = nets.create("mlp", problem.in_dim, problem.out_dim, width=width, depth=depth)
+    return Setup(problem, model.to(device), device, torch.float32)
 
-    def adam_sum() -> StepFn:
-        model = copy.deepcopy(template)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            sum(problem.losses(model, batch).values()).backward()
-            opt.step()
+def training_step(setup: Setup, method: str) -> Step:
+    """One runner step of ``method`` on its own copy of the network."""
+    model, problem = copy.deepcopy(setup.model), copy.deepcopy(setup.problem)
+    params = list(model.parameters()) + list(problem.unknowns().values())
+    balancer = methods.create(method, params, lr=1e-3)
+    points = setup.points()
 
-        return step
+    def step() -> None:
+        balancer.step(problem.losses(model, points()))
 
-    def autobalance(base: str) -> StepFn:
-        model = copy.deepcopy(template)
-        opt = AutoBalance(model.parameters(), base=base, lr=1e-3)
+    return step
 
-        def step() -> None:
-            opt.step(problem.losses(model, batch))
 
-        return step
+def gradient_case(setup: Setup, case: str) -> Step:
+    """Forward pass only, plus one backward of the sum, plus the per-loss gradients, or plus
+    one batched vector-Jacobian product (``is_grads_batched``: the K rows of the identity as the
+    cotangents of the stacked losses), the alternative measured against the per-loss calls."""
+    model = copy.deepcopy(setup.model)
+    params = list(model.parameters())
+    points = setup.points()
 
-    return {
-        "adam (sum)": adam_sum(),
-        "autobalance (adam)": autobalance("adam"),
-        "autobalance (adamw)": autobalance("adamw"),
-    }
+    def forward() -> None:
+        setup.problem.losses(model, points())
+
+    def sum_backward() -> None:
+        losses = setup.problem.losses(model, points())
+        torch.autograd.grad(sum(losses.values()), params, allow_unused=True)
+
+    def per_loss() -> None:
+        losses = setup.problem.losses(model, points())
+        per_loss_gradients(list(losses), list(losses.values()), params)
+
+    def batched() -> None:
+        losses = torch.stack(list(setup.problem.losses(model, points()).values()))
+        eye = torch.eye(len(losses), device=losses.device, dtype=losses.dtype)
+        torch.autograd.grad(losses, params, eye, is_grads_batched=True, allow_unused=True)
+
+    cases = {"forward": forward, "sum backward": sum_backward, "per-loss": per_loss}
+    return (cases | {BATCHED: batched})[case]
 
 
 def _sync(device: torch.device) -> None:
@@ -88,75 +119,152 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(size: Size, rounds: int, steps: int, warmup: int, device: torch.device) -> dict:
-    methods = _methods(size, device)
-    for fn in methods.values():
+#: ``wall``: elapsed time; ``cpu``: CPU time of this thread (``time.thread_time``), which leaves
+#: out the time the process waits for a core on a shared machine (CPU device, one thread only).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def interleaved(
+    cases: dict[str, Step],
+    rounds: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Seconds per call of every case, ``rounds × steps`` calls each, interleaved call by call.
+
+    Every case takes its ``i``-th call right after the others' (in an order that rotates from
+    one call to the next), so the ``i``-th samples of two cases saw the same state of the
+    machine and their ratio is a paired comparison.
+    """
+    for fn in cases.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    round_ratios: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        medians = {}
-        for name, fn in methods.items():
-            per_step = []
-            for _ in range(steps):
-                _sync(device)
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                per_step.append(time.perf_counter() - start)
-            times[name].extend(per_step)
-            medians[name] = statistics.median(per_step)
-        for name in methods:
-            round_ratios[name].append(medians[name] / medians["adam (sum)"])
-    base = statistics.median(times["adam (sum)"])
-    result = {"size": str(size), "methods": {}}
-    for name, samples in times.items():
-        samples = sorted(samples)
-        result["methods"][name] = {
-            "median_ms": 1e3 * statistics.median(samples),
-            "p10_ms": 1e3 * samples[len(samples) // 10],
-            "p90_ms": 1e3 * samples[(9 * len(samples)) // 10],
-            "ratio_vs_adam": statistics.median(samples) / base,
-            "median_round_ratio": statistics.median(round_ratios[name]),
-        }
-    return result
+    names = list(cases)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds * steps):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            _sync(device)
+            start = clock()
+            cases[name]()
+            _sync(device)
+            samples[name].append(clock() - start)
+    return samples
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median of the paired ratios ``numerator[i] / denominator[i]``."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    setup = make_setup(name, args.width, args.depth, device)
+    cases = {m: training_step(setup, m) for m in [BASELINE, *method_names]}
+    gradient_cases = [*GRADIENT_CASES, BATCHED] if args.batched else list(GRADIENT_CASES)
+    cases |= {f"grad: {c}": gradient_case(setup, c) for c in gradient_cases}
+    samples = interleaved(cases, args.rounds, args.steps, args.warmup, device, CLOCKS[args.clock])
+    base = samples[BASELINE]
+    fwd, total, split = (samples[f"grad: {c}"] for c in GRADIENT_CASES)
+    # Backward parts: the paired ratio r of the totals, with the forward pass F taken out of the
+    # total T by medians, (r·T − F) / (T − F) (a paired ratio of two differences would divide two
+    # small noisy numbers).
+    forward, both = statistics.median(fwd), statistics.median(total)
+
+    def backward(samples: list[float]) -> float:
+        return (ratio(samples, total) * both - forward) / (both - forward)
+
+    backward_ratio = backward(split)
+    return {
+        "problem": name,
+        "losses": len(setup.problem.loss_names),
+        "methods": {
+            m: {"median_ms": 1e3 * statistics.median(samples[m]), "ratio": ratio(samples[m], base)}
+            for m in [BASELINE, *method_names]
+        },
+        "gradients": {
+            **{c: 1e3 * statistics.median(samples[f"grad: {c}"]) for c in gradient_cases},
+            "per-loss / sum backward": backward_ratio,
+            **(
+                {f"{BATCHED} / sum backward": backward(samples[f"grad: {BATCHED}"])}
+                if args.batched
+                else {}
+            ),
+        },
+    }
+
+
+def print_tables(results: list[dict], method_names: list[str]) -> None:
+    header = f"{'problem':<20}{'K':>3}{'adam ms':>10}" + "".join(f"{m:>13}" for m in method_names)
+    print("\nstep time, ratio to Adam on the sum (median of the paired ratios)")
+    print(header)
+    for res in results:
+        row = (
+            f"{res['problem']:<20}{res['losses']:>3}{res['methods'][BASELINE]['median_ms']:>10.2f}"
+        )
+        row += "".join(f"{res['methods'][m]['ratio']:>13.3f}" for m in method_names)
+        print(row)
+    batched = BATCHED in results[0]["gradients"]
+    cases = [*GRADIENT_CASES, BATCHED] if batched else list(GRADIENT_CASES)
+    print("\nper-loss gradients vs one backward of the sum (ms include the forward pass; the")
+    print("ratios compare the backward parts)")
+    header = f"{'problem':<20}{'K':>3}" + "".join(f"{c:>14}" for c in cases) + "  per-loss ×"
+    print(header + ("  batched ×" if batched else ""))
+    for res in results:
+        g = res["gradients"]
+        row = f"{res['problem']:<20}{res['losses']:>3}" + "".join(f"{g[c]:>14.2f}" for c in cases)
+        row += f"{g['per-loss / sum backward']:>12.3f}"
+        print(row + (f"{g[f'{BATCHED} / sum backward']:>11.3f}" if batched else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["3x50:1024", "4x128:4096"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per method per round")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--problems", nargs="+", default=problems.names())
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--width", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per case and round")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--batched", action="store_true", help="also time one batched VJP for all losses"
+    )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="cpu: this thread's CPU time, for a shared machine (CPU device, --threads 1)",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if "GLIBC_TUNABLES" not in os.environ:
+    if "GLIBC_TUNABLES" not in os.environ and args.device == "cpu":
         print("note: GLIBC_TUNABLES is unset; steps may be 11-25% slower", file=sys.stderr)
-    print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}, "
+        f"{args.depth}x{args.width} MLP, default points, {args.rounds} rounds x {args.steps}, "
+        f"{args.clock} clock"
+    )
     results = []
-    for text in args.sizes:
-        size = Size.parse(text)
-        res = measure(size, args.rounds, args.steps, args.warmup, device)
-        results.append(res)
-        print(f"\n{size}")
-        print(f"  {'method':<22}{'median ms':>10}{'p10':>8}{'p90':>8}{'× adam':>9}{'round ×':>9}")
-        for name, m in res["methods"].items():
-            print(
-                f"  {name:<22}{m['median_ms']:>10.2f}{m['p10_ms']:>8.2f}{m['p90_ms']:>8.2f}"
-                f"{m['ratio_vs_adam']:>9.3f}{m['median_round_ratio']:>9.3f}"
-            )
+    for name in args.problems:
+        results.append(measure(name, args.methods, args))
+    print_tables(results, args.methods)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(
-                {"torch": torch.__version__, "threads": args.threads, "results": results},
-                fh,
-                indent=2,
-            )
+            payload = {
+                "torch": torch.__version__,
+                "threads": args.threads,
+                "device": args.device,
+                "clock": args.clock,
+                "network": f"{args.depth}x{args.width}",
+                "results": results,
+            }
+            json.dump(payload, fh, indent=2)
     return 0
 
 

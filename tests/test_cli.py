@@ -76,3 +76,27 @@ def test_console_command_reexecs_once_with_tunables() -> None:
     )
     lines = [ln for ln in opted_out.stdout.splitlines() if ln.startswith("TUNABLES=")]
     assert lines == ["TUNABLES=None"]
+
+
+def test_run_flags_default_to_the_run_configuration_defaults() -> None:
+    """``run PROBLEM`` with no flag gives exactly ``RunConfig(problem=PROBLEM)``."""
+    from autobalance.cli.main import build_parser
+    from autobalance.cli.run import _config_from_args
+    from autobalance.experiments.config import RunConfig
+
+    args = build_parser().parse_args(["run", "burgers"])
+    config, out = _config_from_args(args)
+    assert config == RunConfig(problem="burgers")
+    assert out.as_posix() == "runs/burgers-autobalance-seed0"
+    args = build_parser().parse_args(["run", "burgers", "--width", "8", "--base", "adam"])
+    config, _ = _config_from_args(args)
+    assert config.net_params == {"width": 8} and config.method_params == {"base": "adam"}
+
+
+def test_help_lists_every_command() -> None:
+    from autobalance.cli.main import COMMANDS, build_parser
+
+    text = " ".join(build_parser().format_help().split())  # help lines are wrapped
+    assert list(COMMANDS) == ["run", "list", "diagnose", "report", "compare", "bench"]
+    for name, command in COMMANDS.items():
+        assert name in text and command.help in text

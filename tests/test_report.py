@@ -12,8 +12,9 @@ import torch
 
 from autobalance.cli.main import main
 from autobalance.experiments import RunConfig, train
-from autobalance.experiments.figures import plot_error_curves, read_table
+from autobalance.experiments.curves import error_curves_figure
 from autobalance.experiments.report import ReportError, build_report, discover_runs
+from autobalance.experiments.runs import read_table
 
 HELMHOLTZ = {"a1": 1.0, "a2": 1.0, "k": 1.0, "n_residual": 64, "n_boundary": 16, "n_eval": 21}
 
@@ -235,7 +236,7 @@ def test_figures_from_fake_runs(tmp_path: Path) -> None:
     assert not (fig / "helmholtz_solutions.png").exists()
     assert "solutions (median-seed run of each method): not drawn" in text
     assert "checkpoint.pt does not exist" in text
-    assert plot_error_curves(fig / "none.png", {"x": [tmp_path]}) is None
+    assert error_curves_figure({"x": [tmp_path]}) is None
     table = read_table(tmp_path / "runs" / "helmholtz" / "adam" / "h0" / "eval.csv")
     assert table["rel_l2"].tolist() == pytest.approx([1.0, 0.505, 0.01])
 
@@ -269,8 +270,8 @@ def test_real_run_and_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) -> None:
     """Variants wrapping the network and inputs named in net_params: the same prediction."""
-    from autobalance.experiments.figures import plot_solution_panels, predict_run
     from autobalance.experiments.runner import errors
+    from autobalance.experiments.solutions import predict_run, solution_panels_figure
 
     torch.set_num_threads(1)
     config = RunConfig(
@@ -287,5 +288,45 @@ def test_solution_panels_rebuild_the_model_as_the_runner_does(tmp_path: Path) ->
     _, _, reference, prediction = predict_run(tmp_path / "run")
     rebuilt = errors(torch.from_numpy(prediction), torch.from_numpy(reference))
     assert rebuilt["rel_l2"] == pytest.approx(metrics["rel_l2"], rel=1e-5)
-    path, skipped = plot_solution_panels(tmp_path / "s.png", {"adam": tmp_path / "run"})
-    assert path is not None and not skipped
+    figure, skipped = solution_panels_figure({"adam": tmp_path / "run"})
+    assert figure is not None and not skipped
+
+
+def test_compare_table_groups_and_labels_runs_as_the_report(tmp_path: Path) -> None:
+    """``compare``/``bench`` print the report's groups: same labels, same statistics."""
+    from autobalance.cli.sweeps import summary_table
+    from autobalance.experiments.analysis import group_runs
+
+    runs = tmp_path / "runs"
+    two_methods(runs)
+    make_run(runs, "x/f", method="adam", seed=7, rel_l2=1.0, failed={"step": 5, "loss": "boundary"})
+    table = summary_table(group_runs(discover_runs(runs)))
+    lines = table.splitlines()
+    assert lines[0] == "helmholtz (mean ± std over seeds; failed runs excluded)"
+    rows = {line.split("  ")[0]: line.split() for line in lines[3:5]}
+    assert set(rows) == {
+        r["method_label"]
+        for r in read_csv(build_report(runs, figures=False).parent / "results.csv")
+    }
+    assert rows["adam"][1:4] == ["3/4", "2.00e-02", "±"] and rows["adam"][4] == "1.0e-02"
+    assert rows["autobalance(base=adam)"][1:5] == ["3/3", "2.00e-03", "±", "1.0e-03"]
+    assert lines[-1] == "  failed: f at step 5 (loss 'boundary')"
+
+
+def test_competition_ranks_and_criteria() -> None:
+    from autobalance.experiments.analysis import Criteria, MethodGroup, assign_ranks
+    from autobalance.experiments.runs import RunRecord
+
+    def group(label: str, *values: float) -> MethodGroup:
+        runs = [RunRecord(Path(label), "ok", {}, {"rel_l2": v}) for v in values]
+        return MethodGroup("p", label, "p", {}, runs)
+
+    groups = [group("a", 2.0, 1.0, 3.0), group("b", 2.0), group("c", 5.0), group("d")]
+    assign_ranks(groups, "rel_l2")
+    assert [g.rank for g in groups] == [1, 1, 3, None]  # equal medians share rank 1
+    assert Criteria.of(("mse", "linf"), "rel_l2").metrics == ("rel_l2", "mse", "linf")
+    assert Criteria.of(("mse", "mse")).metric == "mse"
+    with pytest.raises(ReportError, match="at least one metric"):
+        Criteria.of(())
+    with pytest.raises(ReportError, match="alpha"):
+        Criteria.of(alpha=1.0)

@@ -20,7 +20,7 @@ from autobalance import problems
 from autobalance.cli.main import main
 from autobalance.errors import ConfigError
 from autobalance.experiments import RunConfig
-from autobalance.experiments.executors import InlineExecutor, LocalExecutor, threads_per_worker
+from autobalance.experiments.executors import InlineExecutor, LocalExecutor
 from autobalance.experiments.suites import expand_suite, load_suite, suite_names
 from autobalance.experiments.sweep import (
     RunSpec,
@@ -80,7 +80,6 @@ def test_run_names_are_deterministic() -> None:
     assert RunSpec(tiny(lr=2e-3)).name != a.name
     # only non-default fields are hashed: naming a default explicitly changes nothing
     assert config_hash(tiny(sampler="uniform")) == config_hash(tiny())
-    assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(3, cores=8) == 2
 
 
 def test_complete_runs_are_skipped(tmp_path: Path) -> None:
@@ -467,3 +466,17 @@ def test_cli_tensorboard_flag_writes_event_files(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="tensorboard is not installed")
     assert bench_one_adam_run_with_tensorboard(tmp_path) == 0
     assert list((tmp_path / "out").glob("*/tensorboard/events.out.tfevents.*"))
+
+
+def test_executors_are_found_by_name() -> None:
+    from autobalance.errors import UnknownNameError
+    from autobalance.experiments.executors import EXECUTORS, create_executor
+
+    assert EXECUTORS == ("inline", "local", "ray")
+    assert isinstance(create_executor("inline"), InlineExecutor)
+    local = create_executor("local", workers=2)
+    assert isinstance(local, LocalExecutor) and local.workers == 2
+    with pytest.raises(UnknownNameError, match="Did you mean 'local'"):
+        create_executor("locale")
+    with pytest.raises(ConfigError, match="workers"):
+        create_executor("local", workers=0)

@@ -21,6 +21,7 @@ from autobalance.threads import (
     available_cores,
     cgroup_cpu_limit,
     choose_threads,
+    using_threads,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -286,3 +287,26 @@ def test_apply_threads_sets_inter_op_threads_once_and_then_leaves_them() -> None
         "ThreadCounts(intra_op=2, inter_op=3)",
         "2",
     ]
+
+
+def test_using_threads_puts_the_callers_settings_back() -> None:
+    before = torch.get_num_threads()
+    environ: dict[str, str] = {"OMP_NUM_THREADS": "7", "OTHER": "x"}
+    try:
+        torch.set_num_threads(2)
+        with using_threads(3, environ=environ) as counts:
+            assert torch.get_num_threads() == 3 and counts.intra_op == 3
+            assert environ == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OTHER": "x"}
+        assert torch.get_num_threads() == 2
+        assert environ == {"OMP_NUM_THREADS": "7", "OTHER": "x"}  # MKL was unset: unset again
+        with pytest.raises(KeyError), using_threads(1, environ=environ):
+            raise KeyError("a failing run")
+        assert torch.get_num_threads() == 2 and environ == {"OMP_NUM_THREADS": "7", "OTHER": "x"}
+        with (
+            pytest.raises(ConfigError, match="number of threads"),
+            using_threads(0, environ=environ),
+        ):
+            pass
+        assert torch.get_num_threads() == 2 and environ == {"OMP_NUM_THREADS": "7", "OTHER": "x"}
+    finally:
+        torch.set_num_threads(before)

@@ -19,6 +19,7 @@ __all__ = [
     "AutoBalanceError",
     "BaseOptimizerError",
     "ConfigError",
+    "DistributedError",
     "HyperparameterError",
     "LossNameError",
     "LossValueError",
@@ -65,6 +66,10 @@ class UnknownNameError(AutoBalanceError):
 
 class ConfigError(AutoBalanceError):
     """A configuration key or value is invalid."""
+
+
+class DistributedError(AutoBalanceError):
+    """A process group cannot be used, or the processes of a distributed run disagree."""
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:

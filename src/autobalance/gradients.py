@@ -4,7 +4,23 @@
 their autograd graph (e.g. one forward pass feeds both), the earlier call must retain the graph;
 when they do not (separate forward passes, the usual PINN case), retaining would keep the whole
 graph alive until the caller drops the loss, so it is freed instead.  Sharing is detected by
-walking the graphs (measured: ~0.03 ms for a 120-node Helmholtz residual graph, <1% of a step).
+walking the graphs once (:func:`retain_flags`: 0.1-0.3 ms for the shipped problems' graphs of
+100-350 nodes, about half of it creating the Python objects of the nodes).
+
+What it costs (``benchmarks/step_time.py``, one CPU thread, 4×50 MLP, default points):
+
+* losses from separate forward passes (every shipped problem but Kovasznay): the K calls
+  traverse disjoint graphs, every node once, as one backward of the summed loss does; what they
+  add is the engine's fixed cost per call (~20-60 µs) and the walk, 3-6% of the backward;
+* losses that share a forward pass (Kovasznay's ``momentum_x``, ``momentum_y``,
+  ``continuity``): the shared part (the network and its first derivatives) is traversed once per
+  loss that reaches it.  That is the arithmetic of K separate cotangents, ``Σ_k |graph_k|``
+  against ``|∪_k graph_k|`` (1.3× the backward of the sum there), not overhead: no exact method
+  gives K gradients for less.  The alternative, one batched vector-Jacobian product
+  (``autograd.grad(stack(L), θ, eye(K), is_grads_batched=True)``), measured 2-3.6× the backward
+  of the sum on Kovasznay at 16 to 2048 points and ~4× on the disjoint problems (vmap carries
+  all K rows through every node, those only one loss reaches included, and adds copies), so it
+  is not used; ``benchmarks/step_time.py --batched`` measures it again (e.g. on a GPU).
 
 Every multi-loss optimizer and method takes its per-loss gradients from here:
 :func:`per_loss_gradients` (one backward pass per loss), :func:`checked_gradients` (gradients the
@@ -20,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import Node
 
 from autobalance.errors import LossValueError
 
@@ -35,35 +52,67 @@ __all__ = [
 PerLossGradients = list[list[Tensor | None]]
 
 
-def graph_nodes(loss: Tensor) -> set[int]:
-    """Ids of the autograd nodes that hold buffers, reachable from ``loss``.
+@functools.cache
+def _leaf_node_type() -> type:
+    """The class of the nodes that accumulate into leaf tensors (``AccumulateGrad``)."""
+    leaf = torch.zeros(1, requires_grad=True)
+    return type((leaf * 1).grad_fn.next_functions[0][0])  # type: ignore[union-attr]
+
+
+def graph_nodes(loss: Tensor) -> set[Node]:
+    """The autograd nodes reachable from ``loss`` that may hold buffers.
 
     Leaf accumulators (``AccumulateGrad``) are left out: they hold no saved tensors, so sharing
-    them (every loss reaches the same parameters) does not require retaining a graph.
+    them (every loss reaches the same parameters) does not require retaining a graph.  The
+    nodes themselves are returned (not their ids): Python wraps a node on demand and a wrapper
+    lives only as long as the graph, so only the objects compare safely.
     """
     root = loss.grad_fn
     if root is None:
         return set()
-    seen: set[int] = {id(root)}
+    leaf_type = _leaf_node_type()
+    seen: set[Node] = {root}
     stack = [root]
+    pop, push, add = stack.pop, stack.append, seen.add
     while stack:
-        node = stack.pop()
-        for child, _ in node.next_functions:
-            if child is None or id(child) in seen or hasattr(child, "variable"):
+        for child, _ in pop().next_functions:
+            if child is None or child in seen or type(child) is leaf_type:
                 continue
-            seen.add(id(child))
-            stack.append(child)
+            add(child)
+            push(child)
     return seen
 
 
 def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
-    """For each loss, whether its backward must retain the graph for a later loss."""
+    """For each loss, whether its backward must retain the graph for a later loss.
+
+    The graphs are walked from the last loss to the first; a walk does not descend into a node
+    that a later loss's graph holds (its whole subgraph is there too), so a part shared by
+    several losses is walked once.
+    """
     flags = [False] * len(losses)
-    later: set[int] = set()
+    later: set[Node] = set()
+    leaf_type = _leaf_node_type()
     for k in range(len(losses) - 1, -1, -1):
-        nodes = graph_nodes(losses[k])
-        flags[k] = not later.isdisjoint(nodes)
-        later |= nodes
+        root = losses[k].grad_fn
+        if root is None:
+            continue
+        if root in later:
+            flags[k] = True
+            continue
+        mine: set[Node] = {root}
+        stack = [root]
+        pop, push, add = stack.pop, stack.append, mine.add
+        while stack:
+            for child, _ in pop().next_functions:
+                if child is None or child in mine or type(child) is leaf_type:
+                    continue
+                if child in later:
+                    flags[k] = True
+                    continue
+                add(child)
+                push(child)
+        later |= mine
     return flags
 
 
@@ -89,9 +138,8 @@ def per_loss_gradients(
                 f"loss {name!r} has no path to any parameter of this optimizer "
                 "(it does not require grad; was it computed under torch.no_grad() or detached?)"
             )
-        grads = torch.autograd.grad(
-            loss.reshape(()), inputs, retain_graph=retain, allow_unused=True
-        )
+        # A one-element loss of any shape gets the cotangent 1 (no reshape: it would add a node).
+        grads = torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
         if all(g is None for g in grads):
             raise LossValueError(f"loss {name!r} has no path to any parameter of this optimizer")
         full: list[Tensor | None] = [None] * len(params)

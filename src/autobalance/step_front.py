@@ -12,6 +12,11 @@ MTAdam, MultiAdam, M-ConFIG) starts a step the same way:
    and states untouched (``nonfinite="skip"``);
 4. per-loss gradients come from :mod:`autobalance.gradients`.
 
+With a ``process_group`` (data-parallel training, :mod:`autobalance.distributed`) the loss values
+of step 2 are the averages over the ranks (so every rank takes the same decision in step 3), and
+:meth:`LossBatch.per_loss_gradients` returns the per-loss gradients averaged over the ranks (one
+flat all-reduce).  Without one (``None``, the default) nothing changes.
+
 :class:`StepFront` holds what this needs between steps (the names, the step count, the policy);
 :class:`LossBatch` is what a step's back half receives.
 """
@@ -20,10 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from autobalance.distributed import RankAverage, check_process_group
 from autobalance.errors import HyperparameterError
 from autobalance.gradients import PerLossGradients, per_loss_gradients
 from autobalance.losses import (
@@ -35,6 +41,9 @@ from autobalance.losses import (
     nonfinite_error,
 )
 from autobalance.step_info import StepInfo, build_step_info
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["NONFINITE_POLICIES", "LossBatch", "StepFront", "check_nonfinite_policy"]
 
@@ -60,6 +69,8 @@ class LossBatch:
         losses: the scalar loss tensors, in order, still attached to their graphs.
         original: the mapping as given (e.g. a :class:`~autobalance.losses.NamedLosses` that
             carries pointwise terms).
+        ranks: the averaging over the ranks of a process group, ``None`` in one process (then
+            ``values`` are already averages over the ranks).
     """
 
     step: int
@@ -67,15 +78,17 @@ class LossBatch:
     values: dict[str, float]
     losses: dict[str, Tensor]
     original: LossDict
+    ranks: RankAverage | None = None
 
     def per_loss_gradients(
         self, params: Sequence[Tensor], *, retain_graph: bool | None = None
     ) -> PerLossGradients:
         """``∇L_k`` for every loss, one backward pass each (see
-        :func:`~autobalance.gradients.per_loss_gradients`)."""
-        return per_loss_gradients(
+        :func:`~autobalance.gradients.per_loss_gradients`), averaged over the ranks if any."""
+        per_loss = per_loss_gradients(
             self.names, list(self.losses.values()), params, retain_graph=retain_graph
         )
+        return per_loss if self.ranks is None else self.ranks.per_loss_gradients(per_loss, params)
 
 
 class StepFront:
@@ -83,10 +96,17 @@ class StepFront:
 
     Args:
         nonfinite: "raise" (default) or "skip" (see the module docstring).
+        process_group: average losses and gradients over the ranks of this
+            ``torch.distributed`` group (:mod:`autobalance.distributed`); ``None``: one process.
     """
 
-    def __init__(self, nonfinite: str = "raise") -> None:
+    def __init__(
+        self, nonfinite: str = "raise", *, process_group: ProcessGroup | None = None
+    ) -> None:
         self.nonfinite = check_nonfinite_policy(nonfinite)
+        group = check_process_group(process_group)
+        #: The averaging over the ranks, ``None`` in one process.
+        self.ranks = None if group is None else RankAverage(group)
         #: The loss names fixed at the first successful step (``None`` before it).
         self.names: list[str] | None = None
         #: Steps taken (skipped steps are not counted).
@@ -100,11 +120,20 @@ class StepFront:
         return list(self.names)
 
     def start(self, losses: LossDict) -> LossBatch:
-        """Check the losses (scalars, names) and read their values."""
+        """Check the losses (scalars, names) and read their values (averaged over the ranks)."""
         check_scalar_losses(losses)
         names = self.order(list(losses))
         ordered = {n: losses[n] for n in names}
-        return LossBatch(self.steps + 1, names, loss_values(ordered), ordered, losses)
+        if self.ranks is None:
+            return LossBatch(self.steps + 1, names, loss_values(ordered), ordered, losses)
+        if self.names is None:
+            self.ranks.agree("loss names (in order)", names)
+        values = self.ranks.loss_values(ordered)
+        return LossBatch(self.steps + 1, names, values, ordered, losses, self.ranks)
+
+    def average(self, per_loss: PerLossGradients, params: Sequence[Tensor]) -> PerLossGradients:
+        """Per-loss gradients averaged over the ranks (unchanged in one process)."""
+        return per_loss if self.ranks is None else self.ranks.per_loss_gradients(per_loss, params)
 
     def nonfinite_loss(
         self, batch: LossBatch, *, states: str | Sequence[str] = ""

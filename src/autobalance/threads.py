@@ -12,7 +12,10 @@ to the other process.  One thread was as fast on a quiet machine for these netwo
 * :func:`choose_threads` — one thread unless more are asked for, and never more than
   ``available_cores() // workers`` (at least 1), so parallel workers cannot oversubscribe;
 * :func:`apply_threads` — sets torch's intra-op threads, its inter-op threads while torch still
-  allows it, and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` for child processes.
+  allows it, and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` for child processes;
+* :func:`using_threads` — :func:`apply_threads` for the length of a ``with`` block, then the
+  intra-op count and the environment as they were (what the runner and ``diagnose`` use, so a
+  library call leaves the caller's process as it found it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,7 @@ __all__ = [
     "available_cores",
     "cgroup_cpu_limit",
     "choose_threads",
+    "using_threads",
 ]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -193,3 +197,32 @@ def apply_threads(n: int, *, environ: MutableMapping[str, str] | None = None) ->
     for name in THREAD_VARIABLES:
         environ[name] = str(n)
     return ThreadCounts(torch.get_num_threads(), torch.get_num_interop_threads())
+
+
+@contextlib.contextmanager
+def using_threads(
+    n: int, *, environ: MutableMapping[str, str] | None = None
+) -> Iterator[ThreadCounts]:
+    """:func:`apply_threads` ``(n)`` inside the ``with`` block; yields the counts in effect.
+
+    On leaving, torch's intra-op thread count and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in
+    ``environ`` (default ``os.environ``) are put back as they were (a variable that was unset is
+    removed again), so a count chosen for one run does not cap the next one through
+    :func:`available_cores`.  The inter-op count cannot be changed back once torch has used it:
+    it keeps what :func:`apply_threads` could set.
+    """
+    import torch
+
+    environ = os.environ if environ is None else environ
+    before = torch.get_num_threads()
+    saved = {name: environ.get(name) for name in THREAD_VARIABLES}
+    counts = apply_threads(n, environ=environ)  # validates n before anything is changed
+    try:
+        yield counts
+    finally:
+        torch.set_num_threads(before)
+        for name, value in saved.items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value

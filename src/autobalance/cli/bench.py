@@ -4,7 +4,8 @@ Shipped suites (:mod:`autobalance.experiments.suites`): ``paper``, ``quick``, ``
 ``SUITE`` may also be a TOML, YAML or JSON suite file.  Problems and methods the suite names but
 that are not registered are skipped and listed.  The runs land in ``--out`` (default
 ``runs/bench-SUITE``); running the same command again skips complete runs and resumes
-interrupted ones.  Then the table of ``autobalance compare`` and the report.
+interrupted ones.  Then the table of ``autobalance compare`` and the report
+(:mod:`autobalance.cli.sweeps`).
 """
 
 from __future__ import annotations
@@ -12,30 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from autobalance.cli.compare import add_sweep_options, budget_items, finish_sweep
+from autobalance.cli.options import Command, Flag
+from autobalance.cli.sweeps import SWEEP_FLAGS, budget_items, finish_sweep, thread_items
 
-__all__ = ["add_bench_command", "cmd_bench"]
-
-
-def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``bench`` to the ``autobalance`` parser's sub-parsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "bench",
-        help="run a benchmark suite (paper, quick, ablations, or a suite file)",
-        description=(
-            "Run every run of SUITE (a shipped suite name or a TOML/YAML/JSON suite file) as a "
-            "resumable sweep in --out, print the table and write the report."
-        ),
-    )
-    parser.add_argument("suite", help="paper, quick, ablations, or a suite file")
-    parser.add_argument("--methods", help="comma-separated: keep only these methods of the suite")
-    parser.add_argument(
-        "--list", action="store_true", help="list the suite's runs and skipped entries, run nothing"
-    )
-    add_sweep_options(parser)
-    return parser
+__all__ = ["COMMAND", "cmd_bench"]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -48,7 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     only = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     suite = load_suite(
         args.suite,
-        overrides=[*budget_items(args), *args.set],
+        overrides=[*budget_items(args), *thread_items(args), *args.set],
         seeds=args.seeds,
         only_methods=only,
     )
@@ -64,3 +46,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"suite {suite.name!r} has no runs to do")
     out = Path(args.out or f"runs/bench-{suite.name}")
     return finish_sweep(suite.runs, out, args)
+
+
+COMMAND = Command(
+    "bench",
+    "run a benchmark suite (paper, quick, ablations, or a suite file)",
+    cmd_bench,
+    (
+        Flag.of("suite", help="paper, quick, ablations, or a suite file"),
+        Flag.of("--methods", help="comma-separated: keep only these methods of the suite"),
+        Flag.switch("--list", "list the suite's runs and skipped entries, run nothing"),
+        *SWEEP_FLAGS,
+    ),
+    description=(
+        "Run every run of SUITE (a shipped suite name or a TOML/YAML/JSON suite file) as a "
+        "resumable sweep in --out, print the table and write the report."
+    ),
+)

@@ -7,6 +7,8 @@
   the Fig. 1 / Fig. 2 study on any registered problem
   (:mod:`autobalance.diagnostics.helmholtz_study`); writes ``DIR/study.json``,
   ``fig1_spectra.png`` and ``fig2_balance.png`` and prints a summary table.
+
+Both use ``--threads`` intra-op threads (default 1, :mod:`autobalance.threads`).
 """
 
 from __future__ import annotations
@@ -18,71 +20,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from autobalance.cli.console import text_table
+from autobalance.cli.options import (
+    OUT_DIR,
+    PROBLEM_PARAM,
+    THREADS,
+    Command,
+    Flag,
+    parse_assignments,
+)
+
+__all__ = ["COMMAND", "DEFAULT_OUT", "run"]
 
 DEFAULT_OUT = "docs/results/diagnostics"
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register the ``diagnose`` subcommand on an ``add_subparsers()`` object."""
-    p = sub.add_parser(
-        "diagnose",
-        help="curvature/balance diagnostics: 'quadratic' or a problem name",
-        description="Quadratic-model theory check, or Fig. 1/2 (Hessian spectra, balance) "
-        "reproduction on a problem.",
-    )
-    p.add_argument("target", help="'quadratic' or a problem name (see `autobalance list`)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="output directory (default %(default)s)")
-    p.add_argument("--method", action="append", help="method to study (repeatable)")
-    p.add_argument(
-        "--steps",
-        type=int,
-        help="training steps (problem: default 2000; quadratic: "
-        "real-optimizer steps, default 1000)",
-    )
-    p.add_argument("--lr", type=float, default=1e-3, help="problem: learning rate (%(default)s)")
-    p.add_argument("--width", type=int, default=30, help="problem: hidden units (%(default)s)")
-    p.add_argument("--depth", type=int, default=3, help="problem: hidden layers (%(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    p.add_argument(
-        "--device", default="cpu", help="problem: torch device, e.g. cuda (default %(default)s)"
-    )
-    p.add_argument("--log-every", type=int, default=20, help="problem: (default %(default)s)")
-    p.add_argument("--checkpoints", type=int, default=5, help="problem: Hessian checkpoints")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="problem parameter")
-    p.add_argument(
-        "--hessian-param",
-        action="append",
-        metavar="KEY=VALUE",
-        help="problem parameter of the fixed Hessian batch (default n_residual=256)",
-    )
-    p.add_argument("--n", type=int, default=20, help="quadratic: dimension (%(default)s)")
-    p.add_argument("--seeds", type=int, default=3, help="quadratic: seeds (%(default)s)")
-    p.add_argument("--c-max", type=float, default=3.0, help="quadratic: largest c (%(default)s)")
-    p.add_argument("--linear-steps", type=int, default=2000, help="quadratic: (%(default)s)")
-    return p
 
 
 def _fmt(value: float) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.3g}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    tmp.replace(path)
+    """``data`` as JSON, NaN kept as ``NaN`` (the results hold undefined ratios), atomically."""
+    from autobalance.experiments.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=True))
+
+
+def _write_figures(out: Path, figures: dict[str, Any]) -> None:
+    """Write each figure as ``out/<name>`` (:func:`autobalance.experiments.io.write_png`)."""
+    from autobalance.experiments.io import write_png
+
+    for name, figure in figures.items():
+        write_png(out / name, figure)
 
 
 def _quadratic(args: argparse.Namespace, out: Path) -> int:
-    from autobalance.diagnostics.plots import plot_quadratic
+    from autobalance.diagnostics.plots import quadratic_figures
     from autobalance.diagnostics.quadratic import study_quadratic
     from autobalance.errors import ConfigError
 
@@ -101,7 +74,7 @@ def _quadratic(args: argparse.Namespace, out: Path) -> int:
         lrs=(3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     )
     _write_json(out / "quadratic.json", result)
-    plot_quadratic(result, out)
+    _write_figures(out, quadratic_figures(result))
     header = [
         "A",
         "c",
@@ -127,7 +100,7 @@ def _quadratic(args: argparse.Namespace, out: Path) -> int:
         ]
         for r in result["rows"]
     ]
-    print(_table(header, rows))
+    print(text_table([header, *rows]))
     print(
         "steps* = predicted steps to 1e-6 at η* = 2/(λmin+λmax); real = Adam/AutoBalance "
         "(β=(0.9,0.999)) at the best lr of the grid"
@@ -159,9 +132,8 @@ def _measures(summary: dict[str, float]) -> list[str]:
 
 
 def _problem(args: argparse.Namespace, out: Path) -> int:
-    from autobalance.cli.main import parse_assignments
     from autobalance.diagnostics.helmholtz_study import StudyConfig, run_study
-    from autobalance.diagnostics.plots import plot_balance, plot_spectra
+    from autobalance.diagnostics.plots import balance_figure, spectra_figure
 
     cfg = StudyConfig(
         problem=args.target,
@@ -179,8 +151,10 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
     )
     result = run_study(cfg, progress=lambda msg: print(msg, file=sys.stderr))
     _write_json(out / "study.json", result)
-    plot_spectra(result, out)
-    plot_balance(result, out)
+    _write_figures(
+        out,
+        {"fig1_spectra.png": spectra_figure(result), "fig2_balance.png": balance_figure(result)},
+    )
     names = result["loss_names"]
     ref = names[0]
     print(
@@ -194,8 +168,11 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
     )
     init = result["init_spectra"]
     print(
-        _table(
-            ["init Hessian", *_MEASURE_HEADER], [[n, *_measures(init[n]["summary"])] for n in names]
+        text_table(
+            [
+                ["init Hessian", *_MEASURE_HEADER],
+                *([n, *_measures(init[n]["summary"])] for n in names),
+            ]
         )
     )
     rows = [
@@ -203,7 +180,7 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
         for method, res in result["methods"].items()
         for kind, spec in res["final_spectra"].items()
     ]
-    print(_table([f"final {ref} H", "kind", *_MEASURE_HEADER], rows))
+    print(text_table([[f"final {ref} H", "kind", *_MEASURE_HEADER], *rows]))
     rows = []
     for method, res in result["methods"].items():
         summ = res["summary"]
@@ -226,14 +203,58 @@ def _problem(args: argparse.Namespace, out: Path) -> int:
             )
     header = ["method", "pair", "med ‖g‖ ratio", "med ‖lr g/P‖ ratio", "med ‖u‖ ratio"]
     header += ["med cos g", "med cos lr g/P", "κ_m(.99) other raw", "κ_m(.99) other pre"]
-    print(_table([*header, "rel L2"], rows))
+    print(text_table([[*header, "rel L2"], *rows]))
     print(f"files: {out / 'study.json'}, {out / 'fig1_spectra.png'}, {out / 'fig2_balance.png'}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch ``autobalance diagnose``."""
+    """Dispatch ``autobalance diagnose``, with ``choose_threads(--threads)`` threads."""
+    from autobalance.threads import choose_threads, using_threads
+
     out = Path(args.out)
-    if args.target == "quadratic":
-        return _quadratic(args, out)
-    return _problem(args, out)
+    with using_threads(choose_threads(args.threads)):
+        if args.target == "quadratic":
+            return _quadratic(args, out)
+        return _problem(args, out)
+
+
+COMMAND = Command(
+    "diagnose",
+    "curvature/balance diagnostics: 'quadratic' or a problem name",
+    run,
+    (
+        Flag.of("target", help="'quadratic' or a problem name (see `autobalance list`)"),
+        OUT_DIR.but(default=DEFAULT_OUT, help="output directory (default %(default)s)"),
+        Flag.of("--method", action="append", help="method to study (repeatable)"),
+        Flag.of(
+            "--steps",
+            type=int,
+            help="training steps (problem: default 2000; quadratic: "
+            "real-optimizer steps, default 1000)",
+        ),
+        Flag.of("--lr", type=float, default=1e-3, help="problem: learning rate (%(default)s)"),
+        Flag.of("--width", type=int, default=30, help="problem: hidden units (%(default)s)"),
+        Flag.of("--depth", type=int, default=3, help="problem: hidden layers (%(default)s)"),
+        Flag.of("--seed", type=int, default=0, help="(default %(default)s)"),
+        Flag.of(
+            "--device", default="cpu", help="problem: torch device, e.g. cuda (default %(default)s)"
+        ),
+        Flag.of("--log-every", type=int, default=20, help="problem: (default %(default)s)"),
+        Flag.of("--checkpoints", type=int, default=5, help="problem: Hessian checkpoints"),
+        THREADS,
+        PROBLEM_PARAM,
+        Flag.of(
+            "--hessian-param",
+            action="append",
+            metavar="KEY=VALUE",
+            help="problem parameter of the fixed Hessian batch (default n_residual=256)",
+        ),
+        Flag.of("--n", type=int, default=20, help="quadratic: dimension (%(default)s)"),
+        Flag.of("--seeds", type=int, default=3, help="quadratic: seeds (%(default)s)"),
+        Flag.of("--c-max", type=float, default=3.0, help="quadratic: largest c (%(default)s)"),
+        Flag.of("--linear-steps", type=int, default=2000, help="quadratic: (%(default)s)"),
+    ),
+    description="Quadratic-model theory check, or Fig. 1/2 (Hessian spectra, balance) "
+    "reproduction on a problem.",
+)

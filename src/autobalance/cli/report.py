@@ -8,33 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-__all__ = ["add_report_command", "cmd_report"]
+from autobalance.cli.options import OUT_DIR, Command, Flag
 
-
-def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``report`` sub-command to the ``autobalance`` parser's sub-parsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "report",
-        help="summarise run directories: tables, ranks, significance tests, figures",
-        description=(
-            "Find every run directory (config.json / metrics.json) under RUNS_DIR, at any "
-            "depth, and write report.md, results.csv, runs.csv, comparisons.csv and figures/."
-        ),
-    )
-    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched for runs")
-    parser.add_argument("--out", metavar="DIR", help="output directory (default: RUNS_DIR)")
-    parser.add_argument(
-        "--metric",
-        default="rel_l2",
-        help="metric that ranks methods and decides win/tie/loss (default %(default)s)",
-    )
-    parser.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level (default %(default)s)"
-    )
-    parser.add_argument("--no-figures", action="store_true", help="tables only")
-    return parser
+__all__ = ["COMMAND", "cmd_report"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -51,3 +28,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     print(f"report: {path}")
     return 0
+
+
+COMMAND = Command(
+    "report",
+    "summarise run directories: tables, ranks, significance tests, figures",
+    cmd_report,
+    (
+        Flag.of("runs_dir", metavar="RUNS_DIR", help="directory searched for runs"),
+        OUT_DIR.but(help="output directory (default: RUNS_DIR)"),
+        Flag.of(
+            "--metric",
+            default="rel_l2",
+            help="metric that ranks methods and decides win/tie/loss (default %(default)s)",
+        ),
+        Flag.of(
+            "--alpha", type=float, default=0.05, help="significance level (default %(default)s)"
+        ),
+        Flag.switch("--no-figures", "tables only"),
+    ),
+    description=(
+        "Find every run directory (config.json / metrics.json) under RUNS_DIR, at any "
+        "depth, and write report.md, results.csv, runs.csv, comparisons.csv and figures/."
+    ),
+)

@@ -65,7 +65,7 @@ from autobalance.diagnostics.preconditioning import (
     preconditioned_hessian,
 )
 from autobalance.errors import ConfigError, LossNameError
-from autobalance.nets.mlp import MLP
+from autobalance.nets import MLP
 
 __all__ = ["StudyConfig", "run_study"]
 

@@ -52,7 +52,7 @@ becomes its stochastic-Lanczos-quadrature estimate (sums ``Σ_i f(λ_i)/n`` repl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import AutoBalanceError, LossNameError
-from autobalance.optim.autobalance import AutoBalance
+from autobalance.optim import AutoBalance
 
 __all__ = [
     "DEFAULT_MASS_FRACTIONS",
@@ -105,10 +105,31 @@ def _group_of(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, Any]]:
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
-def _bias_corrected(v: Tensor, step: float, beta2: float) -> Tensor:
-    """``v / (1 − β2^t)``; ``v`` itself where ``t = 0`` (as the optimizers do: ``v = 0`` there)."""
-    bc2 = 1.0 - beta2**step
-    return v / bc2 if bc2 > 0 else v
+def _denominator(v: Tensor, step: float, group: dict[str, Any]) -> Tensor:
+    """``sqrt(v / (1 − β2^t)) + eps``; ``v`` uncorrected where ``t = 0`` (as the optimizers do:
+    ``v = 0`` there)."""
+    bc2 = 1.0 - float(group["betas"][1]) ** step
+    return (v / bc2 if bc2 > 0 else v).sqrt() + float(group["eps"])
+
+
+def _adam_states(
+    optimizer: torch.optim.Optimizer, params: Sequence[Tensor], no_moments: str
+) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
+    """``(state, group, second-moment key)`` of each parameter, in order.
+
+    Raises:
+        AutoBalanceError: a parameter the optimizer does not hold, or one whose state has no
+            second moments (``no_moments``, formatted with the parameter's index ``i``).
+    """
+    groups = _group_of(optimizer)
+    for i, p in enumerate(params):
+        state = optimizer.state.get(p)
+        if id(p) not in groups:
+            raise AutoBalanceError(f"parameter {i} is not optimised by this optimizer")
+        if not state or "exp_avg_sq" not in state:
+            raise AutoBalanceError(no_moments.format(i=i))
+        group = groups[id(p)]
+        yield state, group, "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Tensor:
@@ -122,21 +143,13 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[Tenso
         raise AutoBalanceError(
             f"adam_preconditioner needs torch.optim.Adam or AdamW, got {type(optimizer).__name__}"
         )
-    groups = _group_of(optimizer)
-    pieces = []
-    for i, p in enumerate(params):
-        state = optimizer.state.get(p)
-        if id(p) not in groups:
-            raise AutoBalanceError(f"parameter {i} is not optimised by this optimizer")
-        if not state or "exp_avg_sq" not in state:
-            raise AutoBalanceError(
-                f"parameter {i} has no Adam state yet: take at least one step first"
-            )
-        group = groups[id(p)]
-        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
-        v_hat = _bias_corrected(v.double(), float(state["step"]), float(group["betas"][1]))
-        pieces.append(v_hat.sqrt() + float(group["eps"]))
-    return _flat(pieces)
+    no_moments = "parameter {i} has no Adam state yet: take at least one step first"
+    return _flat(
+        [
+            _denominator(state[key].double(), float(state["step"]), group)
+            for state, group, key in _adam_states(optimizer, params, no_moments)
+        ]
+    )
 
 
 def autobalance_preconditioner(
@@ -160,26 +173,16 @@ def autobalance_preconditioner(
             f"{', '.join(map(repr, layout.loss_names))}"
         )
     row = layout.loss_to_state[layout.loss_names.index(loss)]
-    groups = _group_of(optimizer)
+    no_moments = (
+        "AutoBalance keeps no Adam moments for this parameter (a non-Adam base?): "
+        "preconditioners can be read only with base 'adam' or 'adamw'"
+    )
     pieces = []
     stepped = False
-    for i, p in enumerate(params):
-        state = optimizer.state.get(p)
-        if id(p) not in groups:
-            raise AutoBalanceError(f"parameter {i} is not optimised by this optimizer")
-        if not state or "exp_avg_sq" not in state:
-            raise AutoBalanceError(
-                "AutoBalance keeps no Adam moments for this parameter (a non-Adam base?): "
-                "preconditioners can be read only with base 'adam' or 'adamw'"
-            )
-        group = groups[id(p)]
-        key = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
-        v = state[key][row].double()
+    for state, group, key in _adam_states(optimizer, params, no_moments):
         step = float(state["step"][row])
         stepped = stepped or step >= 1
-        pieces.append(
-            _bias_corrected(v, step, float(group["betas"][1])).sqrt() + float(group["eps"])
-        )
+        pieces.append(_denominator(state[key][row].double(), step, group))
     if not stepped:
         raise AutoBalanceError(
             f"the state of loss {loss!r} has not taken a step yet: its second moments are empty"

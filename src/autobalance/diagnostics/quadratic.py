@@ -201,7 +201,7 @@ def run_optimizer(
     eps: float = 1e-8,
 ) -> list[float]:
     """``L(w_t)/L(w_0)`` of the real optimizer: ``"adam"`` on ``L`` or ``"autobalance"``."""
-    from autobalance.optim.autobalance import AutoBalance
+    from autobalance.optim import AutoBalance
 
     w = model.w0.clone().requires_grad_(True)
     start = model.total(w.detach())

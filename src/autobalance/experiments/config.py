@@ -95,6 +95,11 @@ class RunConfig:
         budget: ``None`` (default: ``steps`` steps) or ``{"kind": "steps"|"backward"|"time",
             "value": N}``, a cost limit for equal-budget comparisons (``steps`` stays an upper
             bound; :mod:`autobalance.experiments.budget`).
+        threads: intra-op CPU threads of the run (:mod:`autobalance.threads`): ``None``
+            (default) is the policy's choice, one thread (two spin-waiting threads collapse next
+            to one busy process); ``N`` asks for ``N``, capped by the cores this process may use
+            (affinity, cgroup quota, ``OMP_NUM_THREADS``).  ``metrics.json`` records the count
+            used (``threads``).
     """
 
     problem: str = "helmholtz"
@@ -117,6 +122,7 @@ class RunConfig:
     resample_every: int = 1
     variants: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] | None = None
+    threads: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on values that cannot work."""
@@ -141,6 +147,13 @@ class RunConfig:
         ):
             raise ConfigError(
                 "invalid run configuration: variants must be a list of {'name': ..., **params}"
+            )
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ConfigError(
+                "invalid run configuration: threads must be a positive integer, or None for the "
+                f"thread policy's default (one thread), got {self.threads!r}"
             )
         if "lr" in self.method_params:
             raise ConfigError("give the learning rate as RunConfig.lr, not in method_params")

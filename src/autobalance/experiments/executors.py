@@ -7,11 +7,17 @@ a job whose function raises, or whose worker dies, yields an outcome
 
 * :class:`InlineExecutor`: one job after the other in this process (debugging, tests).
 * :class:`LocalExecutor`: ``workers`` processes started with the *spawn* context, each job in a
-  fresh process (so ``peak_rss_mb`` is the job's own peak), each worker limited to
-  ``threads`` intra-op threads.  A worker dies with the sweep (Linux: ``PR_SET_PDEATHSIG``), so
-  a sweep killed with SIGKILL leaves no orphan writing into a run directory.
+  fresh process (so ``peak_rss_mb`` is the job's own peak).  A worker dies with the sweep
+  (Linux: ``PR_SET_PDEATHSIG``), so a sweep killed with SIGKILL leaves no orphan writing into a
+  run directory.
 * :class:`RayExecutor`: tasks on a Ray cluster (``pip install 'autobalance[ray]'``); the run
   directories must be on a file system every node sees.
+
+Threads (:mod:`autobalance.threads`): ``threads`` is what each run asks for (None: one thread);
+each worker gets ``choose_threads(threads, workers)`` intra-op threads, never more than its share
+of the cores this process may use (affinity, cgroup quota, ``OMP_NUM_THREADS``), and passes that
+cap on through ``OMP_NUM_THREADS`` to the runner, which applies the run's own ``threads`` under
+it.  The default number of local workers is ``available_cores() // threads``.
 
 Only as many jobs as there are workers are submitted at a time, so "running" is exact and a
 killed sweep has started no more runs than it had workers.
@@ -21,16 +27,18 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+from autobalance.catalog import Catalog
 from autobalance.errors import ConfigError
+from autobalance.threads import apply_threads, available_cores, choose_threads
 
 __all__ = [
+    "CATALOG",
     "EXECUTORS",
     "Executor",
     "InlineExecutor",
@@ -40,28 +48,12 @@ __all__ = [
     "RayExecutor",
     "available_cores",
     "create_executor",
-    "threads_per_worker",
+    "default_workers",
 ]
 
 Job = dict[str, Any]
 Outcome = dict[str, Any]
 JobFunction = Callable[[Job], Outcome]
-
-#: Executor names accepted by :func:`create_executor`.
-EXECUTORS = ("local", "inline", "ray")
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where known)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """``max(1, cores // workers)``: the intra-op threads of each worker."""
-    return max(1, (cores or available_cores()) // max(1, workers))
 
 
 class Executor(Protocol):
@@ -90,6 +82,30 @@ def _guarded(fn: JobFunction, job: Job) -> Outcome:
         return fn(job)
     except Exception:
         return _error_outcome(traceback.format_exc(limit=8))
+
+
+def _windowed(
+    workers: int,
+    submit: Callable[[Job], Any],
+    collect: Callable[[dict[Any, Job]], Iterator[tuple[Job, Outcome]]],
+    jobs: Iterable[Job],
+    on_start: Callable[[Job], None] | None,
+) -> Iterator[tuple[Job, Outcome]]:
+    """Keep at most ``workers`` jobs submitted; yield each outcome as ``collect`` gathers it.
+
+    ``submit(job)`` returns a handle; ``collect(running)`` waits, pops the finished handles from
+    ``running`` (handle → job) and yields their ``(job, outcome)``.
+    """
+    pending = iter(jobs)
+    running: dict[Any, Job] = {}
+    while True:
+        while len(running) < workers and (job := next(pending, None)) is not None:
+            running[submit(job)] = job
+            if on_start is not None:
+                on_start(job)
+        if not running:
+            return
+        yield from collect(running)
 
 
 class InlineExecutor:
@@ -124,20 +140,24 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(threads: int) -> None:
+    """A new worker process: dies with the sweep, uses ``threads`` intra-op threads (and tells
+    the runner so through ``OMP_NUM_THREADS``)."""
     _die_with_parent()
-    import torch
-
-    torch.set_num_threads(threads)
+    apply_threads(threads)
 
 
 class LocalExecutor:
-    """``workers`` spawned processes on this machine, a fresh one for each job."""
+    """``workers`` spawned processes on this machine, a fresh one for each job.
+
+    ``threads``: the intra-op threads a run asks for (None: one); each worker gets
+    ``choose_threads(threads, workers)``, kept in :attr:`threads`.
+    """
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"invalid workers {workers}: must be >= 1")
         self.workers = workers
-        self.threads = threads if threads is not None else threads_per_worker(workers)
+        self.threads = choose_threads(threads, workers)
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -155,42 +175,32 @@ class LocalExecutor:
     def run(
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
     ) -> Iterator[tuple[Job, Outcome]]:
-        pending = iter(jobs)
-        running: dict[cf.Future[Outcome], Job] = {}
-
-        def submit_next() -> bool:
-            job = next(pending, None)
-            if job is None:
-                return False
+        def submit(job: Job) -> cf.Future[Outcome]:
             if self._pool is None:
                 self._pool = self._new_pool()
-            running[self._pool.submit(fn, job)] = job
-            if on_start is not None:
-                on_start(job)
-            return True
+            return self._pool.submit(fn, job)
 
-        while len(running) < self.workers and submit_next():
-            pass
-        while running:
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                job = running.pop(future)
-                try:
-                    outcome = future.result()
-                except cf.process.BrokenProcessPool:
-                    broken = True
-                    outcome = _error_outcome("the worker process died (killed, or out of memory)")
-                except Exception:
-                    outcome = _error_outcome(traceback.format_exc(limit=8))
-                yield job, outcome
-            if broken:  # every job still on the broken pool has failed too; start a new pool
-                for future, job in list(running.items()):
-                    running.pop(future)
-                    yield job, _error_outcome("the worker pool broke while this run was running")
-                self.close()
-            while len(running) < self.workers and submit_next():
-                pass
+        return _windowed(self.workers, submit, self._collect, jobs, on_start)
+
+    def _collect(self, running: dict[Any, Job]) -> Iterator[tuple[Job, Outcome]]:
+        """Wait for the first jobs to finish; on a broken pool, fail the rest and drop it."""
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            job = running.pop(future)
+            try:
+                outcome = future.result()
+            except cf.process.BrokenProcessPool:
+                broken = True
+                outcome = _error_outcome("the worker process died (killed, or out of memory)")
+            except Exception:
+                outcome = _error_outcome(traceback.format_exc(limit=8))
+            yield job, outcome
+        if broken:  # every job still on the broken pool has failed too; start a new pool
+            for future, job in list(running.items()):
+                running.pop(future)
+                yield job, _error_outcome("the worker pool broke while this run was running")
+            self.close()
 
     def close(self) -> None:
         """Shut the worker processes down."""
@@ -205,8 +215,10 @@ class RayExecutor:
     Args:
         address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` /
             ``"host:port"`` joins a running cluster.
-        num_cpus: CPUs of a local instance (default: this machine's cores).
-        threads: CPUs (and intra-op threads) per run; default ``cores // workers``.
+        num_cpus: CPUs of a local instance (default: the cores this process may use,
+            :func:`~autobalance.threads.available_cores`).
+        threads: CPUs (and intra-op threads) a run asks for (default 1); each task gets
+            ``choose_threads(threads, workers)`` of the cluster's CPUs.
         workers: runs in flight at once (default: the cluster's CPUs divided by ``threads``).
     """
 
@@ -236,45 +248,37 @@ class RayExecutor:
             else:
                 ray.init(address=address, log_to_driver=False)
             self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if workers is None:
-            self.threads = threads or 1
+            self.threads = choose_threads(threads, 1, cores=cpus)
             self.workers = max(1, cpus // self.threads)
         else:
             self.workers = max(1, workers)
-            self.threads = threads or threads_per_worker(self.workers, cpus)
+            self.threads = choose_threads(threads, self.workers, cores=cpus)
 
     def run(
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
     ) -> Iterator[tuple[Job, Outcome]]:
-        ray = self._ray
         # max_calls=1: a fresh worker process per run (honest peak memory, no leaked state).
-        remote = ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
-        pending = iter(jobs)
-        running: dict[Any, Job] = {}
+        remote = self._ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
+        return _windowed(
+            self.workers,
+            lambda job: remote.remote(fn, job, self.threads),
+            self._collect,
+            jobs,
+            on_start,
+        )
 
-        def submit_next() -> bool:
-            job = next(pending, None)
-            if job is None:
-                return False
-            running[remote.remote(fn, job, self.threads)] = job
-            if on_start is not None:
-                on_start(job)
-            return True
-
-        while len(running) < self.workers and submit_next():
-            pass
-        while running:
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                job = running.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
-                    outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
-                yield job, outcome
-            while len(running) < self.workers and submit_next():
-                pass
+    def _collect(self, running: dict[Any, Job]) -> Iterator[tuple[Job, Outcome]]:
+        """Wait for one task to finish."""
+        done, _ = self._ray.wait(list(running), num_returns=1)
+        for ref in done:
+            job = running.pop(ref)
+            try:
+                outcome = self._ray.get(ref)
+            except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
+                outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
+            yield job, outcome
 
     def close(self) -> None:
         """Shut down the Ray instance this executor started (a joined cluster stays up)."""
@@ -284,10 +288,40 @@ class RayExecutor:
 
 
 def _ray_task(fn: JobFunction, job: Job, threads: int) -> Outcome:
-    import torch
-
-    torch.set_num_threads(threads)
+    apply_threads(threads)  # a fresh Ray worker process (max_calls=1)
     return _guarded(fn, job)
+
+
+def default_workers(threads: int | None = None, *, cores: int | None = None) -> int:
+    """Local workers when none are asked for: ``cores // choose_threads(threads)``, at least 1.
+
+    ``cores`` defaults to :func:`~autobalance.threads.available_cores` (affinity, cgroup quota,
+    ``OMP_NUM_THREADS``), so the workers' threads together never exceed them.
+    """
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // choose_threads(threads, cores=cores))
+
+
+def _local(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+    """Worker processes on this machine (default: available cores // threads per run)."""
+    return LocalExecutor(workers or default_workers(threads), threads)
+
+
+def _inline(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+    """Every run in this process, one after the other."""
+    return InlineExecutor()
+
+
+def _ray(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+    """Ray tasks (a local instance, or the cluster at ``ray_address``)."""
+    return RayExecutor(ray_address, workers=workers, threads=threads)
+
+
+#: Executors by name; each factory takes ``(workers, ray_address, threads)``.
+CATALOG: Catalog[Executor] = Catalog("executor", skip=("workers", "ray_address", "threads"))
+CATALOG.add("local", _local)
+CATALOG.add("inline", _inline)
+CATALOG.add("ray", _ray)
 
 
 def create_executor(
@@ -295,17 +329,22 @@ def create_executor(
     *,
     workers: int | None = None,
     ray_address: str | None = None,
+    threads: int | None = None,
 ) -> Executor:
-    """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"``.
+    """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"`` (:data:`CATALOG`).
 
-    ``workers`` defaults to the available cores (local) or to the cluster's CPUs (Ray).
+    ``threads``: the intra-op threads each run asks for (None: one).  ``workers`` defaults to
+    the available cores // threads (local, :func:`default_workers`) or to the cluster's CPUs //
+    threads (Ray).
+
+    Raises:
+        ConfigError: ``workers < 1``.
+        UnknownNameError: an unknown name (the message names the known ones).
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid --workers {workers}: must be >= 1")
-    if name == "local":
-        return LocalExecutor(workers or available_cores())
-    if name == "inline":
-        return InlineExecutor()
-    if name == "ray":
-        return RayExecutor(ray_address, workers=workers)
-    raise ConfigError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    return CATALOG.create(name, workers=workers, ray_address=ray_address, threads=threads)
+
+
+#: Executor names accepted by :func:`create_executor`.
+EXECUTORS = tuple(CATALOG.names())

@@ -3,6 +3,10 @@
 Every writer writes to a temporary file in the target's directory, flushes and ``fsync``s it, then
 ``os.replace``s it over the target (atomic on POSIX and Windows within one file system), and
 finally ``fsync``s the directory where the platform allows it.
+
+Figures follow one convention: a function draws a :class:`matplotlib.figure.Figure` (no pyplot,
+no global backend: ``matplotlib.use`` is never called, so a notebook's backend is left alone) and
+:func:`write_png` saves it, atomically and compact (at most :data:`MAX_PNG_BYTES`).
 """
 
 from __future__ import annotations
@@ -16,18 +20,29 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
 __all__ = [
+    "MAX_PNG_BYTES",
     "atomic_write_bytes",
     "atomic_write_text",
     "finite_or_none",
     "write_csv",
     "write_json",
+    "write_png",
     "write_torch",
 ]
+
+#: Largest PNG :func:`write_png` writes (bytes), so that committed figures stay small.
+MAX_PNG_BYTES = 300_000
+#: Resolution figures are drawn at, and the smallest scale :func:`write_png` shrinks them to.
+PNG_DPI, MIN_PNG_SCALE = 100.0, 0.05
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -114,3 +129,42 @@ def write_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _palette_png(image: Image.Image, scale: float) -> bytes:
+    """``image`` resized by ``scale``, as a 256-colour PNG (octree palette, no dithering)."""
+    from PIL import Image
+
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.LANCZOS)
+    # method 2: fast octree (smaller files than median cut here); dither 0: none, as dithering
+    # noise would defeat PNG's compression.
+    indexed = image.quantize(colors=256, method=2, dither=0)
+    out = io.BytesIO()
+    indexed.save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def write_png(
+    path: str | os.PathLike[str], figure: Figure, *, max_bytes: int = MAX_PNG_BYTES
+) -> Path:
+    """Save ``figure`` atomically as a compact PNG: a 256-colour palette, at most ``max_bytes``.
+
+    Drawn once at :data:`PNG_DPI`.  While the PNG exceeds ``max_bytes`` the image is scaled down
+    (Lanczos), ``scale ← 0.9 · scale · √(max_bytes / size)`` (PNG size grows about with the
+    pixel count), down to :data:`MIN_PNG_SCALE`, whose image is written whatever its size.
+    """
+    from PIL import Image
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=PNG_DPI)
+    buf.seek(0)
+    with Image.open(buf) as drawn:
+        image = drawn.convert("RGB")
+    scale = 1.0
+    data = _palette_png(image, scale)
+    while len(data) > max_bytes and scale > MIN_PNG_SCALE:
+        scale = max(MIN_PNG_SCALE, 0.9 * scale * math.sqrt(max_bytes / len(data)))
+        data = _palette_png(image, scale)
+    return atomic_write_bytes(path, data)

@@ -15,7 +15,8 @@ Output directory (every file written atomically):
 * ``eval.csv``: relative L2, relative L1, MSE and Lâˆž errors on the held-out grid vs step and
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
-* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
+* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), the
+  intra-op threads used (``threads``), status;
 * ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
   ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
@@ -27,13 +28,14 @@ Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``Ã
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,19 +48,22 @@ from autobalance import methods, nets, problems, variants
 from autobalance.errors import ConfigError, NonFiniteLossError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
-from autobalance.experiments.io import write_csv, write_json, write_torch
-from autobalance.experiments.plots import plot_solution
+from autobalance.experiments.history import history_columns, history_row
+from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
+from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
 from autobalance.metrics import ERROR_NAMES, error_metrics
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
+from autobalance.threads import choose_threads, using_threads
 
 __all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
 
-_STATS = ("weight", "grad_norm", "update_norm", "cosine")
+#: Configuration keys a resumed run may change: how far it goes and how many threads it uses.
+RESUMABLE_CHANGES = ("steps", "threads")
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -95,6 +100,15 @@ class _Progress:
     loss_names: list[str] = field(default_factory=list)
     final_losses: dict[str, float] = field(default_factory=dict)
 
+    def entries(self) -> dict[str, Any]:
+        """The checkpoint's entries: the fields by name, containers copied."""
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> _Progress:
+        """The progress a checkpoint holds (:meth:`entries`), containers copied."""
+        return cls(**{f.name: copy.copy(ckpt[f.name]) for f in fields(cls)})
+
 
 def _create_balancer(
     config: RunConfig, model: nn.Module, unknowns: Mapping[str, nn.Parameter]
@@ -107,34 +121,6 @@ def _create_balancer(
         raise ConfigError(
             f"method {config.method!r} rejected its parameters (given: lr, {given}): {exc}"
         ) from None
-
-
-def _history_row(info: StepInfo, lr: float) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "step": info.step,
-        "lr": lr,
-        "total": info.total_loss,
-        "update_norm": info.update_norm,
-        "backward_passes": info.backward_passes,
-        "skipped": int(info.skipped),
-    }
-    for name, stats in info.losses.items():
-        row[name] = stats.value
-        for stat in _STATS:
-            row[f"{name}_{stat}"] = getattr(stats, stat)
-    return row
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _history_columns(rows: list[dict[str, Any]], loss_names: list[str]) -> list[str]:
-    """Fixed columns, the losses, then only those statistics some row reports as finite."""
-    columns = ["step", "lr", "total", *loss_names]
-    optional = ["update_norm"] + [f"{n}_{s}" for n in loss_names for s in _STATS]
-    columns += [c for c in optional if any(_finite(r.get(c)) for r in rows)]
-    return [*columns, "backward_passes", "skipped"]
 
 
 def build_model(
@@ -219,19 +205,12 @@ class _Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "format": CHECKPOINT_FORMAT,
-            "step": p.step,
+            **p.entries(),
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "balancer": self.balancer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
-            "wall_s": p.wall_s,
-            "backward_passes": p.backward_passes,
-            "skipped_steps": p.skipped_steps,
-            "loss_names": list(p.loss_names),
-            "final_losses": dict(p.final_losses),
-            "history": list(p.history),
-            "evals": list(p.evals),
             "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
             "variants": self.variants.state_dict(),
             # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
@@ -247,14 +226,16 @@ class _Run:
             raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
         # Fill in keys added since the checkpoint was written with their defaults.
         saved = {
-            k: v for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items() if k != "steps"
+            k: v
+            for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items()
+            if k not in RESUMABLE_CHANGES
         }
-        mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
+        mine = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES}
         differ = sorted(k for k in mine if saved.get(k) != mine[k])
         if differ:
             raise ConfigError(
                 "cannot resume: the checkpoint was written with a different configuration "
-                f"({', '.join(differ)}); only 'steps' may change"
+                f"({', '.join(differ)}); only 'steps' and 'threads' may change"
             )
         self.model.load_state_dict(ckpt["model"])
         with torch.no_grad():
@@ -272,16 +253,7 @@ class _Run:
         self.generator.set_state(ckpt["rng"]["generator"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.progress = _Progress(
-            step=int(ckpt["step"]),
-            wall_s=float(ckpt["wall_s"]),
-            backward_passes=int(ckpt["backward_passes"]),
-            skipped_steps=int(ckpt["skipped_steps"]),
-            history=list(ckpt["history"]),
-            evals=list(ckpt["evals"]),
-            loss_names=list(ckpt["loss_names"]),
-            final_losses=dict(ckpt["final_losses"]),
-        )
+        self.progress = _Progress.from_checkpoint(ckpt)
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -306,7 +278,7 @@ class _Run:
     # --------------------------------------------------------------------------------- output
     def write_tables(self) -> None:
         p = self.progress
-        write_csv(self.out / "history.csv", _history_columns(p.history, p.loss_names), p.history)
+        write_csv(self.out / "history.csv", history_columns(p.history, p.loss_names), p.history)
         columns = ["step", "wall_s", *ERROR_NAMES]
         columns += [k for k in (p.evals[-1] if p.evals else {}) if k not in columns]
         write_csv(self.out / "eval.csv", columns, p.evals)
@@ -316,13 +288,14 @@ class _Run:
         write_torch(self.out / "checkpoint.pt", self.checkpoint())
 
     def write_plot(self) -> None:
-        plot_solution(
-            self.out / "solution.png",
+        figure = solution_figure(
             self.problem,
             self.eval_points.detach().double().cpu().numpy(),
             self.eval_reference.detach().double().cpu().numpy(),
             self.predict().detach().double().cpu().numpy(),
         )
+        if figure is not None:
+            write_png(self.out / "solution.png", figure)
 
     def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
         p, c = self.progress, self.config
@@ -355,6 +328,7 @@ class _Run:
             "skipped_steps": p.skipped_steps,
             "n_params": sum(t.numel() for t in self.model.parameters()),
             "peak_rss_mb": peak_rss_mb(),
+            "threads": torch.get_num_threads(),  # intra-op threads: ms/step depends on them
             "torch": torch.__version__,
         }
         if self.device.type == "cuda":
@@ -400,9 +374,27 @@ def train(
         :class:`~autobalance.errors.NonFiniteLossError`) does not raise: its files are written,
         ``status`` is ``"failed"`` and ``error`` holds the step, the loss name and the message.
 
+    Threads: the run uses ``choose_threads(config.threads)`` intra-op threads
+    (:mod:`autobalance.threads`: one unless ``config.threads`` asks for more, never more than
+    this process's cores) and puts the caller's thread settings back when it returns.
+
     Raises:
         AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...).
     """
+    config.validate()
+    with using_threads(choose_threads(config.threads)):
+        return _train(config, out_dir, progress=progress, resume=resume, callback=callback)
+
+
+def _train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool,
+    resume: bool,
+    callback: Callable[[StepInfo], None] | None,
+) -> dict[str, Any]:
+    """:func:`train` with its threads in effect."""
     started = time.perf_counter()
     out = Path(out_dir)
     run = _Run(config, out)
@@ -452,7 +444,7 @@ def train(
                 callback(info)
             last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
-                p.history.append(_history_row(info, lr) | {"step": p.step})
+                p.history.append(history_row(info, lr) | {"step": p.step})
                 bar.set_postfix_str(
                     " ".join(f"{n}={v:.2e}" for n, v in info.values.items()), refresh=False
                 )

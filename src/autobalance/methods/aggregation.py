@@ -16,7 +16,7 @@ your own, with its training method.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -26,6 +26,9 @@ from autobalance.methods.aggregators import AGGREGATORS, Aggregator, check_gradi
 from autobalance.methods.base import CombineResult, LossBatch, PreCombineMethod
 from autobalance.methods.registry import METHODS
 from autobalance.step_info import StepInfo
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = [
     "Aggregator",
@@ -69,6 +72,9 @@ class AggregatorMethod(PreCombineMethod):
         aggregator: a catalogued aggregator name, or an :class:`Aggregator` instance.
         base: the base optimizer ("adam" by default).
         nonfinite: "raise" or "skip" on NaN/Inf losses or gradients.
+        process_group: average the losses and the per-loss gradients over its ranks before
+            aggregating (data-parallel training, :mod:`autobalance.distributed`); ``None``: one
+            process.
         **kwargs: the aggregator's hyperparameters (when ``aggregator`` is a name) first, the
             rest go to the base optimizer (lr, betas, weight_decay, ...).
     """
@@ -80,6 +86,7 @@ class AggregatorMethod(PreCombineMethod):
         base: type[torch.optim.Optimizer] | str = "adam",
         *,
         nonfinite: str = "raise",
+        process_group: ProcessGroup | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(aggregator, str):
@@ -87,7 +94,7 @@ class AggregatorMethod(PreCombineMethod):
             aggregator = AGGREGATORS.get(aggregator)(**own)
         self.aggregator = aggregator
         self.method_name = aggregator.name or type(aggregator).__name__
-        super().__init__(params, base, nonfinite=nonfinite, **kwargs)
+        super().__init__(params, base, nonfinite=nonfinite, process_group=process_group, **kwargs)
 
     def _combine(self, batch: LossBatch) -> CombineResult | StepInfo:
         names, values, step_no = batch.names, batch.values, batch.step

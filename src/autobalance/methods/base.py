@@ -16,7 +16,10 @@ Three shapes of method sit behind the :class:`~autobalance.methods.registry.Bala
 half of a step (:class:`~autobalance.step_front.StepFront`: names, scalars, NaN/Inf policy), the
 hook :meth:`PreCombineMethod._combine` that writes the combined gradient into ``.grad``, one
 base-optimizer step, the statistics (:func:`~autobalance.step_info.build_step_info`), and
-checkpoints.
+checkpoints.  With a ``process_group`` (:mod:`autobalance.distributed`) the loss values, the
+per-loss gradients (:meth:`PreCombineMethod.gradients`) and the gradient of one backward pass
+(:meth:`PreCombineMethod.backward_weighted`, :meth:`PreCombineMethod.average_grads`) are
+averages over the ranks, so every rank combines the same numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import abc
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -35,6 +38,9 @@ from autobalance.gradients import GradientMatrix, gradient_matrix, per_loss_grad
 from autobalance.optim.bases import make_base_optimizer
 from autobalance.step_front import LossBatch, StepFront
 from autobalance.step_info import StepInfo, build_step_info
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = [
     "CombineResult",
@@ -119,6 +125,8 @@ class PreCombineMethod(abc.ABC):
             ("adam" by default, "adamw", "rmsprop", ...), so that every method can be compared on
             the same base.
         nonfinite: "raise" (default) or "skip" when a loss or a gradient is NaN/Inf.
+        process_group: a ``torch.distributed`` process group to average losses and gradients
+            over (data-parallel training, :mod:`autobalance.distributed`); ``None``: one process.
         **base_kwargs: the base optimizer's hyperparameters (lr, betas, weight_decay, ...).
     """
 
@@ -135,9 +143,10 @@ class PreCombineMethod(abc.ABC):
         base: type[torch.optim.Optimizer] | str = "adam",
         *,
         nonfinite: str = "raise",
+        process_group: ProcessGroup | None = None,
         **base_kwargs: Any,
     ) -> None:
-        self._front = StepFront(nonfinite)
+        self._front = StepFront(nonfinite, process_group=process_group)
         self._optimizer = make_base_optimizer(base, params, base_kwargs)
         self._params = [p for g in self._optimizer.param_groups for p in g["params"]]
 
@@ -160,6 +169,11 @@ class PreCombineMethod(abc.ABC):
     def params(self) -> list[Tensor]:
         """Every parameter, in optimizer order."""
         return list(self._params)
+
+    @property
+    def process_group(self) -> ProcessGroup | None:
+        """The process group losses and gradients are averaged over (``None``: one process)."""
+        return None if self._front.ranks is None else self._front.ranks.group
 
     def step(self, losses: Mapping[str, Tensor]) -> StepInfo:
         """Combine the named losses, apply one base-optimizer step, report statistics."""
@@ -202,7 +216,8 @@ class PreCombineMethod(abc.ABC):
     def gradients(
         self, losses: Mapping[str, Tensor], *, retain_graph: bool = False
     ) -> GradientMatrix:
-        """Per-loss gradients ``∇L_k`` as a ``(K, P)`` matrix, one backward pass per loss.
+        """Per-loss gradients ``∇L_k`` as a ``(K, P)`` matrix, one backward pass per loss
+        (averaged over the ranks of the process group, if any).
 
         Graphs are freed as soon as no later loss shares them, unless ``retain_graph`` (needed
         when the caller back-propagates the same losses again).
@@ -213,7 +228,7 @@ class PreCombineMethod(abc.ABC):
             self._params,
             retain_graph=True if retain_graph else None,
         )
-        return gradient_matrix(per_loss, self._params)
+        return gradient_matrix(self._front.average(per_loss, self._params), self._params)
 
     def set_gradient(self, flat: Tensor, gm: GradientMatrix) -> None:
         """Write the combined gradient ``flat`` (``(P,)``) into ``p.grad``.
@@ -227,11 +242,19 @@ class PreCombineMethod(abc.ABC):
             p.grad = piece.view_as(p).to(device=p.device, dtype=p.dtype, copy=True) if hit else None
 
     def backward_weighted(self, losses: Mapping[str, Tensor], weights: Sequence[float]) -> None:
-        """One backward pass of ``Σ_k w_k L_k`` into ``p.grad`` (previous grads cleared)."""
+        """One backward pass of ``Σ_k w_k L_k`` into ``p.grad`` (previous grads cleared),
+        averaged over the ranks of the process group, if any."""
         self._optimizer.zero_grad(set_to_none=True)
         total = sum(w * loss for w, loss in zip(weights, losses.values(), strict=True))
         assert isinstance(total, Tensor)
         total.backward()
+        self.average_grads()
+
+    def average_grads(self) -> None:
+        """Average every ``p.grad`` over the ranks (one flat all-reduce; nothing in one
+        process).  For methods that fill ``.grad`` with one backward pass of their own."""
+        if self._front.ranks is not None:
+            self._front.ranks.grads_(self._params)
 
     def check_gradients_finite(
         self, gm: GradientMatrix, batch: LossBatch, names: Sequence[str] | None = None

@@ -8,7 +8,9 @@ summed loss, a weighting, an aggregator, a multi-state optimizer), a trainer onl
 one explicit list (``METHODS.add(name, factory, family=..., summary=...)``); the aggregator
 methods are added by :mod:`autobalance.methods.aggregation` with their aggregators.  A factory is
 called as ``factory(params, **kwargs)``: the method's own hyperparameters and those of its base
-optimizer (``lr``, ``betas``, ...) arrive together, and the method sorts them out.
+optimizer (``lr``, ``betas``, ...) arrive together, and the method sorts them out.  Every method
+also takes ``process_group=`` (data-parallel training, :mod:`autobalance.distributed`): the
+trainer passes it itself, so it is not a hyperparameter of the catalog.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ Factory = Callable[..., Balancer]
 MethodSpec = Entry
 
 #: Every method, by name.
-METHODS: Catalog[Balancer] = Catalog("method")
+METHODS: Catalog[Balancer] = Catalog("method", skip=("process_group",))
 
 
 def names(family: str | None = None) -> list[str]:

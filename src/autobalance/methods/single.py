@@ -20,6 +20,8 @@ class SummedLoss(PreCombineMethod):
         params: parameters or parameter groups.
         base: a ``torch.optim.Optimizer`` subclass or a registered base name ("adam", ...).
         nonfinite: "raise" (default) or "skip" when a loss is NaN/Inf.
+        process_group: average the loss values and the gradient over its ranks (data-parallel
+            training, :mod:`autobalance.distributed`); ``None``: one process.
         **base_kwargs: the base optimizer's hyperparameters.
     """
 
@@ -29,4 +31,5 @@ class SummedLoss(PreCombineMethod):
     def _combine(self, batch: LossBatch) -> CombineResult:
         self._optimizer.zero_grad(set_to_none=True)
         sum(batch.losses.values()).backward()  # type: ignore[union-attr]
+        self.average_grads()
         return CombineResult(backward_passes=1, needs_grad_matrix=False)

@@ -23,6 +23,7 @@ step count untouched and contributes no update to it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,32 +76,55 @@ def multi_state_adam(
     if weight_decay != 0:
         assert params is not None, "coupled weight decay needs the parameters"
         grads = grads.add(params, alpha=weight_decay)
-    if full:
-        exp_avg.lerp_(grads, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
-        steps += 1
-        mask = None
-    else:
-        mask = _expand(sizes, reached).to(grads.device)
-        exp_avg.copy_(torch.where(mask, exp_avg.lerp(grads, 1 - beta1), exp_avg))
-        exp_avg_sq.copy_(
-            torch.where(
-                mask, (exp_avg_sq * beta2).addcmul_(grads, grads, value=1 - beta2), exp_avg_sq
-            )
-        )
-        steps += reached.to(torch.float32)
+    # Unreached (state, parameter) pairs: runs of coordinates whose moments are put back after
+    # the in-place update of all of them, and whose update is zeroed.
+    rows = None if full else _rows(reached)
+    missed = [] if rows is None else _unreached_runs(tuple(sizes), rows)
+    kept = [(exp_avg[s, a:b].clone(), exp_avg_sq[s, a:b].clone()) for s, a, b in missed]
+    exp_avg.lerp_(grads, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+    for (s, a, b), (m, v) in zip(missed, kept, strict=True):
+        exp_avg[s, a:b] = m
+        exp_avg_sq[s, a:b] = v
+    steps += 1 if full else reached.to(torch.float32)
     second = exp_avg_sq
     if max_exp_avg_sq is not None:
         torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         second = max_exp_avg_sq
-    step_size, bc2_sqrt = _bias_corrections(steps, sizes, exp_avg, lr, beta1, beta2)
+    step_size, bc2_sqrt = _bias_corrections(steps, sizes, exp_avg, lr, beta1, beta2, reached=rows)
     denom = second.sqrt().div_(bc2_sqrt).add_(eps)
     update = exp_avg.mul(step_size).div_(denom)
-    if mask is not None:
-        update = torch.where(
-            mask, update, torch.zeros((), dtype=update.dtype, device=update.device)
-        )
+    for s, a, b in missed:
+        update[s, a:b] = 0
     return update
+
+
+def _rows(reached: Tensor) -> tuple[tuple[bool, ...], ...]:
+    return tuple(map(tuple, reached.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _unreached_runs(
+    sizes: tuple[int, ...], reached: tuple[tuple[bool, ...], ...]
+) -> list[tuple[int, int, int]]:
+    """``(state, start, stop)`` for each run of consecutive parameters a state does not reach,
+    as coordinate ranges of the flat buffers (cached: a loss that misses a parameter, e.g. a
+    residual of derivatives only and the output bias, misses it at every step)."""
+    runs: list[tuple[int, int, int]] = []
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    for s, row in enumerate(reached):
+        j = 0
+        while j < len(row):
+            if row[j]:
+                j += 1
+                continue
+            start = j
+            while j < len(row) and not row[j]:
+                j += 1
+            runs.append((s, offsets[start], offsets[j]))
+    return runs
 
 
 def _expand(sizes: Sequence[int], per_param: Tensor) -> Tensor:
@@ -109,12 +133,22 @@ def _expand(sizes: Sequence[int], per_param: Tensor) -> Tensor:
 
 
 def _bias_corrections(
-    steps: Tensor, sizes: Sequence[int], like: Tensor, lr: float, beta1: float, beta2: float
+    steps: Tensor,
+    sizes: Sequence[int],
+    like: Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    reached: Sequence[Sequence[bool]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``lr / (1 − β1^t)`` and ``sqrt(1 − β2^t)`` per state (``(S, 1)``) or per element.
 
     One scalar per state when each state's count is the same for every parameter (the usual
-    case), else one value per element; both are cast to ``like``'s device and dtype.
+    case), else one value per element; both are cast to ``like``'s device and dtype.  With
+    ``reached`` (``(S, P)``: the elements a state updates this step; its updates elsewhere are
+    discarded), only the counts of the reached parameters need to agree: each state then gets the
+    per-parameter value of its reached parameters, the same numbers as the per-element values
+    there.
     """
     kind = {"device": like.device, "dtype": like.dtype}
     counts = steps.tolist()
@@ -132,6 +166,17 @@ def _bias_corrections(
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
     step_size = torch.where(bc1 > 0, lr / bc1, torch.zeros_like(bc1))
     bc2_sqrt = torch.where(bc2 > 0, bc2.sqrt(), torch.ones_like(bc2))
+    if reached is not None:
+        first = [list(hits).index(True) if True in hits else 0 for hits in reached]
+        if all(
+            all(c == row[j] for c, hit in zip(row, hits, strict=True) if hit)
+            for row, hits, j in zip(counts, reached, first, strict=True)
+        ):
+            index = torch.tensor(first).unsqueeze(1)
+            return (
+                step_size.gather(1, index).to(**kind),
+                bc2_sqrt.gather(1, index).to(**kind),
+            )
     return _expand(sizes, step_size).to(**kind), _expand(sizes, bc2_sqrt).to(**kind)
 
 

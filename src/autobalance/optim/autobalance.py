@@ -14,6 +14,10 @@ summed first moment); ``θ ← θ − Δ``.
 Decoupled weight decay (AdamW) is a property of the parameters, not of a loss: it is applied
 once per step, ``θ ← θ(1 − lr·λ)``, before the combined update, as ``torch.optim.AdamW`` does.
 
+Data-parallel training: with ``process_group=`` every rank's per-loss gradients (computed or
+given) and loss values are averaged over the ranks before the states see them
+(:mod:`autobalance.distributed`), so the states and parameters stay equal on every rank.
+
 Usage::
 
     opt = AutoBalance(model.parameters(), base="adamw", lr=1e-3)
@@ -26,7 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -49,6 +53,9 @@ from autobalance.optim.layout import (
 from autobalance.optim.state_rule import StateRule, select_rule
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["AutoBalance"]
 
@@ -79,6 +86,9 @@ class AutoBalance(torch.optim.Optimizer):
             parameters and states untouched and returns an info with ``skipped=True``.
         retain_graph: ``None`` (default) retains a loss's graph only when a later loss shares
             part of it; ``True``/``False`` force it.
+        process_group: a ``torch.distributed`` process group: the per-loss gradients and the
+            loss values are averaged over its ranks (one flat all-reduce of the gradients per
+            step, see :mod:`autobalance.distributed`); ``None`` (default): one process.
         **base_kwargs: hyperparameters of the base optimizer (lr, betas, eps, weight_decay, ...).
 
     ``step(losses)`` takes a mapping of scalar losses, ``step(grads=...)`` precomputed per-loss
@@ -96,6 +106,7 @@ class AutoBalance(torch.optim.Optimizer):
         groups: GroupsArg = None,
         nonfinite: str = "raise",
         retain_graph: bool | None = None,
+        process_group: ProcessGroup | None = None,
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
@@ -104,7 +115,7 @@ class AutoBalance(torch.optim.Optimizer):
             check_combine(combine)
         if not callable(groups):
             check_groups(groups)
-        self._front = StepFront(nonfinite)
+        self._front = StepFront(nonfinite, process_group=process_group)
         if retain_graph not in (None, True, False):
             raise HyperparameterError(
                 f"retain_graph must be None, True or False, got {retain_graph!r}"
@@ -161,7 +172,8 @@ class AutoBalance(torch.optim.Optimizer):
         if grads is None:
             per_loss = batch.per_loss_gradients(params, retain_graph=self._retain_graph)
         else:
-            per_loss = [checked_gradients(n, grads[n], params) for n in names]
+            given = [checked_gradients(n, grads[n], params) for n in names]
+            per_loss = self._front.average(given, params)
         if self._layout is None:  # the first step that gets this far fixes the loss names
             self._layout = layout
             self._front.names = list(layout.loss_names)

@@ -44,7 +44,8 @@ class MConFIG(PreCombineMethod):
         beta1, beta2: moment decay rates (0.9, 0.999 as in the paper).
         eps: added to ``√ŝ`` (1e-8).
         second_moment: apply the paper's pseudo second moment (default) or not.
-        **kwargs: ``nonfinite`` and the base optimizer's hyperparameters (lr, ...).
+        **kwargs: ``nonfinite``, ``process_group`` (data-parallel training: the gradient of the
+            step's loss is averaged over the ranks) and the base optimizer's hyperparameters.
     """
 
     method_name = "m-config"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,6 +33,9 @@ from autobalance.errors import AutoBalanceError, HyperparameterError, check_in_r
 from autobalance.losses import LossDict
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["MTAdam"]
 
@@ -50,6 +53,8 @@ class MTAdam(torch.optim.Optimizer):
         weight_decay: coupled L2 penalty (0).
         ranks: optional mapping loss name → weight ``r_i`` (default 1 for every loss).
         nonfinite: "raise" (default) or "skip" on NaN/Inf losses or gradients.
+        process_group: average losses and per-loss gradients over its ranks (data-parallel
+            training, :mod:`autobalance.distributed`); ``None``: one process.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class MTAdam(torch.optim.Optimizer):
         *,
         ranks: Mapping[str, float] | None = None,
         nonfinite: str = "raise",
+        process_group: ProcessGroup | None = None,
     ) -> None:
         check_positive("lr", lr)
         check_positive("eps", eps, allow_zero=True)
@@ -70,7 +76,7 @@ class MTAdam(torch.optim.Optimizer):
             raise HyperparameterError(f"mtadam: betas must be (β1, β2, β3), got {betas!r}")
         for k, b in enumerate(betas):
             check_in_range(f"betas[{k}]", b, 0.0, 1.0, closed="[)")
-        self._front = StepFront(nonfinite)
+        self._front = StepFront(nonfinite, process_group=process_group)
         self._ranks = (
             {str(k): check_positive(f"rank of {k!r}", v, allow_zero=True) for k, v in ranks.items()}
             if ranks is not None

@@ -21,13 +21,16 @@ added to every group's gradient (as MultiAdam's reference implementation does).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
 from autobalance.optim.autobalance import AutoBalance
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["PDE_TERM_PREFIXES", "MultiAdam", "pde_vs_rest"]
 
@@ -75,6 +78,8 @@ class MultiAdam(AutoBalance):
         pde_terms: the PDE loss names for "pde-vs-rest" (default: names starting with
             "residual", "pde", "momentum" or "continuity").
         nonfinite: "raise" or "skip" on NaN/Inf losses.
+        process_group: average losses and per-loss gradients over its ranks (data-parallel
+            training, :mod:`autobalance.distributed`); ``None``: one process.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class MultiAdam(AutoBalance):
         grouping: str = "pde-vs-rest",
         pde_terms: Sequence[str] | None = None,
         nonfinite: str = "raise",
+        process_group: ProcessGroup | None = None,
     ) -> None:
         if grouping not in _GROUPINGS:
             raise HyperparameterError(
@@ -101,6 +107,7 @@ class MultiAdam(AutoBalance):
             combine="mean",
             groups=pde_vs_rest(pde_terms) if grouping == "pde-vs-rest" else None,
             nonfinite=nonfinite,
+            process_group=process_group,
             lr=lr,
             betas=betas,
             eps=eps,

@@ -9,6 +9,9 @@ loss values, and on the steps it asks for them the per-loss gradients) into one 
                                           else one backward pass of Σ_k w_k L_k)
     θ ← base_optimizer(θ, g)
 
+With a ``process_group`` (:mod:`autobalance.distributed`) the weighting sees the loss values and
+gradients averaged over the ranks, and ``g`` is averaged too, so every rank takes the same step.
+
 A weighting is a dataclass: its ``init`` fields are its hyperparameters, validated once in
 ``__post_init__``; the fields declared with :data:`STATE` are the state it keeps between steps
 (data, saved in checkpoints by :meth:`Weighting.state_dict`, whatever the weighting).
@@ -24,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,6 +36,9 @@ from autobalance.gradients import GradientMatrix
 from autobalance.methods.base import CombineResult, Params, PreCombineMethod
 from autobalance.step_front import LossBatch
 from autobalance.step_info import StepInfo
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["STATE", "Weighting", "WeightingFactory", "WeightingMethod", "WeightingStep"]
 
@@ -55,6 +61,9 @@ class WeightingStep(LossBatch):
             it, else ``None``.
         extra_backward_passes: backward passes the weighting spent on its own estimates (e.g.
             NTK traces), added to the step's count.
+
+    A weighting that computes statistics of its own from this rank's points (e.g. NTK traces)
+    averages them with ``ranks.floats(...)`` when ``ranks`` is set (data-parallel training).
     """
 
     params: list[Tensor] = field(default_factory=list)
@@ -116,7 +125,8 @@ class WeightingMethod(PreCombineMethod):
     Args:
         params: parameters or parameter groups.
         weighting: the weighting.
-        base, nonfinite, **base_kwargs: see :class:`~autobalance.methods.base.PreCombineMethod`.
+        base, nonfinite, process_group, **base_kwargs: see
+            :class:`~autobalance.methods.base.PreCombineMethod`.
     """
 
     def __init__(
@@ -126,11 +136,14 @@ class WeightingMethod(PreCombineMethod):
         base: type[torch.optim.Optimizer] | str = "adam",
         *,
         nonfinite: str = "raise",
+        process_group: ProcessGroup | None = None,
         **base_kwargs: Any,
     ) -> None:
         self.weighting = weighting
         self.method_name = weighting.name  # type: ignore[misc]
-        super().__init__(params, base, nonfinite=nonfinite, **base_kwargs)
+        super().__init__(
+            params, base, nonfinite=nonfinite, process_group=process_group, **base_kwargs
+        )
         weighting.bind(self.params, float(self.optimizer.param_groups[0]["lr"]))
 
     def _check_names_first_step(self, names: list[str]) -> None:
@@ -170,8 +183,9 @@ class WeightingFactory:
     """``factory(params, **kwargs)``: a :class:`WeightingMethod` over a new ``weighting``.
 
     The keyword arguments that name a hyperparameter of the weighting go to it; the others
-    (``base``, ``nonfinite``, ``lr``, ...) to :class:`WeightingMethod`.  Its signature lists the
-    weighting's hyperparameters with their defaults, so the method catalog shows them.
+    (``base``, ``nonfinite``, ``process_group``, ``lr``, ...) to :class:`WeightingMethod`.  Its
+    signature lists the weighting's hyperparameters with their defaults, so the method catalog
+    shows them.
     """
 
     def __init__(self, weighting: type[Weighting]) -> None:
@@ -185,6 +199,7 @@ class WeightingFactory:
                 *(inspect.Parameter(f.name, keyword, default=_default(f)) for f in own),
                 inspect.Parameter("base", keyword, default="adam"),
                 inspect.Parameter("nonfinite", keyword, default="raise"),
+                inspect.Parameter("process_group", keyword, default=None),
                 inspect.Parameter("base_kwargs", inspect.Parameter.VAR_KEYWORD),
             ]
         )

@@ -82,6 +82,10 @@ class NTKWeighting(Weighting):
     Deviations: mean (not sum) over points, as in the expert's guide — with sums the weights also
     carry the ratio of the numbers of points; the subsample (the paper uses the whole batch).
 
+    Data-parallel (a ``process_group``): each rank estimates the traces on its own points (drawn
+    by its own copy of the generator) and the estimates are averaged over the ranks, which is the
+    single-process value when every rank uses all its points (``n_points`` ≥ its share).
+
     Args:
         every: update period in steps (default 100).
         n_points: points per term for the trace estimate (default 128).
@@ -140,7 +144,7 @@ class NTKWeighting(Weighting):
             traces.append(mean_tangent_kernel_trace(r, ctx.params, rows))
             selected = r if rows is None else r[rows]
             ctx.extra_backward_passes += selected.numel()
-        return traces
+        return traces if ctx.ranks is None else ctx.ranks.floats(traces)
 
     def __call__(self, ctx: WeightingStep) -> Sequence[float]:
         if self.lambdas is None or is_update_step(ctx.step, self.every):

@@ -1,0 +1,62 @@
+"""The loss history of a run (``history.csv``): its rows, its columns, and which are losses.
+
+One row every ``log_every`` steps, built from the step's
+:class:`~autobalance.step_info.StepInfo`::
+
+    step, lr, total, <loss>..., [update_norm], [<loss>_<stat>...], backward_passes, skipped
+
+``<stat>`` is one of :data:`STATS` (the loss's weight, gradient norm, update norm and cosine with
+the update); an optional column is written only when some row reports it as a finite number, so a
+method without per-loss updates has no ``<loss>_update_norm`` column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autobalance.step_info import StepInfo
+
+__all__ = ["STATS", "history_columns", "history_row", "loss_columns"]
+
+#: Per-loss statistics of a row, from :class:`~autobalance.step_info.LossStats`.
+STATS = ("weight", "grad_norm", "update_norm", "cosine")
+
+_FIXED = ("step", "lr", "total")
+_COUNTS = ("backward_passes", "skipped")
+
+
+def history_row(info: StepInfo, lr: float) -> dict[str, Any]:
+    """The row of one step: ``lr`` is the learning rate the step used."""
+    row: dict[str, Any] = {
+        "step": info.step,
+        "lr": lr,
+        "total": info.total_loss,
+        "update_norm": info.update_norm,
+        "backward_passes": info.backward_passes,
+        "skipped": int(info.skipped),
+    }
+    for name, stats in info.losses.items():
+        row[name] = stats.value
+        for stat in STATS:
+            row[f"{name}_{stat}"] = getattr(stats, stat)
+    return row
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def history_columns(rows: Sequence[Mapping[str, Any]], loss_names: Sequence[str]) -> list[str]:
+    """Fixed columns, the losses, then only those statistics some row reports as finite."""
+    optional = ["update_norm"] + [f"{n}_{s}" for n in loss_names for s in STATS]
+    present = [c for c in optional if any(_finite(r.get(c)) for r in rows)]
+    return [*_FIXED, *loss_names, *present, *_COUNTS]
+
+
+def loss_columns(columns: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    """The loss-value columns among the columns of a ``history.csv`` table, in order."""
+    others = {*_FIXED, *_COUNTS, "update_norm"}
+    suffixes = tuple(f"_{stat}" for stat in STATS)
+    return [c for c in columns if c not in others and not c.endswith(suffixes)]

@@ -1,0 +1,69 @@
+"""``benchmarks/step_time.py``: paired interleaving, paired ratios, and one short real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PATH = Path(__file__).parents[1] / "benchmarks" / "step_time.py"
+
+
+@pytest.fixture(scope="module")
+def step_time():
+    spec = importlib.util.spec_from_file_location("step_time", PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["step_time"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["step_time"]
+
+
+def test_interleaved_takes_the_ith_calls_together_in_a_rotating_order(step_time) -> None:
+    calls: list[str] = []
+    cases = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    ticks = iter(range(10_000))
+    samples = step_time.interleaved(
+        cases, rounds=2, steps=2, warmup=1, device=torch.device("cpu"), clock=lambda: next(ticks)
+    )
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == list("abcbcacababc")
+    assert {name: len(s) for name, s in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t == 1 for s in samples.values() for t in s)  # one tick per call
+
+
+def test_ratio_is_the_median_of_the_paired_ratios(step_time) -> None:
+    # Paired ratios 2, 3, 0.5: median 2 (the ratio of the medians would be 4/2 = 2 as well, but
+    # here the pairs matter: 9/3 and 1/2 are taken together).
+    assert step_time.ratio([4.0, 9.0, 1.0], [2.0, 3.0, 2.0]) == 2.0
+    assert step_time.ratio([1.0, 1.0, 4.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == 2.5
+
+
+def test_a_short_run_reports_every_method_and_the_gradient_table(
+    step_time, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "step_time.json"
+    argv = ["--problems", "helmholtz", "--methods", "autobalance", "upgrad", "--rounds", "1"]
+    argv += ["--steps", "2", "--warmup", "1", "--batched", "--clock", "cpu", "--json", str(out)]
+    assert step_time.main(argv) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["problem"] == "helmholtz" and result["losses"] == 2
+    assert set(result["methods"]) == {"adam", "autobalance", "upgrad"}
+    assert result["methods"]["adam"]["ratio"] == 1.0
+    assert all(m["median_ms"] > 0 and m["ratio"] > 0 for m in result["methods"].values())
+    gradients = result["gradients"]
+    assert gradients["forward"] < gradients["sum backward"]
+    assert gradients["per-loss / sum backward"] > 0
+    assert gradients["batched VJP / sum backward"] > 0
+    assert "helmholtz" in capsys.readouterr().out
+
+
+def test_cpu_clock_is_refused_with_several_threads(step_time) -> None:
+    with pytest.raises(SystemExit):
+        step_time.main(["--clock", "cpu", "--threads", "2", "--problems", "helmholtz"])
+    assert torch.get_num_threads() == 1  # refused before any setting changed
