@@ -23,6 +23,7 @@ __all__ = [
     "LossNameError",
     "LossValueError",
     "NonFiniteLossError",
+    "StateDictError",
     "UnknownNameError",
     "check_in_range",
     "check_positive",
@@ -65,6 +66,10 @@ class UnknownNameError(AutoBalanceError):
 
 class ConfigError(AutoBalanceError):
     """A configuration key or value is invalid."""
+
+
+class StateDictError(AutoBalanceError):
+    """A state dict does not fit the optimizer or method that loads it (nothing was changed)."""
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
