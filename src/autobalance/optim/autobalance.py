@@ -330,7 +330,7 @@ class AutoBalance(torch.optim.Optimizer):
             self.state, self.param_groups, self._buckets, self._layout = before
             self._front.load_state_dict(front)
 
-        with restore_on_error("the AutoBalance state dict", restore):
+        with restore_on_error(f"the {type(self).__name__} state dict", restore):
             super().load_state_dict(torch_part)  # replaces self.state and self.param_groups
             self._buckets, self._layout = [], layout
             names = None if layout is None else list(layout.loss_names)
@@ -344,7 +344,7 @@ class AutoBalance(torch.optim.Optimizer):
     def _checked_state(self, state_dict: Any) -> tuple[dict[str, Any], StateLayout | None, int]:
         """The torch part, the loss layout and the step count of ``state_dict``, checked against
         this optimizer without changing it (see :meth:`load_state_dict`)."""
-        what = "the AutoBalance state dict"
+        what = f"the {type(self).__name__} state dict"
         require_keys(what, state_dict)
         if _STATE_DICT_KEY not in state_dict:
             raise StateDictError("this state dict was not made by AutoBalance.state_dict()")
