@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autobalance.cli.main import main
-from autobalance.errors import ConfigError
+from autobalance.errors import ConfigError, UnknownComponentError, UnknownNameError
 from autobalance.experiments import RunConfig
 from autobalance.experiments.config_files import config_from_dict
 
@@ -192,3 +192,10 @@ def test_every_name_is_known_or_refused_with_a_config_error(field: str, name: st
         RunConfig(**{field: name})
     with pytest.raises(ConfigError, match=f"'{field}': expected a string"):
         RunConfig(**{field: 3})
+
+
+def test_unknown_names_are_both_config_errors_and_unknown_names() -> None:
+    for fields in ({"problem": "helmholz"}, {"variants": [{"name": "rbaa"}]}, {"sampler": "x"}):
+        with pytest.raises(UnknownComponentError) as caught:
+            RunConfig(**fields)
+        assert isinstance(caught.value, ConfigError) and isinstance(caught.value, UnknownNameError)

@@ -24,6 +24,7 @@ __all__ = [
     "LossValueError",
     "NonFiniteLossError",
     "StateDictError",
+    "UnknownComponentError",
     "UnknownNameError",
     "check_in_range",
     "check_positive",
@@ -66,6 +67,11 @@ class UnknownNameError(AutoBalanceError):
 
 class ConfigError(AutoBalanceError):
     """A configuration key or value is invalid."""
+
+
+class UnknownComponentError(ConfigError, UnknownNameError):
+    """A run configuration names a problem, network, method, variant or sampler that is not
+    catalogued (both a configuration error and an unknown name)."""
 
 
 class StateDictError(AutoBalanceError):

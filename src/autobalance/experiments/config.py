@@ -18,6 +18,7 @@ import torch
 from autobalance.errors import (
     ConfigError,
     HyperparameterError,
+    UnknownComponentError,
     UnknownNameError,
     unknown_name_message,
 )
@@ -168,7 +169,7 @@ def check_components(config: RunConfig) -> None:
         try:
             check(name)
         except UnknownNameError as exc:  # "unknown method 'x'. Did you mean ...": names the key
-            raise ConfigError(str(exc)) from None
+            raise UnknownComponentError(str(exc)) from None
     known = problems.parameters(config.problem)
     for key, catalog, name, params in (
         ("problem_params", problems.CATALOG, config.problem, config.problem_params),
@@ -187,7 +188,8 @@ def check_components(config: RunConfig) -> None:
     try:
         variants.resolve_specs(config.variants)
     except (ConfigError, UnknownNameError) as exc:
-        raise ConfigError(f"invalid value for 'variants': {exc}") from None
+        kind = UnknownComponentError if isinstance(exc, UnknownNameError) else ConfigError
+        raise kind(f"invalid value for 'variants': {exc}") from None
 
 
 @dataclass
@@ -292,7 +294,7 @@ class RunConfig:
         try:
             get_sampler(self.sampler)
         except UnknownNameError as exc:
-            raise ConfigError(f"invalid run configuration: {exc}") from None
+            raise UnknownComponentError(f"invalid run configuration: {exc}") from None
         check_components(self)
 
     def to_dict(self) -> dict[str, Any]:
