@@ -243,7 +243,7 @@ def test_cli_run_prints_the_error_table(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_config_round_trip_and_validation() -> None:
-    cfg = small_config(method_params={"base": "adamw", "weight_decay": 0.01})
+    cfg = small_config(method="autobalance", method_params={"base": "adamw", "weight_decay": 0.01})
     assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ConfigError, match="stepz"):
         RunConfig.from_dict({"stepz": 3})

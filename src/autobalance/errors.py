@@ -24,6 +24,8 @@ __all__ = [
     "LossNameError",
     "LossValueError",
     "NonFiniteLossError",
+    "StateDictError",
+    "UnknownComponentError",
     "UnknownNameError",
     "check_in_range",
     "check_positive",
@@ -70,6 +72,15 @@ class ConfigError(AutoBalanceError):
 
 class DistributedError(AutoBalanceError):
     """A process group cannot be used, or the processes of a distributed run disagree."""
+
+
+class UnknownComponentError(ConfigError, UnknownNameError):
+    """A run configuration names a problem, network, method, variant or sampler that is not
+    catalogued (both a configuration error and an unknown name)."""
+
+
+class StateDictError(AutoBalanceError):
+    """A state dict does not fit the optimizer or method that loads it (nothing was changed)."""
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:

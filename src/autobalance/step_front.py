@@ -40,6 +40,7 @@ from autobalance.losses import (
     loss_values,
     nonfinite_error,
 )
+from autobalance.state_checks import check_count, check_names, require_keys
 from autobalance.step_info import StepInfo, build_step_info
 
 if TYPE_CHECKING:
@@ -172,6 +173,18 @@ class StepFront:
     def state_dict(self) -> dict[str, Any]:
         return {"names": None if self.names is None else list(self.names), "steps": self.steps}
 
+    @staticmethod
+    def check_state_dict(state: Any, what: str = "the state dict") -> tuple[list[str] | None, int]:
+        """The loss names and step count of a :meth:`state_dict`, checked; changes nothing.
+
+        Raises:
+            StateDictError: a key is missing, the names are not distinct strings, or the step
+                count is not an integer ``>= 0``.
+        """
+        require_keys(what, state, ("names", "steps"))
+        names = check_names(f"{what}: 'names'", state["names"])
+        return names, check_count(f"{what}: 'steps'", state["steps"])
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.names = None if state["names"] is None else list(state["names"])
-        self.steps = int(state["steps"])
+        """Inverse of :meth:`state_dict`; checked first (:meth:`check_state_dict`)."""
+        self.names, self.steps = self.check_state_dict(state)

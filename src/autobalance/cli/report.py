@@ -7,6 +7,7 @@ Summarises every run directory found under ``RUNS_DIR`` into ``report.md``, ``re
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from autobalance.cli.options import OUT_DIR, Command, Flag
@@ -25,6 +26,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         metric=args.metric,
         alpha=args.alpha,
         figures=not args.no_figures,
+        warn=lambda line: print(f"warning: {line}", file=sys.stderr),
     )
     print(f"report: {path}")
     return 0

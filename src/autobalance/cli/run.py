@@ -3,8 +3,10 @@
 The flags' defaults are :class:`~autobalance.experiments.config.RunConfig`'s.  With ``--config
 FILE`` or ``--set``, the file is read first, then the flags given (those that differ from their
 defaults), then ``--set`` items.  ``--resume`` continues the run in ``--out`` from its checkpoint
-(its ``config.json``; only ``--steps`` may grow, and ``--threads`` change).  A run that diverges
-writes its files and exits with code 1.  ``--threads N``: intra-op CPU threads (default 1,
+(its ``config.json``; only ``--steps`` may grow, and ``--threads`` change).  Numeric values
+are read as ``--set`` reads them and checked by :class:`RunConfig` itself, so the command line
+and the API refuse the same inputs with the same messages.  A run that diverges writes its
+files and exits with code 1.  ``--threads N``: intra-op CPU threads (default 1,
 :mod:`autobalance.threads`); ``metrics.json`` records the count used.
 """
 
@@ -28,6 +30,7 @@ from autobalance.cli.options import (
     parse_variants,
 )
 from autobalance.experiments.config import DEFAULT_STEPS, DTYPES, RunConfig
+from autobalance.experiments.config_files import parse_value
 
 __all__ = ["COMMAND", "EXIT_FAILED_RUN", "cmd_run"]
 
@@ -59,13 +62,13 @@ _RUN_FLAGS = (
     ),
     _default("--method", "balancing method (default: %(default)s)"),
     Flag.of("--base", help="base optimizer of a multi-state method, e.g. adam, adamw"),
-    _default("--lr", "initial learning rate (%(default)s)", type=float),
+    _default("--lr", "initial learning rate (%(default)s)", type=parse_value),
     _default(
         "--lr-decay",
         "lr(t) = lr · DECAY^(t / DECAY_STEPS) (default %(default)s; 1 keeps lr constant)",
-        type=float,
+        type=parse_value,
     ),
-    _default("--lr-decay-steps", type=int),
+    _default("--lr-decay-steps", type=parse_value),
     Flag.of("--weight-decay", type=float, help="weight decay of the method's optimizer"),
     Flag.of(
         "--method-param",
@@ -74,13 +77,13 @@ _RUN_FLAGS = (
         help="another keyword argument of the method, e.g. betas='(0.9, 0.99)' (repeatable)",
     ),
     PROBLEM_PARAM,
-    Flag.of("--steps", type=int, help=f"optimisation steps (default {DEFAULT_STEPS})"),
-    _default("--seed", "random seed (default %(default)s)", type=int),
+    Flag.of("--steps", type=parse_value, help=f"optimisation steps (default {DEFAULT_STEPS})"),
+    _default("--seed", "random seed (default %(default)s)", type=parse_value),
     _default("--device", "cpu, cuda, cuda:N or auto (default)"),
-    _default("--dtype", choices=sorted(DTYPES)),
+    _default("--dtype", f"{' or '.join(sorted(DTYPES))} (default %(default)s)"),
     _default("--net", "network (default %(default)s)"),
-    Flag.of("--width", type=int, help="hidden units per layer (mlp default 50)"),
-    Flag.of("--depth", type=int, help="hidden layers (mlp default 4)"),
+    Flag.of("--width", type=parse_value, help="hidden units per layer (mlp default 50)"),
+    Flag.of("--depth", type=parse_value, help="hidden layers (mlp default 4)"),
     Flag.of("--net-param", action="append", metavar="KEY=VALUE", help="(repeatable)"),
     Flag.of(
         "--variant",
@@ -93,11 +96,11 @@ _RUN_FLAGS = (
     _default(
         "--resample-every",
         "fresh points every N steps (default %(default)s; 0: fixed points)",
-        type=int,
+        type=parse_value,
     ),
-    _default("--eval-every", type=int),
-    _default("--log-every", type=int),
-    _default("--checkpoint-every", type=int),
+    _default("--eval-every", type=parse_value),
+    _default("--log-every", type=parse_value),
+    _default("--checkpoint-every", type=parse_value),
     THREADS,
     OUT_DIR.but(help="output directory (default runs/PROBLEM-METHOD-seedSEED)"),
     Flag.switch(
@@ -163,9 +166,18 @@ _PLAIN_FIELDS = (
 )
 
 
-def _with(params: dict[str, Any], **given: Any) -> dict[str, Any]:
-    """``params`` plus the ``given`` values that are not None."""
-    return {**params, **{k: v for k, v in given.items() if v is not None}}
+def _with(params: dict[str, Any], flag: str, **given: Any) -> dict[str, Any]:
+    """``params`` (from ``flag``) plus the ``given`` values that are not None; a key given both
+    ways with two values is a :class:`ConfigError`."""
+    from autobalance.errors import ConfigError
+
+    given = {k: v for k, v in given.items() if v is not None}
+    for key, value in given.items():
+        if key in params and params[key] != value:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {value} conflicts with {flag} {key}={params[key]}"
+            )
+    return {**params, **given}
 
 
 def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
@@ -189,9 +201,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         "problem": args.problem,
         "problem_params": parse_assignments(args.param, "--param"),
         "net": args.net,
-        "net_params": _with(net_params, width=args.width, depth=args.depth),
+        "net_params": _with(net_params, "--net-param", width=args.width, depth=args.depth),
         "method": args.method,
-        "method_params": _with(method_params, base=args.base, weight_decay=args.weight_decay),
+        "method_params": _with(
+            method_params, "--method-param", base=args.base, weight_decay=args.weight_decay
+        ),
         "variants": parse_variants(args.variant),
     }
     kwargs.update({name: getattr(args, name) for name in _PLAIN_FIELDS})

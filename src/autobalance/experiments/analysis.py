@@ -12,13 +12,16 @@ on that problem, so runs that are not comparable are not pooled.  A ``"label"`` 
 ``metrics.json`` replaces the method label.  The seeds of a group are its runs.
 
 Statistics.  Successful runs (``status == "ok"``) give the statistics; failed runs are counted,
-never averaged.  Methods are ranked per problem by the median of the ranking metric, competition
-ranking (:func:`assign_ranks`: ``rank = 1 + #{groups with a lower median}``, so equal medians
-share a rank).  Every method label starting with :data:`AUTOBALANCE_PREFIX` is compared with every
-other label on the same problem (:func:`compare_groups`): a win is a lower median with ``p < α``,
-a loss a higher median with ``p < α``, anything else a tie.  The test is the paired Wilcoxon
-signed-rank test when both groups hold exactly the same seeds, else the Mann–Whitney U test;
-Welch's t test on log errors is reported alongside (:func:`autobalance.experiments.stats.compare`).
+never averaged.  A successful run whose ``metrics.json`` lacks a tabulated metric or holds one
+that is null or not a number is *flagged* (:func:`flag_runs`): left out of that metric's
+statistics and listed, never dropped without a word.  Methods are ranked per problem by the
+median of the ranking metric, competition ranking (:func:`assign_ranks`: ``rank = 1 + #{groups
+with a lower median}``, so equal medians share a rank).  Every method label starting with
+:data:`AUTOBALANCE_PREFIX` is compared with every other label on the same problem
+(:func:`compare_groups`): a win is a lower median with ``p < α``, a loss a higher median with
+``p < α``, anything else a tie.  The test is the paired Wilcoxon signed-rank test when both
+groups hold exactly the same seeds, else the Mann–Whitney U test; Welch's t test on log errors
+is reported alongside (:func:`autobalance.experiments.stats.compare`).
 """
 
 from __future__ import annotations
@@ -41,14 +44,17 @@ __all__ = [
     "Analysis",
     "ComparisonRow",
     "Criteria",
+    "FlaggedRun",
     "MethodGroup",
     "analyze",
     "assign_ranks",
     "canonical_json",
     "compare_groups",
     "extra_metrics",
+    "flag_runs",
     "format_value",
     "group_runs",
+    "metric_issues",
     "ordered",
 ]
 
@@ -298,6 +304,43 @@ def extra_metrics(runs: Sequence[RunRecord], metrics: Sequence[str]) -> list[str
     return sorted(found)
 
 
+# ------------------------------------------------------------------------------ flagged runs
+@dataclass(frozen=True)
+class FlaggedRun:
+    """A successful run whose ``metrics.json`` lacks a tabulated metric, or holds one that is
+    null, not a number or not finite: it is left out of that metric's statistics, and listed."""
+
+    run: RunRecord
+    issues: tuple[str, ...]
+
+
+def metric_issues(run: RunRecord, metrics: Sequence[str]) -> list[str]:
+    """What is wrong with ``run``'s values of ``metrics``: ``"rel_l2 is 'abc', not a number"``,
+    ``"rel_l1 missing"``, ``"mse is null"``, ``"linf is nan"``; empty when every one is fine."""
+    issues = []
+    for m in metrics:
+        if m not in run.metrics:
+            issues.append(f"{m} missing")
+            continue
+        value = run.metrics[m]
+        if value is None:
+            issues.append(f"{m} is null")
+        elif math.isnan(number(value)) and not isinstance(value, float):
+            issues.append(f"{m} is {value!r}, not a number")
+        elif not math.isfinite(number(value)):
+            issues.append(f"{m} is {value}")
+    return issues
+
+
+def flag_runs(runs: Iterable[RunRecord], metrics: Sequence[str]) -> list[FlaggedRun]:
+    """The successful runs with :func:`metric_issues` (failed runs have no errors to report)."""
+    flagged = []
+    for run in runs:
+        if run.status == "ok" and (issues := metric_issues(run, metrics)):
+            flagged.append(FlaggedRun(run, tuple(issues)))
+    return flagged
+
+
 # ----------------------------------------------------------------------------------- analysis
 @dataclass(frozen=True)
 class Criteria:
@@ -341,6 +384,7 @@ class Analysis:
         metric, alpha: the ranking metric and the significance level.
         problems: problem label → its method groups, ranked.
         comparisons: every AutoBalance-versus-baseline row.
+        flagged: the successful runs with missing or non-numeric metrics (:func:`flag_runs`).
     """
 
     runs: list[RunRecord]
@@ -350,6 +394,7 @@ class Analysis:
     alpha: float
     problems: dict[str, list[MethodGroup]]
     comparisons: list[ComparisonRow]
+    flagged: list[FlaggedRun] = field(default_factory=list)
 
     def with_status(self, status: str) -> list[RunRecord]:
         """The runs of one status (``"ok"``, ``"failed"``, ``"incomplete"``)."""
@@ -357,14 +402,18 @@ class Analysis:
 
 
 def analyze(runs: Sequence[RunRecord], criteria: Criteria) -> Analysis:
-    """Group, rank and compare ``runs`` under ``criteria``.
+    """Group, rank and compare ``runs`` under ``criteria``; flag the successful runs whose
+    tabulated metrics are missing or not numbers (:func:`flag_runs`).
 
     A default metric that no run records (runs made before it existed) is left out rather than
     shown as a column of n/a; the ranking metric must be recorded by some complete run.
 
     Raises:
-        ReportError: the ranking metric is in no complete run's ``metrics.json``.
+        ReportError: no runs at all, or the ranking metric is in no complete run's
+            ``metrics.json``.
     """
+    if not runs:
+        raise ReportError("no run directories to report (no config.json or metrics.json found)")
     metric = criteria.metric
     complete = [r for r in runs if r.status in COMPLETE_STATUSES]
     if complete and not any(metric in r.metrics for r in complete):
@@ -390,4 +439,5 @@ def analyze(runs: Sequence[RunRecord], criteria: Criteria) -> Analysis:
         alpha=criteria.alpha,
         problems=problems,
         comparisons=_comparisons(problems, metric, criteria.alpha),
+        flagged=flag_runs(runs, metrics),
     )

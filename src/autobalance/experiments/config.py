@@ -6,18 +6,30 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autobalance.errors import ConfigError, UnknownNameError, unknown_name_message
+from autobalance.errors import (
+    ConfigError,
+    HyperparameterError,
+    UnknownComponentError,
+    UnknownNameError,
+    unknown_name_message,
+)
 
 __all__ = [
     "DEFAULT_STEPS",
     "DTYPES",
     "RunConfig",
+    "check_components",
+    "check_device_spec",
+    "check_types",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -62,6 +74,122 @@ def resolve_device(spec: str) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"unsupported device {spec!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
     return device
+
+
+def check_device_spec(spec: str) -> str:
+    """``spec`` if it has the form of a device :func:`resolve_device` takes, else
+    :class:`ConfigError`; whether that device exists here is not checked."""
+    if spec == "auto":
+        return spec
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"invalid device {spec!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return spec
+
+
+#: The seeds ``torch.manual_seed`` accepts.
+_SEEDS = (-(2**63), 2**64 - 1)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a RunConfig field annotation (int, float, str, dict, list, unions)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is bool:
+        return isinstance(value, bool)
+    container = origin or annotation
+    if container is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if container is list:
+        return isinstance(value, list)
+    return True  # a type this check does not know: left to RunConfig.validate
+
+
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: "a table",
+    list: "a list",
+}
+
+
+def _describe(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if annotation is type(None):
+        return "null"
+    return _TYPE_WORDS.get(origin or annotation, str(annotation))
+
+
+def check_types(data: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first key of ``data`` that is not a
+    :class:`RunConfig` field or whose value has the wrong type (tables need string keys)."""
+    hints = typing.get_type_hints(RunConfig)
+    known = list(hints)
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(unknown_name_message("run configuration key", key, known))
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"invalid value for {key!r}: expected {_describe(hints[key])}, got {value!r}"
+            )
+
+
+def check_components(config: RunConfig) -> None:
+    """The problem, network, method and variants must be catalogued, with parameters they take.
+
+    Problem, network and variant parameters are checked by name and type (their rules, such as
+    an even number of boundary points, when the component is built); method parameters by name
+    where the method's factory lists them, and against the ones a method fixes
+    (:func:`autobalance.methods.check_arguments`), e.g. method ``adam`` with ``base="adamw"``.
+    """
+    from autobalance import methods, nets, problems, variants
+
+    for name, check in (
+        (config.problem, problems.get),
+        (config.net, nets.parameters),
+        (config.method, methods.spec),
+    ):
+        try:
+            check(name)
+        except UnknownNameError as exc:  # "unknown method 'x'. Did you mean ...": names the key
+            raise UnknownComponentError(str(exc)) from None
+    known = problems.parameters(config.problem)
+    for key, catalog, name, params in (
+        ("problem_params", problems.CATALOG, config.problem, config.problem_params),
+        ("net_params", nets.CATALOG, config.net, config.net_params),
+    ):
+        try:
+            catalog.check(name, params)
+        except ConfigError as exc:
+            unknown = [k for k in params if key == "problem_params" and k not in known]
+            where = f"key {key}.{unknown[0]}" if unknown else f"value for {key!r}"
+            raise ConfigError(f"invalid {where}: {exc}") from None
+    try:
+        methods.check_arguments(config.method, {"lr": config.lr, **config.method_params})
+    except HyperparameterError as exc:
+        raise ConfigError(f"invalid value for 'method_params': {exc}") from None
+    try:
+        variants.resolve_specs(config.variants)
+    except (ConfigError, UnknownNameError) as exc:
+        kind = UnknownComponentError if isinstance(exc, UnknownNameError) else ConfigError
+        raise kind(f"invalid value for 'variants': {exc}") from None
 
 
 @dataclass
@@ -124,13 +252,27 @@ class RunConfig:
     budget: dict[str, Any] | None = None
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on values that cannot work."""
+        """Raise :class:`ConfigError` naming the first field that cannot work.
+
+        Called at construction (and again by the runner, since fields may be reassigned), so the
+        API, the command line and configuration files refuse the same inputs with the same
+        messages.  Checked, in order: the type of every field (:func:`check_types`), the range
+        of every number, the variants, budget, dtype, device and sampler, then the names of the
+        problem, network, method and variants and their parameters (:func:`check_components`).
+        The device is checked for its form only: whether it exists is decided where the run
+        starts (:func:`resolve_device`).
+        """
+        check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         checks = [
             (self.steps >= 0, "steps must be >= 0"),
             (0 < self.lr < math.inf, "lr must be a finite number > 0"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
             (self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
+            (_SEEDS[0] <= self.seed <= _SEEDS[1], f"seed must lie in [{_SEEDS[0]}, {_SEEDS[1]}]"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
@@ -142,9 +284,7 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid run configuration: {message}")
-        if not isinstance(self.variants, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("name"), str) for v in self.variants
-        ):
+        if not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in self.variants):
             raise ConfigError(
                 "invalid run configuration: variants must be a list of {'name': ..., **params}"
             )
@@ -158,11 +298,7 @@ class RunConfig:
         if "lr" in self.method_params:
             raise ConfigError("give the learning rate as RunConfig.lr, not in method_params")
         resolve_dtype(self.dtype)
-        if self.budget is not None and not isinstance(self.budget, dict):
-            raise ConfigError(
-                f"invalid run configuration: budget must be {{'kind': ..., 'value': ...}} or "
-                f"None, got {self.budget!r}"
-            )
+        check_device_spec(self.device)
         from autobalance.experiments.budget import Budget
 
         Budget.from_spec(self.budget)
@@ -171,7 +307,8 @@ class RunConfig:
         try:
             get_sampler(self.sampler)
         except UnknownNameError as exc:
-            raise ConfigError(f"invalid run configuration: {exc}") from None
+            raise UnknownComponentError(f"invalid run configuration: {exc}") from None
+        check_components(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

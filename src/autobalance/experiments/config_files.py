@@ -35,19 +35,13 @@ import math
 import os
 import sys
 import types
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autobalance.errors import (
-    ConfigError,
-    UnknownNameError,
-    closest_names,
-    unknown_name_message,
-)
+from autobalance.errors import ConfigError, unknown_name_message
 from autobalance.experiments.budget import Budget
-from autobalance.experiments.config import RunConfig
+from autobalance.experiments.config import RunConfig, check_types
 
 __all__ = [
     "CONFIG_SUFFIXES",
@@ -195,100 +189,6 @@ def parse_text(text: str, suffix: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` fits a RunConfig field annotation (int, float, str, dict, list, unions)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if annotation is bool:
-        return isinstance(value, bool)
-    container = origin or annotation
-    if container is dict:
-        return isinstance(value, dict)
-    if container is list:
-        return isinstance(value, list)
-    return True  # a type this check does not know: leave it to RunConfig.validate
-
-
-_TYPE_WORDS = {
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    bool: "true or false",
-    dict: "a table",
-    list: "a list",
-}
-
-
-def _describe(annotation: Any) -> str:
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if annotation is type(None):
-        return "null"
-    return _TYPE_WORDS.get(origin or annotation, str(annotation))
-
-
-def check_types(data: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` naming the first key that is unknown or of the wrong type."""
-    hints = typing.get_type_hints(RunConfig)
-    known = list(hints)
-    for key, value in data.items():
-        if key not in hints:
-            raise ConfigError(unknown_name_message("run configuration key", key, known))
-        if not _type_ok(value, hints[key]):
-            raise ConfigError(
-                f"invalid value for {key!r}: expected {_describe(hints[key])}, got {value!r}"
-            )
-
-
-def _check_names(config: RunConfig) -> None:
-    """Names and parameter keys that can be checked without building anything.
-
-    The problem's, the network's and every variant's parameters are checked here, so a typo is
-    an error when the configuration is read, not when a sweep's worker starts the run.  Method
-    parameters are checked when the method is created (its factories take ``**kwargs``).
-    """
-    from autobalance import methods, nets, problems, variants
-    from autobalance._params import check_params
-
-    for key, check in (
-        ("problem", problems.get),
-        ("net", nets.parameters),
-        ("method", methods.spec),
-    ):
-        try:
-            check(getattr(config, key))
-        except UnknownNameError as exc:
-            raise ConfigError(f"invalid value for {key!r}: {exc}") from None
-    known = problems.parameters(config.problem)
-    for key in config.problem_params:
-        if key not in known:
-            close = closest_names(key, known)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ConfigError(
-                f"unknown key problem_params.{key} of problem {config.problem!r}.{hint} "
-                f"Known: {', '.join(sorted(known))}."
-            )
-    try:
-        check_params(f"network {config.net!r}", nets.parameters(config.net), config.net_params)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid value for 'net_params': {exc}") from None
-    try:
-        variants.resolve_specs(config.variants)
-    except (ConfigError, UnknownNameError) as exc:
-        raise ConfigError(f"invalid value for 'variants': {exc}") from None
-
-
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> RunConfig:
     """A validated :class:`RunConfig` from a mapping plus ``DOTTED.KEY=VALUE`` overrides.
 
@@ -300,10 +200,7 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
         budget = Budget.from_spec(merged["budget"])
         merged["budget"] = None if budget is None else budget.to_spec()
     check_types(merged)
-    config = RunConfig.from_dict(merged)
-    config.validate()
-    _check_names(config)
-    return config
+    return RunConfig.from_dict(merged)  # validated at construction
 
 
 def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> RunConfig:

@@ -3,7 +3,8 @@
 Per problem: an error table (for each metric: mean ± sample standard deviation, median and best
 over the successful runs), a table of the other error keys found, a cost table (means), the
 AutoBalance-versus-baseline tests, the failed runs and the figures; then the wins / ties / losses
-over problems and the incomplete run directories.  Numbers: errors ``%.3e``, p-values ``%.3f``
+over problems, the incomplete run directories and the successful runs whose metrics are missing
+or not numbers (left out of those metrics' statistics).  Numbers: errors ``%.3e``, p-values ``%.3f``
 (``%.2e`` below 10⁻³), ``—`` for a missing value.
 """
 
@@ -20,6 +21,7 @@ from autobalance.experiments.analysis import (
     COSTS,
     Analysis,
     ComparisonRow,
+    FlaggedRun,
     MethodGroup,
     format_value,
     ordered,
@@ -196,6 +198,22 @@ def _incomplete_lines(incomplete: Sequence[RunRecord], root: Path) -> list[str]:
     return markdown_table(["run", "problem", "method", "reason"], rows)
 
 
+def _flagged_lines(flagged: Sequence[FlaggedRun], root: Path) -> list[str]:
+    if not flagged:
+        return ["None."]
+    rows = [
+        [
+            relative_path(f.run.path, root),
+            f.run.problem_label or f.run.recorded("problem", "?"),
+            f.run.method_label or f.run.recorded("method", "?"),
+            f.run.seed,
+            "; ".join(f.issues),
+        ]
+        for f in flagged
+    ]
+    return markdown_table(["run", "problem", "method", "seed", "left out because"], rows)
+
+
 def _problem_lines(
     analysis: Analysis,
     problem_label: str,
@@ -247,11 +265,17 @@ def render_markdown(
         figures: problem label → its drawn figures; None: no figure sections.
     """
     incomplete = analysis.with_status("incomplete")
+    flagged_note = (
+        f" ({len(analysis.flagged)} with missing or non-numeric metrics, listed below)"
+        if analysis.flagged
+        else ""
+    )
     lines = [
         "# AutoBalance experiment report",
         "",
         f"Runs directory: `{root}` — {len(analysis.runs)} run directories: "
-        f"{len(analysis.with_status('ok'))} ok, {len(analysis.with_status('failed'))} failed, "
+        f"{len(analysis.with_status('ok'))} ok{flagged_note}, "
+        f"{len(analysis.with_status('failed'))} failed, "
         f"{len(incomplete)} incomplete; {len(analysis.problems)} problem(s). Ranking and tests on "
         f"`{analysis.metric}`.",
         "",
@@ -268,6 +292,10 @@ def render_markdown(
         "## Incomplete run directories",
         "",
         *_incomplete_lines(incomplete, root),
+        "",
+        "## Runs with missing or non-numeric metrics",
+        "",
+        *_flagged_lines(analysis.flagged, root),
         "",
     ]
     return "\n".join(lines)

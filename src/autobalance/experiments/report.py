@@ -9,8 +9,8 @@ ranks and compares them (:mod:`autobalance.experiments.analysis`) and writes, at
   median and best over the successful runs), a cost table (mean wall-clock, ms/step, backward
   passes, peak memory), the rank of each method, AutoBalance against each baseline (win / tie /
   loss with p-values, see :mod:`autobalance.experiments.stats`), the failed runs, figures; then a
-  summary of wins, ties and losses over problems and the incomplete run directories
-  (:mod:`autobalance.experiments.markdown`);
+  summary of wins, ties and losses over problems, the incomplete run directories and the successful
+  runs with missing or non-numeric metrics (:mod:`autobalance.experiments.markdown`);
 * ``results.csv``: one row per (problem, method) group with the numbers of the tables;
 * ``runs.csv``: one row per run directory (incomplete ones included);
 * ``comparisons.csv``: one row per AutoBalance-versus-baseline comparison
@@ -19,14 +19,16 @@ ranks and compares them (:mod:`autobalance.experiments.analysis`) and writes, at
   with relative paths.
 
 Robustness.  A run directory whose ``metrics.json`` or ``config.json`` is missing, unreadable or
-malformed is listed as *incomplete* with the reason; it never stops the report.  A figure that
-cannot be drawn is noted in the report instead.
+malformed is listed as *incomplete* with the reason, and a successful run whose metrics are
+missing or not numbers is listed with them; neither stops the report, and ``warn`` reports each
+(the CLI on stderr).  A directory without any run is an error.  A figure that cannot be drawn
+is noted in the report instead.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autobalance.experiments.analysis import (
@@ -41,7 +43,13 @@ from autobalance.experiments.csv_tables import comparisons_table, results_table,
 from autobalance.experiments.figures import draw_report_figures
 from autobalance.experiments.io import atomic_write_text, write_csv
 from autobalance.experiments.markdown import render_markdown, slug
-from autobalance.experiments.runs import ReportError, RunRecord, discover_runs, load_run
+from autobalance.experiments.runs import (
+    ReportError,
+    RunRecord,
+    discover_runs,
+    load_run,
+    relative_path,
+)
 
 __all__ = [
     "AUTOBALANCE_PREFIX",
@@ -64,6 +72,7 @@ def build_report(
     metric: str | None = None,
     alpha: float = 0.05,
     figures: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Write ``report.md``, ``results.csv``, ``runs.csv``, ``comparisons.csv`` and figures.
 
@@ -76,18 +85,35 @@ def build_report(
             ``metrics[0]``); added to ``metrics`` when missing.
         alpha: significance level of the tests, in ``(0, 1)``.
         figures: draw the figures (they need ``eval.csv``, ``history.csv``, ``checkpoint.pt``).
+        warn: called with one line per incomplete run directory and per successful run with
+            missing or non-numeric metrics (the CLI prints them on stderr); the report lists
+            them too.
 
     Returns:
         The path of ``report.md``.
 
     Raises:
-        ReportError: ``runs_dir`` is not a directory, no metric given, ``metric`` appears in no
-            run's ``metrics.json``, or ``alpha`` is outside ``(0, 1)``.
+        ReportError: ``runs_dir`` is not a directory or holds no run directory, no metric
+            given, ``metric`` appears in no run's ``metrics.json``, or ``alpha`` is outside
+            ``(0, 1)``.
     """
     root = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else root
     criteria = Criteria.of(metrics, metric, alpha)
-    analysis = analyze(discover_runs(root), criteria)
+    runs = discover_runs(root)
+    if not runs:
+        raise ReportError(
+            f"no run directories under {str(root)!r}: no config.json or metrics.json at any depth"
+        )
+    analysis = analyze(runs, criteria)
+    if warn is not None:
+        for run in analysis.with_status("incomplete"):
+            warn(f"{relative_path(run.path, root)}: incomplete ({run.reason})")
+        for flagged in analysis.flagged:
+            warn(
+                f"{relative_path(flagged.run.path, root)}: {'; '.join(flagged.issues)} "
+                "(left out of those statistics)"
+            )
     drawn = None
     if figures:
         drawn = {

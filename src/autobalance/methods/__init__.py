@@ -25,6 +25,8 @@ from autobalance.methods.registry import (
     METHODS,
     Balancer,
     MethodSpec,
+    Preset,
+    check_arguments,
     create,
     describe,
     names,
@@ -66,6 +68,7 @@ __all__ = [
     "aggregator",
     "aggregator_names",
     "aggregators",
+    "check_arguments",
     "create",
     "describe",
     "names",
@@ -76,8 +79,14 @@ __all__ = [
 # name: (factory, one-line summary), by family.  ``autobalance list`` prints these summaries.
 _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
     "single-optimizer": {
-        "adam": (partial(SummedLoss, base="adam"), "Adam on the summed loss (one backward)."),
-        "adamw": (partial(SummedLoss, base="adamw"), "AdamW on the summed loss (one backward)."),
+        "adam": (
+            Preset("adam", SummedLoss, base="adam"),
+            "Adam on the summed loss (one backward).",
+        ),
+        "adamw": (
+            Preset("adamw", SummedLoss, base="adamw"),
+            "AdamW on the summed loss (one backward).",
+        ),
     },
     "weighting": {
         "dwa": (

@@ -15,16 +15,18 @@ your own, with its training method.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from autobalance.errors import HyperparameterError
+from autobalance.errors import HyperparameterError, StateDictError
 from autobalance.methods.aggregators import AGGREGATORS, Aggregator, check_gradient_matrix
 from autobalance.methods.base import CombineResult, LossBatch, PreCombineMethod
 from autobalance.methods.registry import METHODS
+from autobalance.state_checks import check_per_loss
 from autobalance.step_info import StepInfo
 
 if TYPE_CHECKING:
@@ -113,6 +115,19 @@ class AggregatorMethod(PreCombineMethod):
     def extra_state(self) -> dict[str, Any]:
         return {"aggregator": self.aggregator.state_dict()}
 
+    def check_extra_state(self, state: Mapping[str, Any], names: list[str] | None) -> None:
+        """The aggregator's state must hold one value per loss where it keeps per-loss data and
+        must load into a copy of the aggregator."""
+        if "aggregator" not in state:
+            return
+        what = f"the {self.method_name} aggregator state"
+        saved = state["aggregator"]
+        check_per_loss(what, saved, None if names is None else len(names))
+        try:
+            copy.deepcopy(self.aggregator).load_state_dict(saved)
+        except Exception as exc:  # each aggregator's state fails in its own way
+            raise StateDictError(f"{what} does not fit ({type(exc).__name__}: {exc})") from None
+
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "aggregator" in state:
             self.aggregator.load_state_dict(state["aggregator"])
@@ -122,6 +137,11 @@ def _register_method(name: str) -> None:
     """Register the training method ``name`` (family ``"aggregator"``) over aggregator ``name``."""
 
     def factory(params: Any, **kwargs: Any) -> AggregatorMethod:
+        if "aggregator" in kwargs:
+            raise HyperparameterError(
+                f"method {name!r} runs the aggregator {name!r}; it takes no 'aggregator' "
+                f"(got {kwargs['aggregator']!r}): choose that aggregator's method instead"
+            )
         return AggregatorMethod(params, aggregator=name, **kwargs)
 
     METHODS.add(name, factory, family="aggregator", summary=AGGREGATORS.entry(name).summary)

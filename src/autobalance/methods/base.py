@@ -33,9 +33,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from autobalance.errors import HyperparameterError, check_in_range, check_positive
+from autobalance.errors import (
+    AutoBalanceError,
+    HyperparameterError,
+    StateDictError,
+    check_in_range,
+    check_positive,
+)
 from autobalance.gradients import GradientMatrix, gradient_matrix, per_loss_gradients
 from autobalance.optim.bases import make_base_optimizer
+from autobalance.state_checks import (
+    base_state_kinds,
+    check_base_state,
+    check_group_hyperparameters,
+    describe_param,
+    require_keys,
+    restore_on_error,
+    saved_param_states,
+)
 from autobalance.step_front import LossBatch, StepFront
 from autobalance.step_info import StepInfo, build_step_info
 
@@ -209,8 +224,15 @@ class PreCombineMethod(abc.ABC):
         """Method state beyond the base optimizer's (weights, EMAs, ...), for checkpoints."""
         return {}
 
+    def check_extra_state(  # noqa: B027
+        self, state: Mapping[str, Any], names: list[str] | None
+    ) -> None:
+        """Raise :class:`~autobalance.errors.StateDictError` unless :meth:`load_extra_state` can
+        load ``state`` for the losses ``names`` (``None``: saved before the first step).
+        Changes nothing; :meth:`load_state_dict` calls it before loading anything."""
+
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027
-        """Inverse of :meth:`extra_state`."""
+        """Inverse of :meth:`extra_state` (``state`` has passed :meth:`check_extra_state`)."""
 
     # ------------------------------------------------------------------------------ helpers
     def gradients(
@@ -281,16 +303,75 @@ class PreCombineMethod(abc.ABC):
     def state_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self._optimizer.state_dict(),
+            "base": type(self._optimizer).__name__,
             **self._front.state_dict(),
             "extra": self.extra_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict` (copied: the source's tensors are never shared)."""
+        """Load a :meth:`state_dict` (copied: the source's tensors are never shared).
+
+        Transactional: the whole state dict is checked first (:meth:`check_state_dict`); one
+        that does not fit raises :class:`~autobalance.errors.StateDictError` and leaves the
+        method exactly as it was.
+        """
+        self.check_state_dict(state_dict)
         state_dict = copy.deepcopy(state_dict)
-        self._optimizer.load_state_dict(state_dict["optimizer"])
-        self._front.load_state_dict(state_dict)
-        self.load_extra_state(state_dict.get("extra", {}))
+        optimizer = self._optimizer
+        before = (optimizer.state, optimizer.param_groups)
+        front, extra = self._front.state_dict(), self.extra_state()
+
+        def restore() -> None:
+            optimizer.state, optimizer.param_groups = before
+            self._front.load_state_dict(front)
+            self.load_extra_state(extra)
+
+        with restore_on_error(f"the {self._display_name} state dict", restore):
+            self.load_extra_state(state_dict.get("extra", {}))
+            optimizer.load_state_dict(state_dict["optimizer"])
+            self._front.load_state_dict(state_dict)
+
+    def check_state_dict(self, state_dict: Any) -> None:
+        """Raise :class:`~autobalance.errors.StateDictError` unless ``state_dict`` fits this
+        method; changes nothing.
+
+        Checked: the keys; the loss names (distinct, accepted by the method) and the step
+        count; the base optimizer; the number and sizes of the parameter groups and their
+        hyperparameters; every parameter's state keys and tensor shapes as the base optimizer
+        keeps them; the method's own state (:meth:`check_extra_state`).
+        """
+        what = f"the {self._display_name} state dict"
+        require_keys(what, state_dict, ("optimizer", "names", "steps"))
+        names, _ = StepFront.check_state_dict(state_dict, what)
+        if names is not None:
+            try:
+                if self.needs_two_losses:
+                    check_at_least_two(self._display_name, names)
+                self._check_names_first_step(names)
+            except AutoBalanceError as exc:
+                raise StateDictError(f"{what}: its loss names do not fit: {exc}") from None
+        base = type(self._optimizer)
+        if state_dict.get("base", base.__name__) != base.__name__:
+            raise StateDictError(
+                f"{what} was saved with base optimizer {state_dict['base']}, but this method's "
+                f"base optimizer is {base.__name__}"
+            )
+        saved = state_dict["optimizer"]
+        per_param = saved_param_states(f"{what}: 'optimizer'", saved, self._optimizer.param_groups)
+        groups = saved["param_groups"]
+        check_group_hyperparameters(what, base, groups)
+        kinds = [base_state_kinds(base, g) for g in groups]
+        group_of = [gi for gi, g in enumerate(groups) for _ in g["params"]]
+        for i, state in per_param.items():
+            param = self._params[i]
+            where = f"{what}: {describe_param(i, param)}"
+            check_base_state(where, state, param, kinds[group_of[i]], base.__name__)
+        extra = require_keys(f"{what}: 'extra'", state_dict.get("extra", {}))
+        self.check_extra_state(extra, names)
+
+    @property
+    def _display_name(self) -> str:
+        return self.method_name or type(self).__name__
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base={type(self._optimizer).__name__})"

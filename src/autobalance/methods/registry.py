@@ -15,16 +15,29 @@ trainer passes it itself, so it is not a hyperparameter of the catalog.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from autobalance.catalog import Catalog, Entry
+from autobalance.errors import HyperparameterError
 from autobalance.losses import LossDict
 from autobalance.step_info import StepInfo
 
-__all__ = ["METHODS", "Balancer", "MethodSpec", "create", "describe", "names", "spec"]
+__all__ = [
+    "METHODS",
+    "Balancer",
+    "MethodSpec",
+    "Preset",
+    "check_arguments",
+    "create",
+    "describe",
+    "names",
+    "spec",
+]
 
 
 @runtime_checkable
@@ -71,8 +84,72 @@ def spec(name: str) -> MethodSpec:
     return METHODS.entry(name)
 
 
+class Preset:
+    """``factory`` with some keyword arguments fixed: method "adam" is
+    ``Preset("adam", SummedLoss, base="adam")``.
+
+    Unlike ``functools.partial``, a fixed argument cannot be overridden: giving it another value
+    (``create("adam", params, base="adamw")``) is a :class:`HyperparameterError`, never a
+    silently different method.  Giving it its own value is allowed.
+    """
+
+    def __init__(self, name: str, factory: Callable[..., Balancer], **fixed: Any) -> None:
+        self.name = name
+        self.factory = factory
+        self.fixed = fixed
+        self.__signature__ = inspect.signature(functools.partial(factory, **fixed))
+        self.__doc__ = factory.__doc__
+
+    def __call__(self, params: Any, **kwargs: Any) -> Balancer:
+        self.check(kwargs)
+        return self.factory(params, **{**kwargs, **self.fixed})
+
+    def check(self, kwargs: Mapping[str, Any]) -> None:
+        """A :class:`HyperparameterError` when ``kwargs`` give a fixed argument another value."""
+        clash = [k for k in kwargs if k in self.fixed and not _same(kwargs[k], self.fixed[k])]
+        if clash:
+            given = ", ".join(f"{k}={kwargs[k]!r}" for k in clash)
+            fixed = ", ".join(f"{k}={self.fixed[k]!r}" for k in clash)
+            raise HyperparameterError(
+                f"method {self.name!r} fixes {fixed}, so {given} conflicts with it; choose the "
+                f"method made for that value instead (see `autobalance list`)"
+            )
+
+
+def _same(given: Any, fixed: Any) -> bool:
+    if isinstance(given, str) and isinstance(fixed, str):
+        return given.lower() == fixed.lower()
+    return bool(given == fixed)
+
+
+def check_arguments(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`HyperparameterError` unless method ``name`` can take the keyword arguments
+    ``kwargs``: none conflicts with one the method fixes (:class:`Preset`), and each is a
+    parameter of its factory (unless the factory takes any keyword).  Builds nothing."""
+    factory = METHODS.get(name)
+    if isinstance(factory, Preset):
+        factory.check(kwargs)
+    parameters = list(inspect.signature(factory).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    known = [p.name for p in parameters[1:] if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    unknown = [k for k in kwargs if k not in known]
+    if unknown:
+        raise HyperparameterError(
+            f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; its parameters "
+            f"are: {', '.join(known)}"
+        )
+
+
 def create(
     name: str, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], **kwargs: Any
 ) -> Balancer:
-    """Create method ``name`` over ``params`` with its hyperparameters ``kwargs``."""
+    """Create method ``name`` over ``params`` with its hyperparameters ``kwargs``.
+
+    Raises:
+        UnknownNameError: no such method.
+        HyperparameterError: an argument the method does not take, or one that conflicts with
+            an argument the method fixes (:func:`check_arguments`).
+    """
+    check_arguments(name, kwargs)
     return METHODS.get(name)(params, **kwargs)

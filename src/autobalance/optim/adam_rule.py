@@ -24,16 +24,22 @@ step count untouched and contributes no update to it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from autobalance.errors import StateDictError
 from autobalance.optim.buckets import Bucket
+from autobalance.state_checks import check_tensor
 
 __all__ = ["AdamRule", "AdamStates", "multi_state_adam"]
+
+#: The keys of one parameter's state, and the optional AMSGrad one.
+_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
+_ALL_KEYS = (*_STATE_KEYS, "max_exp_avg_sq")
 
 
 def multi_state_adam(
@@ -252,6 +258,29 @@ class AdamRule:
             steps=steps.contiguous(),
         )
         return states, states.per_param_views(bucket)
+
+    def check_state(
+        self,
+        what: str,
+        param: Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+        state_names: Sequence[str],
+    ) -> None:
+        """``step`` ``(S,)`` and ``exp_avg``, ``exp_avg_sq`` (and with AMSGrad
+        ``max_exp_avg_sq``) ``(S, *param.shape)``, one row per state (see
+        :meth:`AdamStates.per_param_views`)."""
+        keys = [str(k) for k in state]
+        if any(k not in keys for k in _STATE_KEYS) or any(k not in _ALL_KEYS for k in keys):
+            raise StateDictError(
+                f"{what} has state keys {sorted(keys)}, but AutoBalance over Adam/AdamW keeps "
+                f"{list(_STATE_KEYS)} (and 'max_exp_avg_sq' with AMSGrad)"
+            )
+        rows = len(state_names)
+        check_tensor(f"{what}: 'step'", state["step"], (rows,))
+        for key in _ALL_KEYS[1:]:
+            if key in state:
+                check_tensor(f"{what}: {key!r}", state[key], (rows, *param.shape))
 
     def updates(
         self,

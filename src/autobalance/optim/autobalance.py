@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from autobalance.errors import AutoBalanceError, HyperparameterError, LossValueError
+from autobalance.errors import (
+    AutoBalanceError,
+    HyperparameterError,
+    LossValueError,
+    StateDictError,
+)
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.adam_rule import AdamRule
@@ -51,6 +57,16 @@ from autobalance.optim.layout import (
     resolve_layout,
 )
 from autobalance.optim.state_rule import StateRule, select_rule
+from autobalance.optim.weight_decay import is_decoupled
+from autobalance.state_checks import (
+    check_count,
+    check_group_hyperparameters,
+    check_names,
+    describe_param,
+    require_keys,
+    restore_on_error,
+    saved_param_states,
+)
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
@@ -366,6 +382,7 @@ class AutoBalance(torch.optim.Optimizer):
         state[_STATE_DICT_KEY] = {
             "version": 1,
             "rule": self._rule.name,
+            "base": self._base.__name__,
             "steps": self._front.steps,
             "layout": self._layout.to_dict() if self._layout is not None else None,
         }
@@ -377,55 +394,122 @@ class AutoBalance(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict made by :meth:`state_dict` (states are copied, not shared)."""
-        meta = state_dict.get(_STATE_DICT_KEY)
-        if meta is None:
-            raise AutoBalanceError("this state dict was not made by AutoBalance.state_dict()")
+        """Load a state dict made by :meth:`state_dict` (states are copied, not shared).
+
+        Transactional: the whole state dict is checked first (:meth:`_checked_state`: its
+        rule and base, loss layout, step count, parameter groups and their hyperparameters,
+        and every parameter's state keys and tensor shapes); one that does not fit raises
+        :class:`~autobalance.errors.StateDictError`, naming the parameter and both shapes, and
+        leaves the optimizer exactly as it was.
+        """
+        torch_part, layout, steps = self._checked_state(state_dict)
+        before = (self.state, self.param_groups, self._buckets, self._layout)
+        front = self._front.state_dict()
+        rule = self._combine_rule
+        rule_before = None if rule is None else copy.deepcopy(rule.state_dict())
+
+        def restore() -> None:
+            self.state, self.param_groups, self._buckets, self._layout = before
+            self._front.load_state_dict(front)
+            if rule is not None:
+                rule.load_state_dict(rule_before)
+
+        with restore_on_error(f"the {type(self).__name__} state dict", restore):
+            super().load_state_dict(torch_part)  # replaces self.state and self.param_groups
+            saved_rule = state_dict[_STATE_DICT_KEY].get("combine_rule")
+            if rule is not None and saved_rule is not None:
+                rule.load_state_dict(saved_rule["state"])
+            self._buckets, self._layout = [], layout
+            names = None if layout is None else list(layout.loss_names)
+            self._front.load_state_dict({"names": names, "steps": steps})
+            if layout is not None:
+                for bucket in make_buckets(self.param_groups):
+                    group = self.param_groups[bucket.group_index]
+                    per_param = [self.state[p] for p in bucket.params]
+                    self._attach(bucket, *self._rule.load(bucket, group, per_param))
+
+    def _checked_state(self, state_dict: Any) -> tuple[dict[str, Any], StateLayout | None, int]:
+        """The torch part, the loss layout and the step count of ``state_dict``, checked against
+        this optimizer without changing it (see :meth:`load_state_dict`)."""
+        what = f"the {type(self).__name__} state dict"
+        require_keys(what, state_dict)
+        if _STATE_DICT_KEY not in state_dict:
+            raise StateDictError("this state dict was not made by AutoBalance.state_dict()")
+        meta = require_keys(f"{what}: {_STATE_DICT_KEY!r}", state_dict[_STATE_DICT_KEY])
+        require_keys(f"{what}: {_STATE_DICT_KEY!r}", meta, ("rule", "steps", "layout"))
         if meta["rule"] != self._rule.name:
-            raise AutoBalanceError(
+            raise StateDictError(
                 f"the state dict holds {meta['rule']!r} states but this optimizer keeps "
                 f"{self._rule.name!r} states (different base optimizer?)"
+            )
+        if meta.get("base", self._base.__name__) != self._base.__name__:
+            raise StateDictError(
+                f"the state dict was saved by AutoBalance over {meta['base']} but this "
+                f"optimizer's base optimizer is {self._base.__name__}"
             )
         mine = None if self._combine_rule is None else self._combine_rule.name
         saved_rule = meta.get("combine_rule")
         if (saved_rule or {}).get("name") != mine:
-            raise AutoBalanceError(
+            raise StateDictError(
                 f"the state dict was saved with combine rule "
                 f"{(saved_rule or {}).get('name')!r} but this optimizer uses {mine!r}"
             )
+        steps = check_count(f"{what}: 'steps'", meta["steps"])
+        layout = self._checked_layout(meta["layout"])
         torch_part = {k: v for k, v in state_dict.items() if k != _STATE_DICT_KEY}
-        super().load_state_dict(torch_part)
-        if self._combine_rule is not None and saved_rule is not None:
-            self._combine_rule.load_state_dict(saved_rule["state"])
-        saved = meta["layout"]
-        self._front.load_state_dict(
-            {"names": None if saved is None else saved["loss_names"], "steps": meta["steps"]}
-        )
-        self._buckets = []
-        self._layout = None
+        per_param = saved_param_states(what, torch_part, self.param_groups)
+        saved_groups = torch_part["param_groups"]
+        check_group_hyperparameters(what, self._base, saved_groups)
+        for i, group in enumerate(saved_groups):
+            if is_decoupled(self._base, group) != self._rule.decoupled:
+                raise StateDictError(
+                    f"{what}: parameter group {i} has decoupled_weight_decay="
+                    f"{not self._rule.decoupled}, but this optimizer's is {self._rule.decoupled}"
+                )
+        params = self._all_params()
+        if layout is None:
+            if per_param:
+                raise StateDictError(
+                    f"{what} holds states of parameter(s) {sorted(per_param)} but no loss layout"
+                )
+            return torch_part, None, steps
+        missing = [i for i in range(len(params)) if not per_param.get(i)]
+        if missing:
+            raise StateDictError(f"the state dict has no state for parameter(s) {missing}")
+        group_of = [gi for gi, g in enumerate(saved_groups) for _ in g["params"]]
+        for i, p in enumerate(params):
+            self._rule.check_state(
+                f"{what}: {describe_param(i, p)}",
+                p,
+                per_param[i],
+                {**saved_groups[group_of[i]], "params": None},
+                layout.state_names,
+            )
+        return torch_part, layout, steps
+
+    def _checked_layout(self, saved: Any) -> StateLayout | None:
+        """The layout this optimizer's ``groups``/``combine`` give the saved loss names, which
+        must be the saved layout."""
         if saved is None:
-            return
-        layout = resolve_layout(
-            saved["loss_names"], self._groups_for(saved["loss_names"]), self._layout_combine
-        )
+            return None
+        what = "the AutoBalance state dict's layout"
+        require_keys(what, saved, ("loss_names", "state_names", "loss_to_state", "weights"))
+        names = check_names(f"{what}: 'loss_names'", saved["loss_names"])
+        if not names:
+            raise StateDictError(f"{what} names no loss")
+        try:
+            layout = resolve_layout(names, self._groups_for(names), self._layout_combine)
+        except StateDictError:
+            raise
+        except AutoBalanceError as exc:
+            raise StateDictError(f"{what} does not fit this optimizer: {exc}") from None
         if layout.to_dict() != saved:
-            raise AutoBalanceError(
+            raise StateDictError(
                 f"the state dict was saved with states {saved['state_names']} (weights "
                 f"{saved['weights']}) but this optimizer's groups/combine give states "
                 f"{list(layout.state_names)} (weights {list(layout.weights)})"
             )
-        self._layout = layout
-        for bucket in make_buckets(self.param_groups):
-            missing = [
-                i
-                for i, p in zip(bucket.indices, bucket.params, strict=True)
-                if not self.state.get(p)
-            ]
-            if missing:
-                raise AutoBalanceError(f"the state dict has no state for parameter(s) {missing}")
-            group = self.param_groups[bucket.group_index]
-            per_param = [self.state[p] for p in bucket.params]
-            self._attach(bucket, *self._rule.load(bucket, group, per_param))
+        return layout
 
     def __repr__(self) -> str:
         states = list(self._layout.state_names) if self._layout else "decided at the first step"

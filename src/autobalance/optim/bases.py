@@ -39,12 +39,7 @@ _NEEDS_CLOSURE_HINT = "it re-evaluates the loss through a closure inside step()"
 def resolve_base(base: type[torch.optim.Optimizer] | str) -> type[torch.optim.Optimizer]:
     """Turn a base name or class into a usable ``torch.optim.Optimizer`` subclass."""
     if isinstance(base, str):
-        try:
-            cls = BASE_OPTIMIZERS[base.lower()]
-        except KeyError:
-            raise UnknownNameError(
-                unknown_name_message("base optimizer", base, BASE_OPTIMIZERS)
-            ) from None
+        cls = BASE_OPTIMIZERS.get(base.lower()) or _unregistered(base)
     else:
         cls = base
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
@@ -54,8 +49,7 @@ def resolve_base(base: type[torch.optim.Optimizer] | str) -> type[torch.optim.Op
         )
     if issubclass(cls, torch.optim.SparseAdam):
         raise BaseOptimizerError("SparseAdam needs sparse gradients; PINN losses give dense ones")
-    closure = inspect.signature(cls.step).parameters.get("closure")
-    if closure is not None and closure.default is inspect.Parameter.empty:
+    if _needs_closure(cls):
         raise BaseOptimizerError(
             f"{cls.__name__} cannot be used as a per-loss base optimizer: {_NEEDS_CLOSURE_HINT}, "
             "so it cannot turn one loss's gradient into one update. Use a first-order optimizer "
@@ -63,6 +57,34 @@ def resolve_base(base: type[torch.optim.Optimizer] | str) -> type[torch.optim.Op
             f"{cls.__name__} on the summed loss after AutoBalance."
         )
     return cls
+
+
+def _unregistered(name: str) -> type[torch.optim.Optimizer]:
+    """A ``torch.optim`` class that ``name`` spells but the registry lacks: closure-only and
+    sparse ones (``"lbfgs"``) to be refused with their reason; any other is an unknown name
+    whose message says to pass the class itself."""
+    found = [
+        cls
+        for attr in dir(torch.optim)
+        if attr.lower() == name.lower()
+        and inspect.isclass(cls := getattr(torch.optim, attr))
+        and issubclass(cls, torch.optim.Optimizer)
+    ]
+    message = unknown_name_message("base optimizer", name, BASE_OPTIMIZERS)
+    if not found:
+        raise UnknownNameError(message)
+    (cls,) = found
+    if issubclass(cls, torch.optim.SparseAdam) or _needs_closure(cls):
+        return cls  # refused by resolve_base with the reason
+    raise UnknownNameError(
+        f"{message} torch.optim.{cls.__name__} is not registered by name; pass the class "
+        f"itself: base=torch.optim.{cls.__name__}."
+    )
+
+
+def _needs_closure(cls: type[torch.optim.Optimizer]) -> bool:
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _hyperparameter_names(cls: type[torch.optim.Optimizer]) -> list[str]:

@@ -8,7 +8,7 @@ optimizer per state.  :class:`~autobalance.AutoBalance` sees only :class:`StateR
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -45,6 +45,19 @@ class StateRule(Protocol):
         self, bucket: Bucket, group: dict[str, Any], per_param: Sequence[dict[str, Any]]
     ) -> tuple[Any, list[dict[str, Any]]]:
         """The states of ``bucket`` from the per-parameter dicts ``load_state_dict`` produced."""
+        ...
+
+    def check_state(
+        self,
+        what: str,
+        param: Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+        state_names: Sequence[str],
+    ) -> None:
+        """Raise :class:`~autobalance.errors.StateDictError` unless ``state`` (one parameter's
+        entry of a state dict, ``what`` names it) holds the states ``state_names`` of ``param``
+        with the keys and tensor shapes this rule keeps.  Changes nothing."""
         ...
 
     def updates(

@@ -10,14 +10,16 @@ decay is switched off in the instances and applied once by :class:`AutoBalance`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from autobalance.errors import StateDictError
 from autobalance.optim.buckets import Bucket
+from autobalance.state_checks import base_state_kinds, check_base_state, require_keys
 
 __all__ = ["StockRule", "StockStates"]
 
@@ -40,6 +42,7 @@ class StockRule:
         self.base = base
         self.decoupled = decoupled
         self._accepted = set(inspect.signature(base.__init__).parameters) - {"self", "params"}
+        self._kinds: dict[str, dict[str, bool] | None] = {}  # base_state_kinds by hyperparameters
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         hyper = {k: v for k, v in group.items() if k != "params"}
@@ -74,6 +77,40 @@ class StockRule:
                 opt.state[view] = states[s]
             optimizers.append(opt)
         return StockStates(scratch=scratch, views=views, optimizers=optimizers), list(per_param)
+
+    def check_state(
+        self,
+        what: str,
+        param: Tensor,
+        state: Mapping[str, Any],
+        group: Mapping[str, Any],
+        state_names: Sequence[str],
+    ) -> None:
+        """``{"per_state": {name: stock state}}`` with the states ``state_names`` in order, each
+        with the keys and shapes the base optimizer keeps (:func:`base_state_kinds`)."""
+        if [str(k) for k in state] != ["per_state"]:
+            raise StateDictError(
+                f"{what} has state keys {sorted(map(str, state))}, but AutoBalance over "
+                f"{self.base.__name__} keeps ['per_state']"
+            )
+        per_state = require_keys(f"{what}: 'per_state'", state["per_state"])
+        if list(per_state) != list(state_names):
+            raise StateDictError(
+                f"{what} holds the states {list(per_state)}, but this optimizer keeps "
+                f"{list(state_names)}"
+            )
+        hyper = self._hyper(dict(group))
+        key = repr(sorted(hyper.items()))
+        if key not in self._kinds:
+            self._kinds[key] = base_state_kinds(self.base, hyper)
+        for name, stock in per_state.items():
+            check_base_state(
+                f"{what}, state {name!r}",
+                require_keys(f"{what}, state {name!r}", stock),
+                param,
+                self._kinds[key],
+                self.base.__name__,
+            )
 
     def updates(
         self,

@@ -22,14 +22,16 @@ the natural choice).  Each step costs one backward pass; ``StepInfo`` has no gra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from autobalance.errors import check_in_range, check_positive
+from autobalance.errors import StateDictError, check_in_range, check_positive
 from autobalance.methods.aggregators.conflict_free import config_direction
 from autobalance.methods.base import CombineResult, GradientMatrix, LossBatch, PreCombineMethod
+from autobalance.state_checks import check_count, check_tensor, require_keys
 from autobalance.step_info import StepInfo
 
 __all__ = ["MConFIG"]
@@ -122,6 +124,41 @@ class MConFIG(PreCombineMethod):
             "fake_m": None if self._fake_m is None else self._fake_m.clone(),
             "reached": None if self._reached is None else self._reached.clone(),
         }
+
+    def check_extra_state(self, state: Mapping[str, Any], names: list[str] | None) -> None:
+        """Momenta ``m`` (one ``(P,)`` vector per loss), their counts, ``t``, ``s`` and the
+        pseudo momentum ``(P,)``, and which parameters were reached (one flag per parameter)."""
+        if not state:
+            return
+        what = "the m-config state"
+        require_keys(what, state, ("m", "counts", "t", "s", "fake_m", "reached"))
+        size = sum(p.numel() for p in self._params)
+        num_losses = None if names is None else len(names)
+        momenta = state["m"]
+        if momenta is not None:
+            if not isinstance(momenta, list | tuple):
+                raise StateDictError(f"{what}: 'm' must be a list, got {type(momenta).__name__}")
+            if num_losses is not None and len(momenta) != num_losses:
+                raise StateDictError(
+                    f"{what}: 'm' holds {len(momenta)} momenta, but there are {num_losses} losses"
+                )
+            for k, m in enumerate(momenta):
+                check_tensor(f"{what}: 'm'[{k}]", m, (size,))
+        counts = state["counts"]
+        if not isinstance(counts, list | tuple) or (
+            momenta is not None and len(counts) != len(momenta)
+        ):
+            raise StateDictError(f"{what}: 'counts' must hold one count per loss, got {counts!r}")
+        for c in counts:
+            check_count(f"{what}: 'counts'", c)
+        check_count(f"{what}: 't'", state["t"])
+        for key in ("s", "fake_m"):
+            if state[key] is not None:
+                check_tensor(f"{what}: {key!r}", state[key], (size,))
+        if state["reached"] is not None:
+            check_tensor(
+                f"{what}: 'reached'", state["reached"], (len(self._params),), floating=False
+            )
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`; the moments move to the parameters' device and dtype

@@ -29,8 +29,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from autobalance.errors import AutoBalanceError, HyperparameterError, check_in_range, check_positive
+from autobalance.errors import (
+    AutoBalanceError,
+    HyperparameterError,
+    StateDictError,
+    check_in_range,
+    check_positive,
+)
 from autobalance.losses import LossDict
+from autobalance.state_checks import (
+    check_tensor,
+    describe_param,
+    require_keys,
+    restore_on_error,
+    saved_param_states,
+)
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
@@ -207,16 +220,67 @@ class MTAdam(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        meta = state_dict.get("mtadam")
-        if meta is None:
-            raise AutoBalanceError("this state dict was not made by MTAdam.state_dict()")
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "mtadam"})
-        for state in self.state.values():  # the torch loader may alias the source's tensors
-            for key, value in list(state.items()):
-                if isinstance(value, Tensor):
-                    state[key] = value.clone()
-            state["norm_ema"] = state["norm_ema"].cpu()
-        self._front.load_state_dict(meta)
+        """Load a :meth:`state_dict` (copied, not shared).
+
+        Transactional: the whole state dict is checked first (loss names, step count,
+        parameter groups and their hyperparameters, every parameter's state keys and tensor
+        shapes); one that does not fit raises :class:`~autobalance.errors.StateDictError`
+        naming the parameter and both shapes, and leaves the optimizer exactly as it was.
+        """
+        meta, torch_part = self._checked_state(state_dict)
+        before = (self.state, self.param_groups)
+        front = self._front.state_dict()
+
+        def restore() -> None:
+            self.state, self.param_groups = before
+            self._front.load_state_dict(front)
+
+        with restore_on_error("the MTAdam state dict", restore):
+            super().load_state_dict(torch_part)
+            for state in self.state.values():  # the torch loader may alias the source's tensors
+                for key, value in list(state.items()):
+                    if isinstance(value, Tensor):
+                        state[key] = value.clone()
+                state["norm_ema"] = state["norm_ema"].cpu()
+            self._front.load_state_dict(meta)
+
+    def _checked_state(self, state_dict: Any) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """The front state and the torch part of ``state_dict``, checked; changes nothing."""
+        what = "the MTAdam state dict"
+        require_keys(what, state_dict)
+        if "mtadam" not in state_dict:
+            raise StateDictError("this state dict was not made by MTAdam.state_dict()")
+        meta = state_dict["mtadam"]
+        names, _ = StepFront.check_state_dict(meta, f"{what}: 'mtadam'")
+        torch_part = {k: v for k, v in state_dict.items() if k != "mtadam"}
+        per_param = saved_param_states(what, torch_part, self.param_groups)
+        for i, group in enumerate(torch_part["param_groups"]):
+            require_keys(f"{what}: parameter group {i}", group, tuple(self.defaults))
+            try:
+                MTAdam([torch.zeros(1)], **{k: group[k] for k in self.defaults})
+            except AutoBalanceError as exc:
+                raise StateDictError(f"{what}: parameter group {i}: {exc}") from None
+        if names is None and per_param:
+            raise StateDictError(f"{what} holds parameter states but no loss names")
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, state in per_param.items():
+            if not state:
+                continue
+            p, where = params[i], f"{what}: {describe_param(i, params[i])}"
+            assert names is not None
+            if sorted(map(str, state)) != sorted(_STATE_KEYS):
+                raise StateDictError(
+                    f"{where} has state keys {sorted(map(str, state))}, but MTAdam keeps "
+                    f"{sorted(_STATE_KEYS)}"
+                )
+            check_tensor(f"{where}: 'step'", state["step"], ())
+            for key in ("exp_avg", "exp_avg_sq"):
+                check_tensor(f"{where}: {key!r}", state[key], (len(names), *p.shape))
+            check_tensor(f"{where}: 'norm_ema'", state["norm_ema"], (len(names),))
+        return meta, torch_part
+
+
+_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq", "norm_ema")
 
 
 def _rows(column: Sequence[Tensor | None], p: Tensor) -> Tensor:

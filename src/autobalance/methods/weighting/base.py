@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
+from autobalance.errors import HyperparameterError, StateDictError
 from autobalance.gradients import GradientMatrix
 from autobalance.methods.base import CombineResult, Params, PreCombineMethod
+from autobalance.state_checks import check_per_loss, require_keys
 from autobalance.step_front import LossBatch
 from autobalance.step_info import StepInfo
 
@@ -99,16 +101,58 @@ class Weighting(abc.ABC):
             out[name] = value.state_dict() if hasattr(value, "state_dict") else copy.deepcopy(value)
         return out
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict` (fields the dict does not name keep their value)."""
-        for name in _state_names(self):
-            if name not in state:
+    def check_state_dict(self, state: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """The new values of the state fields that ``state`` names, checked; changes nothing.
+
+        ``state`` may name only state fields; per-loss data must hold one value per loss of
+        ``names`` (:func:`~autobalance.state_checks.check_per_loss`; not checked when ``names``
+        is ``None``), a number field a number, a list field a list; a field with its own
+        ``load_state_dict`` (a generator, a learnable vector) is loaded into a copy.
+
+        Raises:
+            StateDictError: naming the field and what is wrong.
+        """
+        what = f"the {self.name or type(self).__name__} weighting state"
+        require_keys(what, state)
+        fields = _state_names(self)
+        unknown = [str(k) for k in state if k not in fields]
+        if unknown:
+            raise StateDictError(
+                f"{what} has unknown entries {unknown}; its state fields are {fields}"
+            )
+        num_losses = None if names is None else len(names)
+        staged: dict[str, Any] = {}
+        for name in (f for f in fields if f in state):
+            current, saved = getattr(self, name), state[name]
+            where = f"{what}: {name!r}"
+            check_per_loss(where, saved, num_losses)
+            if hasattr(current, "load_state_dict"):
+                staged[name] = copy.deepcopy(current)
+                try:
+                    staged[name].load_state_dict(saved)
+                except Exception as exc:  # each kind of state fails in its own way
+                    raise StateDictError(
+                        f"{where} does not fit ({type(exc).__name__}: {exc})"
+                    ) from None
                 continue
-            value = getattr(self, name)
-            if hasattr(value, "load_state_dict"):
-                value.load_state_dict(state[name])
-            else:
-                setattr(self, name, copy.deepcopy(state[name]))
+            if _is_number(current) and not _is_number(saved):
+                raise StateDictError(f"{where} must be a number, got {saved!r}")
+            if isinstance(current, list) and not isinstance(saved, list):
+                raise StateDictError(f"{where} must be a list, got {saved!r}")
+            staged[name] = copy.deepcopy(saved)
+        return staged
+
+    def load_state_dict(self, state: dict[str, Any], names: Sequence[str] | None = None) -> None:
+        """Inverse of :meth:`state_dict` (fields the dict does not name keep their value).
+
+        Transactional: everything is checked (:meth:`check_state_dict`) before any field is set.
+        """
+        for name, value in self.check_state_dict(state, names).items():
+            setattr(self, name, value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _state_names(weighting: Weighting) -> list[str]:
@@ -172,6 +216,9 @@ class WeightingMethod(PreCombineMethod):
     def extra_state(self) -> dict[str, Any]:
         return self.weighting.state_dict()
 
+    def check_extra_state(self, state: Mapping[str, Any], names: list[str] | None) -> None:
+        self.weighting.check_state_dict(state, names)
+
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.weighting.load_state_dict(state)
 
@@ -206,6 +253,11 @@ class WeightingFactory:
         self.__doc__ = weighting.__doc__
 
     def __call__(self, params: Params, **kwargs: Any) -> WeightingMethod:
+        if "weighting" in kwargs:
+            raise HyperparameterError(
+                f"method {self.weighting.name!r} is its own weighting; it takes no 'weighting' "
+                f"(got {kwargs['weighting']!r})"
+            )
         own = {k: kwargs.pop(k) for k in self.hyperparameters if k in kwargs}
         return WeightingMethod(params, self.weighting(**own), **kwargs)
 
