@@ -37,17 +37,15 @@ import torch
 from torch import Tensor
 
 from autobalance.errors import (
-    AutoBalanceError,
     HyperparameterError,
     LossValueError,
-    StateDictError,
 )
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.adam_rule import AdamRule
 from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
 from autobalance.optim.buckets import Bucket, make_buckets
-from autobalance.optim.combine import RULES, CombineRule, MomentRule, updates_grads_gram
+from autobalance.optim.combine import MomentRule, rule_for, updates_grads_gram
 from autobalance.optim.layout import (
     Combine,
     Groups,
@@ -56,16 +54,10 @@ from autobalance.optim.layout import (
     check_groups,
     resolve_layout,
 )
+from autobalance.optim.state_check import STATE_DICT_KEY, checked_state
 from autobalance.optim.state_rule import StateRule, select_rule
-from autobalance.optim.weight_decay import is_decoupled
 from autobalance.state_checks import (
-    check_count,
-    check_group_hyperparameters,
-    check_names,
-    describe_param,
-    require_keys,
     restore_on_error,
-    saved_param_states,
 )
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
@@ -77,7 +69,6 @@ __all__ = ["AutoBalance"]
 
 GradLists = Mapping[str, Sequence[Tensor | None]]
 GroupsArg = Groups | Callable[[list[str]], Groups] | None
-_STATE_DICT_KEY = "autobalance"
 
 
 class AutoBalance(torch.optim.Optimizer):
@@ -126,7 +117,7 @@ class AutoBalance(torch.optim.Optimizer):
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
-        self._combine_rule = _combine_rule(combine)
+        self._combine_rule = rule_for(combine)
         if self._combine_rule is None:
             check_combine(combine)
         if not callable(groups):
@@ -379,7 +370,7 @@ class AutoBalance(torch.optim.Optimizer):
         (S, *shape) with one row per state, in ``layout.state_names`` order.
         """
         state = super().state_dict()
-        state[_STATE_DICT_KEY] = {
+        state[STATE_DICT_KEY] = {
             "version": 1,
             "rule": self._rule.name,
             "base": self._base.__name__,
@@ -387,7 +378,7 @@ class AutoBalance(torch.optim.Optimizer):
             "layout": self._layout.to_dict() if self._layout is not None else None,
         }
         if self._combine_rule is not None:
-            state[_STATE_DICT_KEY]["combine_rule"] = {
+            state[STATE_DICT_KEY]["combine_rule"] = {
                 "name": self._combine_rule.name,
                 "state": self._combine_rule.state_dict(),
             }
@@ -396,13 +387,14 @@ class AutoBalance(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict made by :meth:`state_dict` (states are copied, not shared).
 
-        Transactional: the whole state dict is checked first (:meth:`_checked_state`: its
-        rule and base, loss layout, step count, parameter groups and their hyperparameters,
-        and every parameter's state keys and tensor shapes); one that does not fit raises
+        Transactional: the whole state dict is checked first
+        (:func:`~autobalance.optim.state_check.checked_state`: its rule and base, loss layout,
+        step count, parameter groups and their hyperparameters, and every parameter's state keys
+        and tensor shapes); one that does not fit raises
         :class:`~autobalance.errors.StateDictError`, naming the parameter and both shapes, and
         leaves the optimizer exactly as it was.
         """
-        torch_part, layout, steps = self._checked_state(state_dict)
+        torch_part, layout, steps = checked_state(self, state_dict)
         before = (self.state, self.param_groups, self._buckets, self._layout)
         front = self._front.state_dict()
         rule = self._combine_rule
@@ -416,7 +408,7 @@ class AutoBalance(torch.optim.Optimizer):
 
         with restore_on_error(f"the {type(self).__name__} state dict", restore):
             super().load_state_dict(torch_part)  # replaces self.state and self.param_groups
-            saved_rule = state_dict[_STATE_DICT_KEY].get("combine_rule")
+            saved_rule = state_dict[STATE_DICT_KEY].get("combine_rule")
             if rule is not None and saved_rule is not None:
                 rule.load_state_dict(saved_rule["state"])
             self._buckets, self._layout = [], layout
@@ -428,109 +420,12 @@ class AutoBalance(torch.optim.Optimizer):
                     per_param = [self.state[p] for p in bucket.params]
                     self._attach(bucket, *self._rule.load(bucket, group, per_param))
 
-    def _checked_state(self, state_dict: Any) -> tuple[dict[str, Any], StateLayout | None, int]:
-        """The torch part, the loss layout and the step count of ``state_dict``, checked against
-        this optimizer without changing it (see :meth:`load_state_dict`)."""
-        what = f"the {type(self).__name__} state dict"
-        require_keys(what, state_dict)
-        if _STATE_DICT_KEY not in state_dict:
-            raise StateDictError("this state dict was not made by AutoBalance.state_dict()")
-        meta = require_keys(f"{what}: {_STATE_DICT_KEY!r}", state_dict[_STATE_DICT_KEY])
-        require_keys(f"{what}: {_STATE_DICT_KEY!r}", meta, ("rule", "steps", "layout"))
-        if meta["rule"] != self._rule.name:
-            raise StateDictError(
-                f"the state dict holds {meta['rule']!r} states but this optimizer keeps "
-                f"{self._rule.name!r} states (different base optimizer?)"
-            )
-        if meta.get("base", self._base.__name__) != self._base.__name__:
-            raise StateDictError(
-                f"the state dict was saved by AutoBalance over {meta['base']} but this "
-                f"optimizer's base optimizer is {self._base.__name__}"
-            )
-        mine = None if self._combine_rule is None else self._combine_rule.name
-        saved_rule = meta.get("combine_rule")
-        if (saved_rule or {}).get("name") != mine:
-            raise StateDictError(
-                f"the state dict was saved with combine rule "
-                f"{(saved_rule or {}).get('name')!r} but this optimizer uses {mine!r}"
-            )
-        steps = check_count(f"{what}: 'steps'", meta["steps"])
-        layout = self._checked_layout(meta["layout"])
-        torch_part = {k: v for k, v in state_dict.items() if k != _STATE_DICT_KEY}
-        per_param = saved_param_states(what, torch_part, self.param_groups)
-        saved_groups = torch_part["param_groups"]
-        check_group_hyperparameters(what, self._base, saved_groups)
-        for i, group in enumerate(saved_groups):
-            if is_decoupled(self._base, group) != self._rule.decoupled:
-                raise StateDictError(
-                    f"{what}: parameter group {i} has decoupled_weight_decay="
-                    f"{not self._rule.decoupled}, but this optimizer's is {self._rule.decoupled}"
-                )
-        params = self._all_params()
-        if layout is None:
-            if per_param:
-                raise StateDictError(
-                    f"{what} holds states of parameter(s) {sorted(per_param)} but no loss layout"
-                )
-            return torch_part, None, steps
-        missing = [i for i in range(len(params)) if not per_param.get(i)]
-        if missing:
-            raise StateDictError(f"the state dict has no state for parameter(s) {missing}")
-        group_of = [gi for gi, g in enumerate(saved_groups) for _ in g["params"]]
-        for i, p in enumerate(params):
-            self._rule.check_state(
-                f"{what}: {describe_param(i, p)}",
-                p,
-                per_param[i],
-                {**saved_groups[group_of[i]], "params": None},
-                layout.state_names,
-            )
-        return torch_part, layout, steps
-
-    def _checked_layout(self, saved: Any) -> StateLayout | None:
-        """The layout this optimizer's ``groups``/``combine`` give the saved loss names, which
-        must be the saved layout."""
-        if saved is None:
-            return None
-        what = "the AutoBalance state dict's layout"
-        require_keys(what, saved, ("loss_names", "state_names", "loss_to_state", "weights"))
-        names = check_names(f"{what}: 'loss_names'", saved["loss_names"])
-        if not names:
-            raise StateDictError(f"{what} names no loss")
-        try:
-            layout = resolve_layout(names, self._groups_for(names), self._layout_combine)
-        except StateDictError:
-            raise
-        except AutoBalanceError as exc:
-            raise StateDictError(f"{what} does not fit this optimizer: {exc}") from None
-        if layout.to_dict() != saved:
-            raise StateDictError(
-                f"the state dict was saved with states {saved['state_names']} (weights "
-                f"{saved['weights']}) but this optimizer's groups/combine give states "
-                f"{list(layout.state_names)} (weights {list(layout.weights)})"
-            )
-        return layout
-
     def __repr__(self) -> str:
         states = list(self._layout.state_names) if self._layout else "decided at the first step"
         return (
             f"AutoBalance(base={self._base.__name__}, combine={self._combine!r}, "
             f"states={states}, lr={self.param_groups[0]['lr']})"
         )
-
-
-def _combine_rule(combine: Any) -> CombineRule | MomentRule | None:
-    """The post-combine rule ``combine`` names (or is); ``None`` for "sum", "mean" and weights."""
-    if isinstance(combine, CombineRule | MomentRule):
-        return combine
-    if isinstance(combine, str) and combine not in ("sum", "mean"):
-        if combine not in RULES:
-            raise HyperparameterError(
-                f"combine must be 'sum', 'mean', a mapping of weights or a combine rule "
-                f"({', '.join(RULES.names())}), got {combine!r}"
-            )
-        return RULES.create(combine)
-    return None
 
 
 def _grad_names(grads: GradLists | None) -> list[str]:

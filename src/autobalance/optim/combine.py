@@ -64,6 +64,7 @@ __all__ = [
     "adam_blend",
     "check_update_matrices",
     "combine",
+    "rule_for",
     "shared_second_moment",
     "sign_consensus",
     "updates_grads_gram",
@@ -345,3 +346,17 @@ for _cls in (
 ):
     RULES.add(_cls.name, _cls, family="gram")
 RULES.add(SignConsensus.name, SignConsensus, family="moments")
+
+
+def rule_for(combine: Any) -> CombineRule | MomentRule | None:
+    """The post-combine rule ``combine`` names (or is); ``None`` for "sum", "mean" and weights."""
+    if isinstance(combine, CombineRule | MomentRule):
+        return combine
+    if isinstance(combine, str) and combine not in ("sum", "mean"):
+        if combine not in RULES:
+            raise HyperparameterError(
+                f"combine must be 'sum', 'mean', a mapping of weights or a combine rule "
+                f"({', '.join(RULES.names())}), got {combine!r}"
+            )
+        return RULES.create(combine)
+    return None
