@@ -29,6 +29,8 @@ def test_retain_flags_mark_exactly_the_losses_that_share_a_later_graph() -> None
     assert retain_flags([b, a, c]) == [False, True, False]
     assert retain_flags([c, a, b]) == [True, False, False]
     assert retain_flags([a, b]) == [False, False]
+    assert retain_flags([a]) == [False] and retain_flags([]) == []
+    assert retain_flags([a, a.detach()]) == [False, False]  # a detached loss has no graph
     # Only the leaf is shared: nothing to retain.
     assert retain_flags([x.sin().sum(), x.cos().sum(), x.sum()]) == [False, False, False]
 

@@ -88,14 +88,14 @@ def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
 
     The graphs are walked from the last loss to the first; a walk does not descend into a node
     that a later loss's graph holds (its whole subgraph is there too), so a part shared by
-    several losses is walked once.
+    several losses is walked once, and the first loss's walk stops at its first shared node.
     """
     flags = [False] * len(losses)
     later: set[Node] = set()
     leaf_type = _leaf_node_type()
     for k in range(len(losses) - 1, -1, -1):
         root = losses[k].grad_fn
-        if root is None:
+        if root is None or len(losses) == 1:
             continue
         if root in later:
             flags[k] = True
@@ -103,7 +103,7 @@ def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
         mine: set[Node] = {root}
         stack = [root]
         pop, push, add = stack.pop, stack.append, mine.add
-        while stack:
+        while stack and not (k == 0 and flags[0]):
             for child, _ in pop().next_functions:
                 if child is None or child in mine or type(child) is leaf_type:
                     continue
