@@ -73,7 +73,7 @@ def checked_state(
             )
     params = opt._all_params()
     if layout is None:
-        if per_param:
+        if any(per_param.values()):
             raise StateDictError(
                 f"{what} holds states of parameter(s) {sorted(per_param)} but no loss layout"
             )
