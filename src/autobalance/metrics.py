@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import platform
+
 from torch import Tensor
 
-__all__ = ["ERROR_NAMES", "error_metrics"]
+__all__ = [
+    "ERROR_NAMES",
+    "error_metrics",
+    "peak_rss_mb",
+]
 
 #: The errors every run reports, combined over all outputs and (for several outputs) per output.
 ERROR_NAMES = ("rel_l2", "rel_l1", "mse", "linf")
@@ -25,3 +32,13 @@ def error_metrics(prediction: Tensor, reference: Tensor, suffix: str = "") -> di
         "linf": diff.abs().max().item(),
     }
     return {f"{name}{suffix}": value for name, value in values.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (NaN where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return math.nan
+    scale = {"Darwin": 1.0 / 2**20}.get(platform.system(), 1.0 / 1024)  # bytes on macOS, else KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

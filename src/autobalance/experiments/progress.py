@@ -7,13 +7,17 @@ this session saw finish (``ok`` or ``failed``; errors stop early and would make 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from autobalance.experiments.executors import Outcome
 
-__all__ = ["SweepProgress"]
+__all__ = [
+    "SweepProgress",
+    "progress_bar",
+]
 
 
 def _duration(seconds: float) -> str:
@@ -103,3 +107,20 @@ class SweepProgress:
             return
         if isinstance(seconds, (int, float)) and math.isfinite(seconds):
             self._seconds.append(float(seconds))
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar on stderr for a run's steps (disabled: a silent stand-in)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
 import random
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -50,9 +48,10 @@ from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
 from autobalance.experiments.history import history_columns, history_row
 from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
+from autobalance.experiments.progress import progress_bar
 from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
-from autobalance.metrics import ERROR_NAMES, error_metrics
+from autobalance.metrics import ERROR_NAMES, error_metrics, peak_rss_mb
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
 from autobalance.threads import choose_threads, using_threads
@@ -70,16 +69,6 @@ def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
     """``rel_l2``, ``rel_l1``, ``mse`` and ``linf`` over every point and output component
     (:func:`autobalance.metrics.error_metrics`)."""
     return error_metrics(prediction, reference)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (NaN where unknown)."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return math.nan
-    scale = {"Darwin": 1.0 / 2**20}.get(platform.system(), 1.0 / 1024)  # bytes on macOS, else KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _exp_decay(step: int, *, rate: float, every: int) -> float:
@@ -336,22 +325,6 @@ class _Run:
         return out
 
 
-def _progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="step",
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-        mininterval=0.5,
-        leave=True,
-    )
-
-
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -416,7 +389,7 @@ def _train(
     if not p.evals:
         run.evaluate()
 
-    bar = _progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
+    bar = progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     try:
