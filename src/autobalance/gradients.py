@@ -11,7 +11,8 @@ What it costs (``benchmarks/step_time.py``, one CPU thread, 4×50 MLP, default p
 
 * losses from separate forward passes (every shipped problem but Kovasznay): the K calls
   traverse disjoint graphs, every node once, as one backward of the summed loss does; what they
-  add is the engine's fixed cost per call (~20-60 µs) and the walk, 3-6% of the backward;
+  add is the engine's fixed cost per call (~20-100 µs) and the walk: 3-13% of the backward at
+  the default sizes, the most on the smallest problem (convection);
 * losses that share a forward pass (Kovasznay's ``momentum_x``, ``momentum_y``,
   ``continuity``): the shared part (the network and its first derivatives) is traversed once per
   loss that reaches it.  That is the arithmetic of K separate cotangents, ``Σ_k |graph_k|``
