@@ -15,10 +15,22 @@ Output directory (every file written atomically):
 * ``eval.csv``: relative L2, relative L1, MSE and L∞ errors on the held-out grid vs step and
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
-* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status;
-* ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
-  ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
+* ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), status,
+  the run's id and the digest of its ``config.json`` (so a report never pairs a configuration with
+  another run's metrics);
+* ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config, run id and histories,
+  so ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
+
+Checkpoints bound the work a crash can lose: one at step 0, then every ``checkpoint_every``
+steps *and* every ``checkpoint_seconds`` of wall-clock (default 60 s), and one on SIGINT/SIGTERM
+before :class:`~autobalance.experiments.interrupts.RunInterrupted` is raised.  A run killed with
+SIGKILL loses at most the steps since its last checkpoint; resumed, it ends bit-identical to an
+uninterrupted run on the same machine with the same threads.
+
+A directory is never silently reused: a new run refuses a directory that holds a run's files
+(:class:`RunDirectoryError`) unless ``overwrite`` (which first removes exactly those files) or
+``resume``.  A resumed run keeps its configuration; only :data:`RESUMABLE_KEYS` may change.
 
 Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``û``:
 ``rel_l2 = ‖û − u‖₂ / ‖u‖₂``, ``rel_l1 = ‖û − u‖₁ / ‖u‖₁``, ``mse = mean (û − u)²``,
@@ -27,13 +39,18 @@ Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``�
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import json
 import math
+import os
 import platform
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -44,21 +61,122 @@ import torch
 from torch import Tensor, nn
 
 from autobalance import methods, nets, problems, variants
-from autobalance.errors import ConfigError, NonFiniteLossError
+from autobalance.errors import AutoBalanceError, ConfigError, NonFiniteLossError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
 from autobalance.experiments.history import history_columns, history_row
-from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
+from autobalance.experiments.interrupts import RunInterrupted, StopFlag, stop_signals
+from autobalance.experiments.io import (
+    json_digest,
+    writable_directory,
+    write_csv,
+    write_json,
+    write_png,
+    write_torch,
+)
+from autobalance.experiments.runs import RunFileError
 from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
 from autobalance.metrics import ERROR_NAMES, error_metrics
 from autobalance.problems import Problem
 from autobalance.step_info import StepInfo
 
-__all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SECONDS",
+    "RESUMABLE_KEYS",
+    "RUN_FILES",
+    "ResumeConflictError",
+    "RunDirectoryError",
+    "RunInterrupted",
+    "build_model",
+    "checkpoint_interval",
+    "errors",
+    "load_checkpoint",
+    "peak_rss_mb",
+    "run_files",
+    "train",
+]
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
+#: Default wall-clock seconds between checkpoints (besides ``RunConfig.checkpoint_every`` steps).
+CHECKPOINT_SECONDS = 60.0
+#: The files a run writes, in the order ``overwrite`` removes them (metrics first: a run
+#: directory caught half-cleared reads as incomplete, never as finished).
+RUN_FILES = (
+    "metrics.json",
+    "config.json",
+    "checkpoint.pt",
+    "history.csv",
+    "eval.csv",
+    "solution.png",
+)
+#: Configuration keys a resumed run may change: they decide when it stops and how often it
+#: saves, not what a step does (``steps`` and ``budget`` not below what the checkpoint has done).
+RESUMABLE_KEYS = ("steps", "budget", "checkpoint_every")
+#: Entries every checkpoint holds.
+_CHECKPOINT_KEYS = ("format", "step", "config", "model", "balancer", "scheduler", "rng")
+
+
+class RunDirectoryError(ConfigError):
+    """The output directory already holds a run, and neither resume nor overwrite was asked."""
+
+
+class ResumeConflictError(ConfigError):
+    """A resumed run was given a configuration that differs from its checkpoint's."""
+
+
+def run_files(out_dir: str | os.PathLike[str]) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``out_dir`` (none when it does not exist)."""
+    out = Path(out_dir)
+    return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a run's ``checkpoint.pt`` (``weights_only``) and check its layout.
+
+    Raises:
+        RunFileError: naming the path: the run directory or the file does not exist, or the file
+            is empty, truncated, not a checkpoint, or of an unknown format.
+    """
+    file = Path(path)
+    if not file.parent.is_dir():
+        raise RunFileError(f"cannot resume: run directory {str(file.parent)!r} does not exist")
+    if not file.is_file():
+        raise RunFileError(
+            f"cannot resume: {file} does not exist (the run stopped before its first checkpoint, "
+            f"or {str(file.parent)!r} is not a run directory); start the run again (--overwrite)"
+        )
+    hint = "delete it and start the run again (--overwrite), or restore it from a backup"
+    if file.stat().st_size == 0:
+        raise RunFileError(f"cannot resume: {file} is empty; {hint}")
+    try:
+        # RNG states must stay CPU tensors; model and balancer states move to the parameters'
+        # device in their load_state_dict (as torch.optim optimizers do).
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, unpickling error, EINVAL on seek...
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RunFileError(
+            f"cannot resume: {file} is not a readable checkpoint (truncated or corrupted: "
+            f"{type(exc).__name__}: {first}); {hint}"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise RunFileError(f"cannot resume: {file} does not hold a checkpoint; {hint}")
+    missing = [key for key in (*_CHECKPOINT_KEYS, *_Progress.names()) if key not in ckpt]
+    if missing:
+        raise RunFileError(
+            f"cannot resume: {file} is not a run checkpoint (no {', '.join(missing)}); {hint}"
+        )
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise RunFileError(
+            f"cannot resume: {file} has checkpoint format {ckpt['format']!r}; this version "
+            f"reads format {CHECKPOINT_FORMAT}"
+        )
+    counts = {k: ckpt[k] for k in ("step", "backward_passes", "skipped_steps")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+        raise RunFileError(f"cannot resume: {file} holds invalid step counts {counts}; {hint}")
+    return ckpt
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -95,6 +213,11 @@ class _Progress:
     loss_names: list[str] = field(default_factory=list)
     final_losses: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def names(cls) -> list[str]:
+        """The checkpoint entries of a progress: its field names."""
+        return [f.name for f in fields(cls)]
+
     def entries(self) -> dict[str, Any]:
         """The checkpoint's entries: the fields by name, containers copied."""
         return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
@@ -103,6 +226,42 @@ class _Progress:
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> _Progress:
         """The progress a checkpoint holds (:meth:`entries`), containers copied."""
         return cls(**{f.name: copy.copy(ckpt[f.name]) for f in fields(cls)})
+
+
+_MISSING = object()
+
+
+def _differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key (saved X, given Y)"`` for every key whose values differ; dicts key by key."""
+    out = []
+    for key in sorted({*saved, *given}):
+        a, b = saved.get(key, _MISSING), given.get(key, _MISSING)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            shown = ["(none)" if v is _MISSING else json.dumps(v) for v in (a, b)]
+            out.append(f"{prefix}{key} (saved {shown[0]}, given {shown[1]})")
+    return out
+
+
+def _check_resumable_limits(
+    config: RunConfig, saved: Mapping[str, Any], progress: _Progress, where: Path
+) -> None:
+    """``steps`` and ``budget`` of a resumed run must leave room beyond the checkpoint."""
+    done = (
+        f"the checkpoint in {where} is at step {progress.step} "
+        f"({progress.backward_passes} backward passes, {progress.wall_s:.1f} s of training)"
+    )
+    if config.steps < progress.step:
+        raise ConfigError(
+            f"cannot resume with steps={config.steps}: {done}; steps may not fall below it"
+        )
+    if config.budget != saved.get("budget"):
+        budget = Budget.from_spec(config.budget)
+        if budget is not None and budget.exhausted(
+            progress.step, progress.backward_passes, progress.wall_s
+        ):
+            raise ConfigError(f"cannot resume with budget {budget}: {done}, already beyond it")
 
 
 def _create_balancer(
@@ -181,6 +340,8 @@ class _Run:
         self.progress = _Progress()
         #: The current point sets; redrawn every ``resample_every`` steps (0: drawn once).
         self.batch: dict[str, Tensor] | None = None
+        #: Names this run in its checkpoint and metrics; kept when the run is resumed.
+        self.run_id = uuid.uuid4().hex[:16]
 
     def next_batch(self) -> dict[str, Tensor]:
         """The points of the coming step: fresh at steps 0, N, 2N, ... (N = resample_every)."""
@@ -201,6 +362,7 @@ class _Run:
         return {
             "format": CHECKPOINT_FORMAT,
             **p.entries(),
+            "run_id": self.run_id,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "balancer": self.balancer.state_dict(),
@@ -216,37 +378,60 @@ class _Run:
             ),
         }
 
-    def restore(self, ckpt: Mapping[str, Any]) -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
+    def restore(self, ckpt: Mapping[str, Any], where: Path) -> None:
+        """Continue from ``ckpt`` (:func:`load_checkpoint`); ``where``: its file, for messages.
+
+        Raises:
+            ConfigError: the run's configuration differs from the checkpoint's in a key not in
+                :data:`RESUMABLE_KEYS`, or asks for fewer steps (or a smaller budget) than the
+                checkpoint has already done.
+            RunFileError: the checkpoint's states do not fit the run (an edited file).
+        """
         # Fill in keys added since the checkpoint was written with their defaults.
-        saved = {
-            k: v for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items() if k != "steps"
-        }
-        mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
-        differ = sorted(k for k in mine if saved.get(k) != mine[k])
+        try:
+            saved = RunConfig.from_dict(dict(ckpt["config"])).to_dict()
+        except (AutoBalanceError, TypeError, ValueError) as exc:
+            raise RunFileError(
+                f"cannot resume: {where} holds an invalid configuration: {exc}"
+            ) from None
+        mine = self.config.to_dict()
+        differ = _differences(
+            {k: v for k, v in saved.items() if k not in RESUMABLE_KEYS},
+            {k: v for k, v in mine.items() if k not in RESUMABLE_KEYS},
+        )
         if differ:
-            raise ConfigError(
-                "cannot resume: the checkpoint was written with a different configuration "
-                f"({', '.join(differ)}); only 'steps' may change"
+            raise ResumeConflictError(
+                f"cannot resume {str(where.parent)!r}: its run was started with another "
+                f"configuration: {'; '.join(differ)}.  A resumed run keeps its configuration; "
+                f"only {', '.join(RESUMABLE_KEYS)} may change"
             )
-        self.model.load_state_dict(ckpt["model"])
-        with torch.no_grad():
-            for name, value in ckpt.get("unknowns", {}).items():
-                self.unknowns[name].copy_(value)
-        if ckpt.get("batch") is not None:
-            self.batch = {
-                k: v.to(device=self.device, dtype=self.dtype) for k, v in ckpt["batch"].items()
-            }
-        if "variants" in ckpt:
-            self.variants.load_state_dict(ckpt["variants"])
-        self.balancer.load_state_dict(ckpt["balancer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.generator.set_state(ckpt["rng"]["generator"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.progress = _Progress.from_checkpoint(ckpt)
+        progress = _Progress.from_checkpoint(ckpt)
+        _check_resumable_limits(self.config, saved, progress, where)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            with torch.no_grad():
+                for name, value in ckpt.get("unknowns", {}).items():
+                    self.unknowns[name].copy_(value)
+            if ckpt.get("batch") is not None:
+                self.batch = {
+                    k: v.to(device=self.device, dtype=self.dtype) for k, v in ckpt["batch"].items()
+                }
+            if "variants" in ckpt:
+                self.variants.load_state_dict(ckpt["variants"])
+            self.balancer.load_state_dict(ckpt["balancer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            self.generator.set_state(ckpt["rng"]["generator"])
+            if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise RunFileError(
+                f"cannot resume: the states in {where} do not fit this run's model and "
+                f"optimizer ({type(exc).__name__}: {first})"
+            ) from None
+        self.progress = progress
+        self.run_id = str(ckpt.get("run_id") or self.run_id)
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -322,6 +507,10 @@ class _Run:
             "n_params": sum(t.numel() for t in self.model.parameters()),
             "peak_rss_mb": peak_rss_mb(),
             "torch": torch.__version__,
+            "intra_op_threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "run_id": self.run_id,
+            "config_sha256": json_digest(c.to_dict()),
         }
         if self.device.type == "cuda":
             out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -344,22 +533,92 @@ def _progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
     )
 
 
+@contextlib.contextmanager
+def _deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` inside the block when ``enabled``.
+
+    On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic matrix products; it is
+    set (``:4096:8``) unless already set.  The previous setting comes back on exit.
+    """
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    except RuntimeError as exc:
+        if "deterministic" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"deterministic mode: torch has no deterministic implementation of an operation "
+            f"this run needs ({first}); run without --deterministic"
+        ) from None
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def checkpoint_interval(seconds: float | None) -> float:
+    """``checkpoint_seconds`` of :func:`train` as a number (``inf``: no checkpoints by time).
+
+    Raises:
+        ConfigError: not a number > 0, nor 0 or None (off).
+    """
+    if seconds is None or seconds == 0:
+        return math.inf
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ConfigError(
+            f"invalid checkpoint_seconds {seconds!r}: must be a number > 0 (or 0/None: off)"
+        )
+    return float(seconds)
+
+
+def _prepare(out: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check ``out`` before anything is built; the checkpoint to resume from, if any."""
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: continue the run or replace it")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out))
+    if resume:
+        return load_checkpoint(out / "checkpoint.pt")
+    found = run_files(out)
+    if found and not overwrite:
+        raise RunDirectoryError(
+            f"{str(out)!r} already holds a run ({', '.join(found)}); continue it with "
+            "--resume (resume=True), replace it with --overwrite (overwrite=True), or choose "
+            "another output directory"
+        )
+    return None
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path,
     *,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
     """Train one PINN and write the run's files to ``out_dir`` (see the module docstring).
 
     Args:
         config: the run.
-        out_dir: created if needed; existing output files are replaced.
+        out_dir: created if needed.  A directory holding a run's files is refused unless
+            ``resume`` or ``overwrite``.
         progress: show a tqdm progress bar with the current losses on stderr.
-        resume: continue from ``out_dir/checkpoint.pt`` (same configuration; ``steps`` may grow).
+        resume: continue from ``out_dir/checkpoint.pt``; ``config`` must be the run's own, except
+            for :data:`RESUMABLE_KEYS` (more steps, another budget or checkpoint interval).
+        overwrite: remove the run files (:data:`RUN_FILES`) in ``out_dir`` and start afresh.
         callback: called with every step's :class:`StepInfo`.
+        checkpoint_seconds: also write a checkpoint whenever this much wall-clock has passed
+            since the last one (``None`` or 0: only every ``config.checkpoint_every`` steps).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during the run (changes
+            nothing on CPU; on CUDA it trades speed for run-to-run identical results).
 
     Returns:
         The metrics written to ``metrics.json``.  A divergent run (a loss became NaN or infinite,
@@ -367,20 +626,43 @@ def train(
         ``status`` is ``"failed"`` and ``error`` holds the step, the loss name and the message.
 
     Raises:
-        AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...).
+        AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...);
+            :class:`RunDirectoryError` for a directory holding another run; a
+            :class:`~autobalance.errors.ConfigError` for a resume whose configuration differs.
+        RunFileError: ``resume`` without a readable checkpoint (missing, empty, truncated...).
+        OSError: ``out_dir`` is a file, or cannot be created or written (read-only, full);
+            its ``filename`` names the path.  Files written before stay intact.
+        RunInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the last step was written.
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    run = _Run(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        path = out / "checkpoint.pt"
-        if not path.exists():
-            raise ConfigError(f"cannot resume: {path} does not exist")
-        # RNG states must stay CPU tensors; model and balancer states move to the parameters'
-        # device in their load_state_dict (as torch.optim optimizers do).
-        run.restore(torch.load(path, map_location="cpu", weights_only=True))
-    cfg, p = run.config, run.progress
+    every_s = checkpoint_interval(checkpoint_seconds)
+    ckpt = _prepare(out, resume=resume, overwrite=overwrite)
+    with stop_signals() as stop, _deterministic_algorithms(deterministic):
+        run = _Run(config, out)
+        if ckpt is not None:
+            run.restore(ckpt, out / "checkpoint.pt")
+        writable_directory(out)
+        # Nothing was changed before this point; now the old results give way to this run's.
+        for name in RUN_FILES if overwrite else ("metrics.json",) if resume else ():
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        metrics = _train_loop(run, ckpt is None, callback, progress, every_s, stop)
+        metrics["elapsed_s"] = time.perf_counter() - started
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _train_loop(
+    run: _Run,
+    fresh: bool,
+    callback: Callable[[StepInfo], None] | None,
+    progress: bool,
+    every_s: float,
+    stop: StopFlag,
+) -> dict[str, Any]:
+    """The steps of :func:`train` and the files they write; returns the metrics to write."""
+    out, cfg, p = run.out, run.config, run.progress
     budget = Budget.from_spec(cfg.budget)  # None: run `steps` steps
 
     def out_of_budget() -> bool:
@@ -389,12 +671,15 @@ def train(
     write_json(out / "config.json", cfg.to_dict())
     if not p.evals:
         run.evaluate()
+    if fresh:
+        run.write_checkpoint()  # step 0: a started run can always be resumed
+    saved_at = time.monotonic()
 
     bar = _progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     try:
-        while p.step < cfg.steps and not out_of_budget():
+        while p.step < cfg.steps and not out_of_budget() and not stop.requested:
             lr = run.balancer.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             batch = run.variants.transform_batch(run.next_batch(), p.step + 1)
@@ -425,20 +710,24 @@ def train(
             if p.step % cfg.eval_every == 0 or last:
                 sync()
                 run.evaluate()
-            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not last:
+            by_steps = cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0
+            if not last and (by_steps or time.monotonic() - saved_at >= every_s):
                 run.write_checkpoint()
+                saved_at = time.monotonic()
             bar.update(1)
     finally:
         bar.close()
 
+    if failure is None and stop.requested and p.step < cfg.steps and not out_of_budget():
+        run.write_checkpoint()
+        raise RunInterrupted(stop.signal_name, str(out), p.step)
     if failure is not None:
         run.evaluate()  # the parameters before the failing step
     run.write_checkpoint()
     run.write_plot()
-    metrics = run.metrics("failed" if failure else "ok", time.perf_counter() - started)
+    metrics = run.metrics("failed" if failure else "ok", math.nan)
     if failure is not None:
         metrics["error"] = failure
     if budget is not None:
         metrics["budget"] = budget.to_spec()
-    write_json(out / "metrics.json", metrics)
     return metrics
