@@ -250,6 +250,8 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     from autobalance.errors import ConfigError
     from autobalance.experiments.runner import load_checkpoint
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue or replace")
     if not args.resume:
         config = _new_config(args)
         return config, Path(args.out) if args.out else default_out(config)

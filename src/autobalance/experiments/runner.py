@@ -133,6 +133,13 @@ def run_files(out_dir: str | os.PathLike[str]) -> list[str]:
     return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
 
 
+def _brief(exc: BaseException, limit: int) -> str:
+    """``Type: message`` on one line, at most about ``limit`` characters of the message."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[:limit].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a run's ``checkpoint.pt`` (``weights_only``) and check its layout.
 
@@ -156,10 +163,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         # device in their load_state_dict (as torch.optim optimizers do).
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, unpickling error, EINVAL on seek...
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise RunFileError(
             f"cannot resume: {file} is not a readable checkpoint (truncated or corrupted: "
-            f"{type(exc).__name__}: {first}); {hint}"
+            f"{_brief(exc, 100)}); {hint}"
         ) from None
     if not isinstance(ckpt, dict):
         raise RunFileError(f"cannot resume: {file} does not hold a checkpoint; {hint}")
@@ -242,6 +248,34 @@ def _differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str
             shown = ["(none)" if v is _MISSING else json.dumps(v) for v in (a, b)]
             out.append(f"{prefix}{key} (saved {shown[0]}, given {shown[1]})")
     return out
+
+
+#: Keys the runner fills with defaults (``problem_params``, ...) before it records them.
+_RESOLVED_KEYS = ("problem_params", "net_params", "variants")
+
+
+def _check_same_run(
+    config: RunConfig, ckpt: Mapping[str, Any], where: Path, *, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The checkpoint's configuration; a :class:`ResumeConflictError` naming every key (but
+    :data:`RESUMABLE_KEYS` and ``skip``) in which ``config`` differs from it."""
+    try:  # fills in keys added since the checkpoint was written with their defaults
+        saved = RunConfig.from_dict(dict(ckpt["config"])).to_dict()
+    except (AutoBalanceError, TypeError, ValueError) as exc:
+        message = f"cannot resume: {where} holds an invalid configuration: {exc}"
+        raise RunFileError(message) from None
+    ignored = (*RESUMABLE_KEYS, *skip)
+    differ = _differences(
+        {k: v for k, v in saved.items() if k not in ignored},
+        {k: v for k, v in config.to_dict().items() if k not in ignored},
+    )
+    if differ:
+        raise ResumeConflictError(
+            f"cannot resume {str(where.parent)!r}: its run was started with another "
+            f"configuration: {'; '.join(differ)}.  A resumed run keeps its configuration; "
+            f"only {', '.join(RESUMABLE_KEYS)} may change"
+        )
+    return saved
 
 
 def _check_resumable_limits(
@@ -387,24 +421,7 @@ class _Run:
                 checkpoint has already done.
             RunFileError: the checkpoint's states do not fit the run (an edited file).
         """
-        # Fill in keys added since the checkpoint was written with their defaults.
-        try:
-            saved = RunConfig.from_dict(dict(ckpt["config"])).to_dict()
-        except (AutoBalanceError, TypeError, ValueError) as exc:
-            raise RunFileError(
-                f"cannot resume: {where} holds an invalid configuration: {exc}"
-            ) from None
-        mine = self.config.to_dict()
-        differ = _differences(
-            {k: v for k, v in saved.items() if k not in RESUMABLE_KEYS},
-            {k: v for k, v in mine.items() if k not in RESUMABLE_KEYS},
-        )
-        if differ:
-            raise ResumeConflictError(
-                f"cannot resume {str(where.parent)!r}: its run was started with another "
-                f"configuration: {'; '.join(differ)}.  A resumed run keeps its configuration; "
-                f"only {', '.join(RESUMABLE_KEYS)} may change"
-            )
+        saved = _check_same_run(self.config, ckpt, where)  # with the defaults filled in
         progress = _Progress.from_checkpoint(ckpt)
         _check_resumable_limits(self.config, saved, progress, where)
         try:
@@ -425,10 +442,9 @@ class _Run:
             if "cuda" in ckpt["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise RunFileError(
                 f"cannot resume: the states in {where} do not fit this run's model and "
-                f"optimizer ({type(exc).__name__}: {first})"
+                f"optimizer ({_brief(exc, 400)})"
             ) from None
         self.progress = progress
         self.run_id = str(ckpt.get("run_id") or self.run_id)
@@ -638,6 +654,8 @@ def train(
     out = Path(out_dir)
     every_s = checkpoint_interval(checkpoint_seconds)
     ckpt = _prepare(out, resume=resume, overwrite=overwrite)
+    if ckpt is not None:  # before anything is built: keys the runner does not resolve
+        _check_same_run(config, ckpt, out / "checkpoint.pt", skip=_RESOLVED_KEYS)
     with stop_signals() as stop, _deterministic_algorithms(deterministic):
         run = _Run(config, out)
         if ckpt is not None:

@@ -198,6 +198,8 @@ def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             rows = list(csv.reader(fh))
     except OSError as exc:
         raise RunFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunFileError(f"{path}: not a CSV table ({exc})") from None
     if not rows:
         raise RunFileError(f"{path} is empty")
     header, body = rows[0], [r for r in rows[1:] if r]

@@ -12,7 +12,8 @@ names), so the same configuration always lands in the same directory.
 
 Resume rules, applied to each run when a sweep (re)starts:
 
-* ``metrics.json`` readable with a ``status`` (``ok`` or ``failed``): complete, never redone;
+* ``metrics.json`` readable with a ``status`` (``ok`` or ``failed``), written by the run of
+  ``config.json`` (its configuration digest), and readable tables: complete, never redone;
 * else a readable ``checkpoint.pt``: continued from it (``train(..., resume=True)``), which on
   CPU ends bit-identical to an uninterrupted run;
 * else (nothing, half-written or unreadable files): reported and run from scratch.
@@ -50,7 +51,7 @@ from autobalance.experiments.executors import Executor, InlineExecutor, Job, Out
 from autobalance.experiments.interrupts import RunInterrupted, stop_signals
 from autobalance.experiments.io import write_json
 from autobalance.experiments.progress import SweepProgress
-from autobalance.experiments.runs import COMPLETE_STATUSES
+from autobalance.experiments.runs import COMPLETE_STATUSES, RunFileError, load_run, read_table
 
 __all__ = [
     "COMPLETE_STATUSES",
@@ -120,16 +121,35 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+def _finished(run_dir: Path) -> tuple[str, str]:
+    """``(status, "")`` for a finished run whose files agree, else ``("", reason)``.
+
+    Finished: ``metrics.json`` with a status, of the run of ``config.json``
+    (:func:`~autobalance.experiments.runs.load_run`), and readable tables.
+    """
+    metrics, reason = _read_metrics(run_dir / "metrics.json")
+    if metrics is None:
+        return "", reason
+    record = load_run(run_dir)
+    if record.status not in COMPLETE_STATUSES:
+        return "", record.reason
+    for name in ("history.csv", "eval.csv"):
+        try:
+            read_table(run_dir / name)
+        except RunFileError as exc:
+            return "", str(exc)
+    return record.status, ""
+
+
 def inspect_run(run_dir: Path) -> RunState:
     """Classify ``run_dir`` by the resume rules of the module docstring; never raises."""
     if not run_dir.is_dir():
         return RunState("new")
     reasons: list[str] = []
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        metrics, reason = _read_metrics(metrics_path)
-        if metrics is not None:
-            return RunState("complete", status=str(metrics["status"]))
+    if (run_dir / "metrics.json").exists():
+        status, reason = _finished(run_dir)
+        if status:
+            return RunState("complete", status=status)
         reasons.append(reason)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
