@@ -22,11 +22,14 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autobalance.cli import bench, compare, diagnose, report, run
 from autobalance.cli.console import text_table as _format_table
 from autobalance.cli.options import Command, add_command, parse_assignments, parse_variants
+
+if TYPE_CHECKING:
+    from autobalance.experiments.interrupts import RunInterrupted
 
 __all__ = [
     "COMMANDS",
@@ -140,15 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         _reexec_with_tunables()
     from autobalance.errors import AutoBalanceError
-    from autobalance.experiments.interrupts import RunInterrupted
-    from autobalance.experiments.runs import RunFileError
 
     warnings.formatwarning = _warning_line
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its usage message
+    except SystemExit as exc:  # argparse has printed its usage message (or the help)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    # after parsing: `--help` does not import the experiments package (and torch)
+    from autobalance.experiments.interrupts import RunInterrupted
+    from autobalance.experiments.runs import RunFileError
+
     try:
         return COMMANDS[args.command].run(args)
     except RunInterrupted as exc:
@@ -188,7 +193,7 @@ def _os_error_message(exc: OSError) -> str:
     return f"{path}: {what}"
 
 
-def _interrupted_message(exc: Any) -> str:
+def _interrupted_message(exc: RunInterrupted) -> str:
     """What was saved and how to continue, for a run (``exc.step`` set) or a sweep."""
     if exc.step is not None:
         return (
