@@ -87,10 +87,14 @@ def test_run_flags_default_to_the_run_configuration_defaults() -> None:
     args = build_parser().parse_args(["run", "burgers"])
     config, out = _config_from_args(args)
     assert config == RunConfig(problem="burgers")
-    assert out.as_posix() == "runs/burgers-autobalance-seed0"
+    from autobalance.experiments.sweep import config_hash
+
+    # one directory per configuration: method, base, lr, seed and a hash of the rest
+    assert out.as_posix() == f"runs/burgers-autobalance-lr0.001-seed0-{config_hash(config)}"
     args = build_parser().parse_args(["run", "burgers", "--width", "8", "--base", "adam"])
-    config, _ = _config_from_args(args)
+    config, other = _config_from_args(args)
     assert config.net_params == {"width": 8} and config.method_params == {"base": "adam"}
+    assert other.name.startswith("burgers-autobalance-adam-lr0.001-seed0-") and other != out
 
 
 def test_help_lists_every_command() -> None:

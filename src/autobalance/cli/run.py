@@ -1,19 +1,33 @@
 """``autobalance run PROBLEM --method NAME ...``: train one PINN and print its errors.
 
 The flags' defaults are :class:`~autobalance.experiments.config.RunConfig`'s.  With ``--config
-FILE`` or ``--set``, the file is read first, then the flags given (those that differ from their
-defaults), then ``--set`` items.  ``--resume`` continues the run in ``--out`` from its checkpoint
-(its ``config.json``; only ``--steps`` may grow, and ``--threads`` change).  Numeric values
-are read as ``--set`` reads them and checked by :class:`RunConfig` itself, so the command line
-and the API refuse the same inputs with the same messages.  A run that diverges writes its
-files and exits with code 1.  ``--threads N``: intra-op CPU threads (default 1,
-:mod:`autobalance.threads`); ``metrics.json`` records the count used.
+FILE`` or ``--set``, the file is read first, then the flags given, then ``--set`` items.
+
+Run directories are never silently reused.  ``--out`` defaults to
+``runs/PROBLEM-METHOD[-BASE]-lrLR-seedSEED-HASH`` (``HASH``: :func:`~autobalance.experiments.
+sweep.config_hash` of the configuration), so two configurations never share one; a directory that
+holds a run is refused unless ``--resume`` (continue it) or ``--overwrite`` (replace it).
+
+``--resume`` continues the run in ``--out`` from its checkpoint with the configuration the
+checkpoint holds; every flag, ``--config`` key and ``--set`` item given is applied to it, and one
+that changes it is an error naming the key and both values, except ``--steps`` (not below the
+checkpoint's step), ``--budget``, ``--checkpoint-every`` and ``--threads``
+(:data:`~autobalance.experiments.runner.RESUMABLE_KEYS`).
+
+Exit status (:mod:`autobalance.cli.main`): 0 done, 1 the run diverged (its files are written),
+2 usage or configuration error, 3 a file problem, 130 interrupted (checkpoint written).
+
+Numeric values are read as ``--set`` reads them and checked by :class:`RunConfig` itself, so the
+command line and the API refuse the same inputs with the same messages.  ``--threads N``:
+intra-op CPU threads (default 1, :mod:`autobalance.threads`); ``metrics.json`` records the count
+used, and a resumed run may change it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,9 +46,12 @@ from autobalance.cli.options import (
 from autobalance.experiments.config import DEFAULT_STEPS, DTYPES, RunConfig
 from autobalance.experiments.config_files import parse_value
 
-__all__ = ["COMMAND", "EXIT_FAILED_RUN", "cmd_run"]
+__all__ = ["COMMAND", "EXIT_FAILED_RUN", "cmd_run", "default_out"]
 
 EXIT_FAILED_RUN = 1
+#: Default wall-clock seconds between checkpoints (``runner.CHECKPOINT_SECONDS``, not imported
+#: here so that ``--help`` does not import torch).
+_CHECKPOINT_SECONDS = 60.0
 
 _DEFAULTS = RunConfig()
 
@@ -51,9 +68,13 @@ _FLAG_KEYS = {
 
 
 def _default(flag: str, text: str = "(default %(default)s)", **options: Any) -> Flag:
-    """``--flag`` with ``RunConfig``'s default of the field it sets and ``text`` as help."""
+    """``--flag`` whose help shows ``RunConfig``'s default of the field it sets.
+
+    The parsed value stays ``None`` when the flag is not given, so a resumed run can tell the
+    flags given (checked against its saved configuration) from the defaults.
+    """
     dest = flag.removeprefix("--").replace("-", "_")
-    return Flag.of(flag, default=getattr(_DEFAULTS, dest), help=text, **options)
+    return Flag.of(flag, help=text.replace("%(default)s", str(getattr(_DEFAULTS, dest))), **options)
 
 
 _RUN_FLAGS = (
@@ -102,10 +123,29 @@ _RUN_FLAGS = (
     _default("--log-every", type=parse_value),
     _default("--checkpoint-every", type=parse_value),
     THREADS,
-    OUT_DIR.but(help="output directory (default runs/PROBLEM-METHOD-seedSEED)"),
+    OUT_DIR.but(
+        help="output directory (default runs/PROBLEM-METHOD[-BASE]-lrLR-seedSEED-HASH, one per "
+        "configuration); a directory holding a run needs --resume or --overwrite"
+    ),
     Flag.switch(
         "--resume",
-        "continue the run in --out from its checkpoint (its config.json; --steps may grow)",
+        "continue the run in --out from its checkpoint, with its saved configuration: flags "
+        "that change it are an error, except --steps (more), --budget, --checkpoint-every, "
+        "--threads",
+    ),
+    Flag.switch("--overwrite", "replace the run in --out (its files are removed first)"),
+    Flag.of(
+        "--checkpoint-seconds",
+        type=float,
+        default=_CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help="also checkpoint every SECONDS of wall-clock (default %(default)s; 0: off); a "
+        "checkpoint is also written at step 0 and on SIGINT/SIGTERM",
+    ),
+    Flag.switch(
+        "--deterministic",
+        "torch.use_deterministic_algorithms(True) (CUDA: identical reruns, slower; CPU runs are "
+        "already identical for the same seed and threads)",
     ),
     Flag.switch("--no-progress", "no progress bar"),
     CONFIG_FILE.but(help="run configuration file (TOML, YAML or JSON); flags given override it"),
@@ -118,23 +158,12 @@ _RUN_FLAGS = (
 )
 
 
-def _flag_defaults() -> argparse.Namespace:
-    """The value of every ``run`` flag when it is not given."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in _RUN_FLAGS:
-        parser.add_argument(*flag.names, **flag.options)
-    return parser.parse_args([])
-
-
-def _config_from_file_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
-    """``run --config FILE`` / ``--set``: the file, then the flags given, then ``--set``."""
-    from autobalance.experiments.config_files import config_from_dict, load_mapping
-
-    defaults = _flag_defaults()
+def _given_items(args: argparse.Namespace) -> list[str]:
+    """``DOTTED.KEY=VALUE`` items for the flags given (not ``--config`` / ``--set``)."""
     items = [
         f"{key}={json.dumps(getattr(args, dest))}"
         for dest, key in _FLAG_KEYS.items()
-        if getattr(args, dest) is not None and getattr(args, dest) != getattr(defaults, dest)
+        if getattr(args, dest) is not None
     ]
     for dest, prefix in (
         ("param", "problem_params"),
@@ -144,9 +173,33 @@ def _config_from_file_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         items += [f"{prefix}.{item}" for item in getattr(args, dest) or ()]
     if args.variant:
         items.append(f"variants={json.dumps(parse_variants(args.variant))}")
-    data = load_mapping(args.config) if args.config else {}
-    config = config_from_dict(data, [*items, *(args.set or ())])
-    return config, Path(args.out or f"runs/{config.problem}-{config.method}-seed{config.seed}")
+    return items
+
+
+def _config_from_file_args(
+    args: argparse.Namespace, saved: dict[str, Any] | None = None
+) -> RunConfig:
+    """``saved`` (a resumed run's configuration), then ``--config FILE``, the flags, ``--set``."""
+    from autobalance.experiments.config_files import config_from_dict, load_mapping
+
+    data = {**(saved or {}), **(load_mapping(args.config) if args.config else {})}
+    return config_from_dict(data, [*_given_items(args), *(args.set or ())])
+
+
+def default_out(config: RunConfig) -> Path:
+    """``runs/PROBLEM-METHOD[-BASE]-lrLR-seedSEED-HASH``: one directory per configuration.
+
+    ``HASH`` is :func:`~autobalance.experiments.sweep.config_hash` (the fields that differ from
+    the defaults), so configurations that differ anywhere get different directories.
+    """
+    from autobalance.experiments.sweep import config_hash
+
+    parts = [config.problem, config.method]
+    base = config.method_params.get("base")
+    if isinstance(base, str):
+        parts.append(base)
+    parts += [f"lr{config.lr:g}", f"seed{config.seed}", config_hash(config)]
+    return Path("runs") / "-".join(re.sub(r"[^A-Za-z0-9_.+]+", "_", p) for p in parts)
 
 
 #: ``RunConfig`` fields a ``run`` flag of the same name sets as it is.
@@ -180,38 +233,57 @@ def _with(params: dict[str, Any], flag: str, **given: Any) -> dict[str, Any]:
     return {**params, **given}
 
 
-def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+def _new_config(args: argparse.Namespace) -> RunConfig:
+    """The configuration of a new run from the flags (and ``--config`` / ``--set``)."""
     from autobalance.errors import ConfigError
 
-    if (args.config or args.set) and not args.resume:
+    if args.config or args.set:
         return _config_from_file_args(args)
-    if args.problem is None and not (args.resume and args.out):
+    if args.problem is None:
         raise ConfigError("give a PROBLEM, or --config FILE")
-    out = Path(args.out or f"runs/{args.problem}-{args.method}-seed{args.seed}")
-    if args.resume:
-        config = RunConfig.from_json(out / "config.json")
-        if args.steps is not None:
-            config.steps = args.steps
-        if args.threads is not None:
-            config.threads = args.threads
-        return config, out
     method_params = parse_assignments(args.method_param, "--method-param")
     net_params = parse_assignments(args.net_param, "--net-param")
     kwargs: dict[str, Any] = {
         "problem": args.problem,
         "problem_params": parse_assignments(args.param, "--param"),
-        "net": args.net,
+        "net": args.net or _DEFAULTS.net,
         "net_params": _with(net_params, "--net-param", width=args.width, depth=args.depth),
-        "method": args.method,
+        "method": args.method or _DEFAULTS.method,
         "method_params": _with(
             method_params, "--method-param", base=args.base, weight_decay=args.weight_decay
         ),
         "variants": parse_variants(args.variant),
     }
     kwargs.update({name: getattr(args, name) for name in _PLAIN_FIELDS})
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if args.steps is not None:
         kwargs["steps"] = args.steps
-    return RunConfig(**kwargs), out
+    return RunConfig(**kwargs)
+
+
+def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """The run's configuration and directory.
+
+    With ``--resume``: the checkpoint's configuration with the flags given applied to it (the
+    runner refuses changes outside ``RESUMABLE_KEYS``, naming them); the directory is ``--out``
+    or, without it, the default directory of the configuration the flags describe.
+    """
+    from autobalance.errors import ConfigError
+    from autobalance.experiments.runner import load_checkpoint
+
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue or replace")
+    if not args.resume:
+        config = _new_config(args)
+        return config, Path(args.out) if args.out else default_out(config)
+    if args.out:
+        out = Path(args.out)
+    elif args.problem is None and not args.config:
+        raise ConfigError("--resume needs --out DIR (the run's directory)")
+    else:
+        out = default_out(_new_config(args))
+    saved = load_checkpoint(out / "checkpoint.pt")["config"]
+    return _config_from_file_args(args, saved), out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -219,7 +291,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from autobalance.experiments.runner import train
 
     config, out = _config_from_args(args)
-    metrics = train(config, out, progress=not args.no_progress, resume=args.resume)
+    metrics = train(
+        config,
+        out,
+        progress=not args.no_progress,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        checkpoint_seconds=args.checkpoint_seconds,
+        deterministic=args.deterministic,
+    )
     if metrics["status"] != "ok":
         err = metrics["error"]
         print(

@@ -74,6 +74,13 @@ SWEEP_FLAGS = (
         "--tensorboard",
         "also log each run's losses to RUN/tensorboard (needs the tensorboard package)",
     ),
+    Flag.of(
+        "--checkpoint-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="also checkpoint each run every SECONDS of wall-clock (default 60; 0: off)",
+    ),
+    Flag.switch("--deterministic", "torch.use_deterministic_algorithms(True) in every run"),
     Flag.switch("--no-report", "skip the report"),
     Flag.switch("--quiet", "no progress lines"),
 )
@@ -212,6 +219,8 @@ def finish_sweep(specs: Sequence[Any], out: Path, args: argparse.Namespace) -> i
             executor=executor,
             tensorboard=tensorboard,
             stream=None if args.quiet else sys.stderr,
+            checkpoint_seconds=args.checkpoint_seconds,
+            deterministic=args.deterministic,
         )
     finally:
         executor.close()

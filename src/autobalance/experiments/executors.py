@@ -21,12 +21,18 @@ it.  The default number of local workers is ``available_cores() // threads``.
 
 Only as many jobs as there are workers are submitted at a time, so "running" is exact and a
 killed sweep has started no more runs than it had workers.
+
+:meth:`Executor.interrupt` passes a stop request on to the running jobs (a sweep calls it on
+SIGINT/SIGTERM): inline jobs share this process's stop flag, local workers get a SIGINT (idle
+workers ignore it, a training run writes a checkpoint and stops), Ray tasks run to their end.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import traceback
@@ -66,6 +72,10 @@ class Executor(Protocol):
         self, fn: JobFunction, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None
     ) -> Iterator[tuple[Job, Outcome]]:
         """Run ``fn(job)`` for every job; ``on_start(job)`` when it is handed to a worker."""
+        ...
+
+    def interrupt(self) -> None:
+        """Ask the running jobs to save their work and stop (module docstring)."""
         ...
 
     def close(self) -> None:
@@ -121,6 +131,9 @@ class InlineExecutor:
                 on_start(job)
             yield job, _guarded(fn, job)
 
+    def interrupt(self) -> None:
+        """Nothing to pass on: an inline run sees this process's signals itself."""
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -143,6 +156,9 @@ def _init_worker(threads: int) -> None:
     """A new worker process: dies with the sweep, uses ``threads`` intra-op threads (and tells
     the runner so through ``OMP_NUM_THREADS``)."""
     _die_with_parent()
+    # Ctrl-C reaches every process of the terminal's group: an idle worker ignores it (its death
+    # would break the pool), a training run catches it (checkpoint, then stop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_threads(threads)
 
 
@@ -201,6 +217,15 @@ class LocalExecutor:
                 running.pop(future)
                 yield job, _error_outcome("the worker pool broke while this run was running")
             self.close()
+
+    def interrupt(self) -> None:
+        """SIGINT to every worker process: running runs checkpoint and stop, idle ones ignore it."""
+        if self._pool is None:
+            return
+        processes = getattr(self._pool, "_processes", None) or {}  # private, stable since 3.2
+        for pid in list(processes):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
 
     def close(self) -> None:
         """Shut the worker processes down."""
@@ -279,6 +304,9 @@ class RayExecutor:
             except Exception as exc:  # RayTaskError, WorkerCrashedError, ...
                 outcome = _error_outcome(f"ray task failed: {type(exc).__name__}: {exc}")
             yield job, outcome
+
+    def interrupt(self) -> None:
+        """Nothing: Ray tasks run to their end (a sweep starts no new one after a signal)."""
 
     def close(self) -> None:
         """Shut down the Ray instance this executor started (a joined cluster stays up)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
 import io
 import json
 import math
@@ -33,6 +35,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "finite_or_none",
+    "json_digest",
+    "writable_directory",
     "write_csv",
     "write_json",
     "write_png",
@@ -64,11 +68,30 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _naming(exc: OSError, target: Path) -> OSError:
+    """``exc`` (same type and errno) naming ``target`` rather than a temporary file."""
+    if exc.errno is None:
+        return exc
+    try:
+        return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+    except TypeError:  # an OSError subclass with another constructor
+        return exc
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, replace)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, replace).
+
+    Raises:
+        OSError: the file cannot be written (read-only or full disk, a file where a directory
+            should be, ...); its ``filename`` is ``path``, never the temporary file, and the old
+            file at ``path`` is left as it was.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, target) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             if os.name == "posix":
@@ -77,12 +100,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, target) from exc
         raise
     _fsync_dir(target.parent)
     return target
+
+
+def writable_directory(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and its parents) if needed and check that files can be written in it.
+
+    The check writes and removes a small temporary file, so it also catches read-only file
+    systems and directories the permission bits would let ``root`` write.
+
+    Raises:
+        OSError: naming ``path``: it is a file, or it cannot be created or written.
+    """
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _naming(exc, directory) from exc
+    return directory
+
+
+def json_digest(obj: Any) -> str:
+    """SHA-256 (hex) of ``obj`` as canonical JSON: sorted keys, no spaces, non-finite as null.
+
+    A dict written by :func:`write_json` and read back has the digest of the dict written.
+    """
+    text = json.dumps(finite_or_none(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -102,6 +102,8 @@ class SweepProgress:
             self.done += 1
         elif status == "failed":
             self.failed += 1
+        elif status == "interrupted":  # stopped on a signal with a checkpoint: not an error
+            return
         else:
             self.errors += 1
             return

@@ -16,10 +16,21 @@ Output directory (every file written atomically):
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
 * ``metrics.json``: final errors, training wall-clock, cost (backward passes, peak memory), the
-  intra-op threads used (``threads``), status;
-* ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config and histories, so
-  ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
+  intra-op threads used (``threads``), status, the run's id and the digest of its
+  ``config.json`` (so a report never pairs a configuration with another run's metrics);
+* ``checkpoint.pt``: model, balancer, scheduler and RNG states, step, config, run id and histories,
+  so ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
+
+Checkpoints bound the work a crash can lose: one at step 0, then every ``checkpoint_every``
+steps *and* every ``checkpoint_seconds`` of wall-clock (default 60 s), and one on SIGINT/SIGTERM
+before :class:`~autobalance.experiments.interrupts.RunInterrupted` is raised.  A run killed with
+SIGKILL loses at most the steps since its last checkpoint; resumed, it ends bit-identical to an
+uninterrupted run on the same machine with the same threads.
+
+A directory is never silently reused: a new run refuses a directory that holds a run's files
+(:class:`RunDirectoryError`) unless ``overwrite`` (which first removes exactly those files) or
+``resume``.  A resumed run keeps its configuration; only :data:`RESUMABLE_KEYS` may change.
 
 Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``û``:
 ``rel_l2 = ‖û − u‖₂ / ‖u‖₂``, ``rel_l1 = ‖û − u‖₁ / ‖u‖₁``, ``mse = mean (û − u)²``,
@@ -28,41 +39,66 @@ Errors, on the evaluation grid ``{x_i}`` with reference ``u`` and prediction ``�
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
-import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from autobalance import methods, nets, problems, variants
-from autobalance.errors import ConfigError, NonFiniteLossError
+from autobalance.errors import NonFiniteLossError
 from autobalance.experiments.budget import Budget
-from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
-from autobalance.experiments.history import history_columns, history_row
-from autobalance.experiments.io import write_csv, write_json, write_png, write_torch
+from autobalance.experiments.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_SECONDS,
+    RESOLVED_KEYS,
+    RESUMABLE_KEYS,
+    RUN_FILES,
+    ResumeConflictError,
+    RunDirectoryError,
+    check_same_run,
+    checkpoint_interval,
+    load_checkpoint,
+    prepare_run_directory,
+    run_files,
+)
+from autobalance.experiments.config import RunConfig
+from autobalance.experiments.determinism import deterministic_algorithms
+from autobalance.experiments.history import history_row
+from autobalance.experiments.interrupts import RunInterrupted, StopFlag, stop_signals
+from autobalance.experiments.io import (
+    writable_directory,
+    write_json,
+)
 from autobalance.experiments.progress import progress_bar
-from autobalance.experiments.solutions import solution_figure
-from autobalance.methods import Balancer
-from autobalance.metrics import ERROR_NAMES, error_metrics, peak_rss_mb
-from autobalance.problems import Problem
+from autobalance.experiments.training_run import TrainingRun, build_model
+from autobalance.metrics import error_metrics, peak_rss_mb
 from autobalance.step_info import StepInfo
 from autobalance.threads import choose_threads, using_threads
 
-__all__ = ["CHECKPOINT_FORMAT", "build_model", "errors", "peak_rss_mb", "train"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SECONDS",
+    "RESUMABLE_CHANGES",
+    "RESUMABLE_KEYS",
+    "RUN_FILES",
+    "ResumeConflictError",
+    "RunDirectoryError",
+    "RunInterrupted",
+    "build_model",
+    "checkpoint_interval",
+    "errors",
+    "load_checkpoint",
+    "peak_rss_mb",
+    "run_files",
+    "train",
+]
 
-#: Version of the checkpoint layout.
-CHECKPOINT_FORMAT = 1
-
-#: Configuration keys a resumed run may change: how far it goes and how many threads it uses.
-RESUMABLE_CHANGES = ("steps", "threads")
+#: The configuration keys a resumed run may change (the older name of ``RESUMABLE_KEYS``).
+RESUMABLE_CHANGES = RESUMABLE_KEYS
 
 
 def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -71,315 +107,106 @@ def errors(prediction: Tensor, reference: Tensor) -> dict[str, float]:
     return error_metrics(prediction, reference)
 
 
-def _exp_decay(step: int, *, rate: float, every: int) -> float:
-    """LR factor ``rate^(step / every)`` (smooth exponential decay)."""
-    return rate ** (step / every)
-
-
-@dataclass
-class _Progress:
-    """What a checkpoint must carry besides the model and optimizer states."""
-
-    step: int = 0
-    wall_s: float = 0.0
-    backward_passes: int = 0
-    skipped_steps: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    loss_names: list[str] = field(default_factory=list)
-    final_losses: dict[str, float] = field(default_factory=dict)
-
-    def entries(self) -> dict[str, Any]:
-        """The checkpoint's entries: the fields by name, containers copied."""
-        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> _Progress:
-        """The progress a checkpoint holds (:meth:`entries`), containers copied."""
-        return cls(**{f.name: copy.copy(ckpt[f.name]) for f in fields(cls)})
-
-
-def _create_balancer(
-    config: RunConfig, model: nn.Module, unknowns: Mapping[str, nn.Parameter]
-) -> Balancer:
-    params = [*model.parameters(), *unknowns.values()]
-    try:
-        return methods.create(config.method, params, lr=config.lr, **config.method_params)
-    except TypeError as exc:
-        given = ", ".join(sorted(config.method_params)) or "none"
-        raise ConfigError(
-            f"method {config.method!r} rejected its parameters (given: lr, {given}): {exc}"
-        ) from None
-
-
-def build_model(
-    config: RunConfig, problem: Problem, device: torch.device | str, dtype: torch.dtype
-) -> tuple[nn.Module, variants.VariantStack]:
-    """The network of ``config`` for ``problem`` on ``device``, wrapped by its variants.
-
-    The model whose ``state_dict`` a checkpoint holds (variants such as hard constraints wrap
-    the network), so ``build_model(...)[0].load_state_dict(ckpt["model"])`` rebuilds a run's
-    model.  Draws the initial weights from torch's global generator.
-    """
-    model = nets.create(
-        config.net,
-        problem.in_dim,
-        problem.out_dim,
-        input_names=problem.input_names,
-        **config.net_params,
-    )
-    stack = variants.from_specs(config.variants)
-    return stack.setup(problem, model.to(device=device, dtype=dtype)), stack
-
-
-class _Run:
-    """The objects of one run and the writing of its outputs."""
-
-    def __init__(self, config: RunConfig, out_dir: Path) -> None:
-        config.validate()
-        self.out = out_dir
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype)
-        if self.device.type == "cuda":  # peak_gpu_mb: this run's peak, not the process's
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self.problem: Problem = problems.create(config.problem, **config.problem_params)
-        self.problem.use_sampler(config.sampler)
-        net_params = nets.parameters(config.net)
-        net_params.update(config.net_params)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-        torch.manual_seed(config.seed)  # the network's initialisation
-        self.model, self.variants = build_model(config, self.problem, self.device, self.dtype)
-        # Record every default, so that config.json alone reproduces the run.
-        self.config = RunConfig.from_dict(
-            {
-                **config.to_dict(),
-                "problem_params": self.problem.params,
-                "net_params": net_params,
-                "variants": variants.resolve_specs(config.variants),
-            }
-        )
-        # The problem's own trainable parameters (inverse problems), moved in place.
-        self.unknowns = self.problem.unknowns()
-        for param in self.unknowns.values():
-            param.data = param.data.to(device=self.device, dtype=self.dtype)
-        self.balancer = _create_balancer(
-            self.config, self.model, {**self.unknowns, **self.variants.named_parameters()}
-        )
-        decay = partial(_exp_decay, rate=config.lr_decay, every=config.lr_decay_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.balancer.optimizer, decay)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)  # the collocation points
-        self.eval_points = self.problem.evaluation_points(self.device, self.dtype)
-        self.eval_reference = self.problem.reference(self.eval_points)
-        self.progress = _Progress()
-        #: The current point sets; redrawn every ``resample_every`` steps (0: drawn once).
-        self.batch: dict[str, Tensor] | None = None
-
-    def next_batch(self) -> dict[str, Tensor]:
-        """The points of the coming step: fresh at steps 0, N, 2N, ... (N = resample_every)."""
-        every = self.config.resample_every
-        if self.batch is None or (every and self.progress.step % every == 0):
-            self.batch = self.problem.sample(self.generator, self.device, self.dtype)
-        return self.batch
-
-    # ----------------------------------------------------------------------------------- state
-    def checkpoint(self) -> dict[str, Any]:
-        p = self.progress
-        rng: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "generator": self.generator.get_state(),
-        }
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            **p.entries(),
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "balancer": self.balancer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
-            "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
-            "variants": self.variants.state_dict(),
-            # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
-            "batch": (
-                {k: v.detach().clone() for k, v in self.batch.items()}
-                if self.batch is not None and self.config.resample_every != 1
-                else None
-            ),
-        }
-
-    def restore(self, ckpt: Mapping[str, Any]) -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not supported")
-        # Fill in keys added since the checkpoint was written with their defaults.
-        saved = {
-            k: v
-            for k, v in RunConfig.from_dict(ckpt["config"]).to_dict().items()
-            if k not in RESUMABLE_CHANGES
-        }
-        mine = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES}
-        differ = sorted(k for k in mine if saved.get(k) != mine[k])
-        if differ:
-            raise ConfigError(
-                "cannot resume: the checkpoint was written with a different configuration "
-                f"({', '.join(differ)}); only 'steps' and 'threads' may change"
-            )
-        self.model.load_state_dict(ckpt["model"])
-        with torch.no_grad():
-            for name, value in ckpt.get("unknowns", {}).items():
-                self.unknowns[name].copy_(value)
-        if ckpt.get("batch") is not None:
-            self.batch = {
-                k: v.to(device=self.device, dtype=self.dtype) for k, v in ckpt["batch"].items()
-            }
-        if "variants" in ckpt:
-            self.variants.load_state_dict(ckpt["variants"])
-        self.balancer.load_state_dict(ckpt["balancer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.generator.set_state(ckpt["rng"]["generator"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.progress = _Progress.from_checkpoint(ckpt)
-
-    # ------------------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def predict(self) -> Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self.model(self.eval_points)
-        finally:
-            self.model.train(was_training)
-
-    def evaluate(self) -> dict[str, float]:
-        prediction = self.predict()
-        errs = errors(prediction, self.eval_reference)
-        errs.update(self.problem.extra_errors(prediction, self.eval_reference))
-        p = self.progress
-        if p.evals and p.evals[-1]["step"] == p.step:
-            p.evals.pop()
-        p.evals.append({"step": p.step, "wall_s": p.wall_s, **errs})
-        return errs
-
-    # --------------------------------------------------------------------------------- output
-    def write_tables(self) -> None:
-        p = self.progress
-        write_csv(self.out / "history.csv", history_columns(p.history, p.loss_names), p.history)
-        columns = ["step", "wall_s", *ERROR_NAMES]
-        columns += [k for k in (p.evals[-1] if p.evals else {}) if k not in columns]
-        write_csv(self.out / "eval.csv", columns, p.evals)
-
-    def write_checkpoint(self) -> None:
-        self.write_tables()
-        write_torch(self.out / "checkpoint.pt", self.checkpoint())
-
-    def write_plot(self) -> None:
-        figure = solution_figure(
-            self.problem,
-            self.eval_points.detach().double().cpu().numpy(),
-            self.eval_reference.detach().double().cpu().numpy(),
-            self.predict().detach().double().cpu().numpy(),
-        )
-        if figure is not None:
-            write_png(self.out / "solution.png", figure)
-
-    def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
-        p, c = self.progress, self.config
-        final = p.evals[-1] if p.evals else {}
-        initial = p.evals[0] if p.evals and p.evals[0]["step"] == 0 else {}
-        out: dict[str, Any] = {
-            "status": status,
-            "problem": c.problem,
-            "net": c.net,
-            "method": c.method,
-            "method_params": dict(c.method_params),
-            "variants": [v["name"] for v in c.variants],
-            "lr": c.lr,
-            "seed": c.seed,
-            "device": str(self.device),
-            "dtype": c.dtype,
-            "steps": p.step,
-            "steps_requested": c.steps,
-            "rel_l2": final.get("rel_l2", math.nan),
-            "mse": final.get("mse", math.nan),
-            "linf": final.get("linf", math.nan),
-            "rel_l1": final.get("rel_l1", math.nan),
-            "initial": {k: initial.get(k, math.nan) for k in ERROR_NAMES},
-            **{k: v for k, v in final.items() if k not in ("step", "wall_s", *ERROR_NAMES)},
-            "wall_s": p.wall_s,
-            "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
-            "elapsed_s": elapsed_s,
-            "final_losses": dict(p.final_losses),
-            "backward_passes": p.backward_passes,
-            "skipped_steps": p.skipped_steps,
-            "n_params": sum(t.numel() for t in self.model.parameters()),
-            "peak_rss_mb": peak_rss_mb(),
-            "threads": torch.get_num_threads(),  # intra-op threads: ms/step depends on them
-            "torch": torch.__version__,
-        }
-        if self.device.type == "cuda":
-            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return out
-
-
 def train(
     config: RunConfig,
     out_dir: str | Path,
     *,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
     """Train one PINN and write the run's files to ``out_dir`` (see the module docstring).
 
     Args:
         config: the run.
-        out_dir: created if needed; existing output files are replaced.
+        out_dir: created if needed.  A directory holding a run's files is refused unless
+            ``resume`` or ``overwrite``.
         progress: show a tqdm progress bar with the current losses on stderr.
-        resume: continue from ``out_dir/checkpoint.pt`` (same configuration; ``steps`` may grow).
+        resume: continue from ``out_dir/checkpoint.pt``; ``config`` must be the run's own, except
+            for :data:`RESUMABLE_KEYS` (more steps, another budget or checkpoint interval).
+        overwrite: remove the run files (:data:`RUN_FILES`) in ``out_dir`` and start afresh.
         callback: called with every step's :class:`StepInfo`.
+        checkpoint_seconds: also write a checkpoint whenever this much wall-clock has passed
+            since the last one (``None`` or 0: only every ``config.checkpoint_every`` steps).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during the run (changes
+            nothing on CPU; on CUDA it trades speed for run-to-run identical results).
 
     Returns:
         The metrics written to ``metrics.json``.  A divergent run (a loss became NaN or infinite,
         :class:`~autobalance.errors.NonFiniteLossError`) does not raise: its files are written,
         ``status`` is ``"failed"`` and ``error`` holds the step, the loss name and the message.
 
+    Raises:
+        AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...);
+            :class:`RunDirectoryError` for a directory holding another run; a
+            :class:`~autobalance.errors.ConfigError` for a resume whose configuration differs.
+        RunFileError: ``resume`` without a readable checkpoint (missing, empty, truncated...).
+        OSError: ``out_dir`` is a file, or cannot be created or written (read-only, full);
+            its ``filename`` names the path.  Files written before stay intact.
+        RunInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the last step was written.
+
     Threads: the run uses ``choose_threads(config.threads)`` intra-op threads
     (:mod:`autobalance.threads`: one unless ``config.threads`` asks for more, never more than
     this process's cores) and puts the caller's thread settings back when it returns.
-
-    Raises:
-        AutoBalanceError: invalid configuration (unknown problem, method, parameter, device...).
     """
     config.validate()
     with using_threads(choose_threads(config.threads)):
-        return _train(config, out_dir, progress=progress, resume=resume, callback=callback)
+        return _train(
+            config,
+            Path(out_dir),
+            progress,
+            resume,
+            overwrite,
+            callback,
+            checkpoint_seconds,
+            deterministic,
+        )
 
 
 def _train(
     config: RunConfig,
-    out_dir: str | Path,
-    *,
+    out: Path,
     progress: bool,
     resume: bool,
+    overwrite: bool,
     callback: Callable[[StepInfo], None] | None,
+    checkpoint_seconds: float | None,
+    deterministic: bool,
 ) -> dict[str, Any]:
     """:func:`train` with its threads in effect."""
     started = time.perf_counter()
-    out = Path(out_dir)
-    run = _Run(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        path = out / "checkpoint.pt"
-        if not path.exists():
-            raise ConfigError(f"cannot resume: {path} does not exist")
-        # RNG states must stay CPU tensors; model and balancer states move to the parameters'
-        # device in their load_state_dict (as torch.optim optimizers do).
-        run.restore(torch.load(path, map_location="cpu", weights_only=True))
-    cfg, p = run.config, run.progress
+    every_s = checkpoint_interval(checkpoint_seconds)
+    ckpt = prepare_run_directory(out, resume=resume, overwrite=overwrite)
+    if ckpt is not None:  # before anything is built: keys the runner does not resolve
+        check_same_run(config, ckpt, out / "checkpoint.pt", skip=RESOLVED_KEYS)
+    with stop_signals() as stop, deterministic_algorithms(deterministic):
+        run = TrainingRun(config, out)
+        if ckpt is not None:
+            run.restore(ckpt, out / "checkpoint.pt")
+        writable_directory(out)
+        # Nothing was changed before this point; now the old results give way to this run's.
+        for name in RUN_FILES if overwrite else ("metrics.json",) if resume else ():
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        metrics = _train_loop(run, ckpt is None, callback, progress, every_s, stop)
+        metrics["elapsed_s"] = time.perf_counter() - started
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _train_loop(
+    run: TrainingRun,
+    fresh: bool,
+    callback: Callable[[StepInfo], None] | None,
+    progress: bool,
+    every_s: float,
+    stop: StopFlag,
+) -> dict[str, Any]:
+    """The steps of :func:`train` and the files they write; returns the metrics to write."""
+    out, cfg, p = run.out, run.config, run.progress
     budget = Budget.from_spec(cfg.budget)  # None: run `steps` steps
 
     def out_of_budget() -> bool:
@@ -388,12 +215,15 @@ def _train(
     write_json(out / "config.json", cfg.to_dict())
     if not p.evals:
         run.evaluate()
+    if fresh:
+        run.write_checkpoint()  # step 0: a started run can always be resumed
+    saved_at = time.monotonic()
 
     bar = progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     try:
-        while p.step < cfg.steps and not out_of_budget():
+        while p.step < cfg.steps and not out_of_budget() and not stop.requested:
             lr = run.balancer.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             batch = run.variants.transform_batch(run.next_batch(), p.step + 1)
@@ -424,20 +254,24 @@ def _train(
             if p.step % cfg.eval_every == 0 or last:
                 sync()
                 run.evaluate()
-            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not last:
+            by_steps = cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0
+            if not last and (by_steps or time.monotonic() - saved_at >= every_s):
                 run.write_checkpoint()
+                saved_at = time.monotonic()
             bar.update(1)
     finally:
         bar.close()
 
+    if failure is None and stop.requested and p.step < cfg.steps and not out_of_budget():
+        run.write_checkpoint()
+        raise RunInterrupted(stop.signal_name, str(out), p.step)
     if failure is not None:
         run.evaluate()  # the parameters before the failing step
     run.write_checkpoint()
     run.write_plot()
-    metrics = run.metrics("failed" if failure else "ok", time.perf_counter() - started)
+    metrics = run.metrics("failed" if failure else "ok", math.nan)
     if failure is not None:
         metrics["error"] = failure
     if budget is not None:
         metrics["budget"] = budget.to_spec()
-    write_json(out / "metrics.json", metrics)
     return metrics

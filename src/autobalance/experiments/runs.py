@@ -125,6 +125,23 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+def _other_run(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Why ``metrics.json`` is not the metrics of ``config.json``'s run (empty: it is).
+
+    The runner records the digest of the run's ``config.json`` in ``metrics.json``
+    (``config_sha256``); files without one (older runs) are not checked.
+    """
+    from autobalance.experiments.io import json_digest
+
+    recorded = metrics.get("config_sha256")
+    if recorded is None or recorded == json_digest(config):
+        return []
+    return [
+        "metrics.json belongs to another run than config.json (their configuration digests "
+        "differ): a run was restarted or overwritten here without finishing; not merged"
+    ]
+
+
 def load_run(path: str | os.PathLike[str]) -> RunRecord:
     """Read one run directory; never raises for bad contents (the record is ``incomplete``)."""
     run_dir = Path(path)
@@ -136,6 +153,8 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
     reasons += [r for r in (metrics_reason, config_reason) if r]
     if metrics is not None and metrics.get("status") not in COMPLETE_STATUSES:
         reasons.append(f"metrics.json has status {metrics.get('status')!r}, not 'ok' or 'failed'")
+    if config is not None and metrics is not None:
+        reasons += _other_run(config, metrics)
     if config is not None:
         for key, kind in (("problem", str), ("method", str), ("problem_params", dict)):
             if not isinstance(config.get(key), kind):
@@ -179,6 +198,8 @@ def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             rows = list(csv.reader(fh))
     except OSError as exc:
         raise RunFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunFileError(f"{path}: not a CSV table ({exc})") from None
     if not rows:
         raise RunFileError(f"{path} is empty")
     header, body = rows[0], [r for r in rows[1:] if r]

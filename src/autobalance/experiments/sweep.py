@@ -12,21 +12,28 @@ names), so the same configuration always lands in the same directory.
 
 Resume rules, applied to each run when a sweep (re)starts:
 
-* ``metrics.json`` readable with a ``status`` (``ok`` or ``failed``): complete, never redone;
+* ``metrics.json`` readable with a ``status`` (``ok`` or ``failed``), written by the run of
+  ``config.json`` (its configuration digest), and readable tables: complete, never redone;
 * else a readable ``checkpoint.pt``: continued from it (``train(..., resume=True)``), which on
   CPU ends bit-identical to an uninterrupted run;
 * else (nothing, half-written or unreadable files): reported and run from scratch.
 
-Every file of a run is written atomically, so a sweep killed with SIGKILL at any point loses no
-completed run.  A run that diverges is recorded as ``failed`` (its step and loss) and the sweep
-goes on; a run that raises is reported as an error, left incomplete, and retried on restart.
-A lock file (``OUT/.sweep.lock``) stops two sweeps from working in the same directory at once.
+Every file of a run is written atomically, and a run writes a checkpoint at step 0, then every
+``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall-clock, so a sweep killed with
+SIGKILL at any point loses no completed run and, of each unfinished run, at most the work since
+its last checkpoint.  On SIGINT or SIGTERM the sweep starts no new run, asks its running runs to
+write a checkpoint and stop, and raises
+:class:`~autobalance.experiments.interrupts.RunInterrupted`.  A run that diverges is recorded as
+``failed`` (its step and loss) and the sweep goes on; a run that raises is reported as an error,
+left incomplete, and retried on restart.  A lock file (``OUT/.sweep.lock``) stops two sweeps
+from working in the same directory at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -41,9 +48,10 @@ from typing import Any, TextIO
 from autobalance.errors import ConfigError
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.executors import Executor, InlineExecutor, Job, Outcome
+from autobalance.experiments.interrupts import RunInterrupted, stop_signals
 from autobalance.experiments.io import write_json
 from autobalance.experiments.progress import SweepProgress
-from autobalance.experiments.runs import COMPLETE_STATUSES
+from autobalance.experiments.runs import COMPLETE_STATUSES, RunFileError, load_run, read_table
 
 __all__ = [
     "COMPLETE_STATUSES",
@@ -113,16 +121,35 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+def _finished(run_dir: Path) -> tuple[str, str]:
+    """``(status, "")`` for a finished run whose files agree, else ``("", reason)``.
+
+    Finished: ``metrics.json`` with a status, of the run of ``config.json``
+    (:func:`~autobalance.experiments.runs.load_run`), and readable tables.
+    """
+    metrics, reason = _read_metrics(run_dir / "metrics.json")
+    if metrics is None:
+        return "", reason
+    record = load_run(run_dir)
+    if record.status not in COMPLETE_STATUSES:
+        return "", record.reason
+    for name in ("history.csv", "eval.csv"):
+        try:
+            read_table(run_dir / name)
+        except RunFileError as exc:
+            return "", str(exc)
+    return record.status, ""
+
+
 def inspect_run(run_dir: Path) -> RunState:
     """Classify ``run_dir`` by the resume rules of the module docstring; never raises."""
     if not run_dir.is_dir():
         return RunState("new")
     reasons: list[str] = []
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        metrics, reason = _read_metrics(metrics_path)
-        if metrics is not None:
-            return RunState("complete", status=str(metrics["status"]))
+    if (run_dir / "metrics.json").exists():
+        status, reason = _finished(run_dir)
+        if status:
+            return RunState("complete", status=status)
         reasons.append(reason)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
@@ -169,10 +196,12 @@ def _tensorboard_callback(run_dir: Path, start_step: int, log_every: int) -> tup
 def execute_job(job: Job) -> Outcome:
     """Run (or resume, or skip) one run of a sweep; the function the executors call.
 
-    ``job``: ``{"name", "run_dir", "config" (RunConfig dict), "tensorboard" (bool)}``.
-    Returns ``{"name", "status" ("ok"/"failed"/"skipped"), "resumed_from", "seconds", ...}``.
+    ``job``: ``{"name", "run_dir", "config" (RunConfig dict), "tensorboard" (bool)}`` and
+    optionally ``"checkpoint_seconds"`` and ``"deterministic"`` (:func:`~.runner.train`).
+    Returns ``{"name", "status" ("ok"/"failed"/"skipped"/"interrupted"), "resumed_from",
+    "seconds", ...}``; an interrupted run (SIGINT/SIGTERM) also gives the ``step`` it saved.
     """
-    from autobalance.experiments.runner import train
+    from autobalance.experiments.runner import CHECKPOINT_SECONDS, ResumeConflictError, train
 
     started = time.perf_counter()
     run_dir = Path(job["run_dir"])
@@ -200,19 +229,32 @@ def execute_job(job: Job) -> Outcome:
                 callback, writer = _tensorboard_callback(run_dir, from_step or 0, config.log_every)
         try:
             return train(
-                config, run_dir, progress=False, resume=from_step is not None, callback=callback
+                config,
+                run_dir,
+                progress=False,
+                resume=from_step is not None,
+                overwrite=from_step is None,  # the sweep owns its run directories
+                callback=callback,
+                checkpoint_seconds=job.get("checkpoint_seconds", CHECKPOINT_SECONDS),
+                deterministic=bool(job.get("deterministic", False)),
             )
         finally:
             if writer is not None:
                 writer.close()
 
     try:
-        metrics = attempt(state.step if resume else None)
-    except ConfigError as exc:
-        if not (resume and "cannot resume" in str(exc)):
-            raise
-        resume = False  # a checkpoint of another configuration: start again
-        metrics = attempt(None)
+        try:
+            metrics = attempt(state.step if resume else None)
+        except ResumeConflictError:
+            resume = False  # a checkpoint of another configuration: start again
+            metrics = attempt(None)
+    except RunInterrupted as exc:
+        return {
+            "name": job["name"],
+            "status": "interrupted",
+            "step": exc.step,
+            "seconds": time.perf_counter() - started,
+        }
     return {
         "name": job["name"],
         "status": metrics["status"],
@@ -284,6 +326,8 @@ def _describe_outcome(name: str, outcome: Outcome) -> str:
     if status == "failed":
         err = outcome.get("error") or {}
         return f"{name}: FAILED at step {err.get('step')} (loss {err.get('loss')!r})"
+    if status == "interrupted":
+        return f"{name}: interrupted, checkpoint at step {outcome.get('step')}"
     first = str(outcome.get("error", "")).strip().splitlines()
     return f"{name}: ERROR {first[-1] if first else ''}"
 
@@ -295,6 +339,8 @@ def run_sweep(
     executor: Executor | None = None,
     tensorboard: bool = False,
     stream: TextIO | None = sys.stderr,
+    checkpoint_seconds: float | None = None,
+    deterministic: bool = False,
 ) -> SweepResult:
     """Run every spec not yet complete under ``out_dir`` (module docstring), then collect them.
 
@@ -304,12 +350,27 @@ def run_sweep(
         executor: where the runs execute (default: :class:`InlineExecutor`); not closed here.
         tensorboard: also log each run's losses to ``<run>/tensorboard`` (needs tensorboard).
         stream: where the progress lines go (``None``: silent).
+        checkpoint_seconds: wall-clock between a run's checkpoints (default: ``train``'s).
+        deterministic: run with ``torch.use_deterministic_algorithms(True)``.
+
+    Raises:
+        RunInterrupted: SIGINT or SIGTERM arrived; no run was started after it, and the runs
+            in progress wrote a checkpoint (local workers and this process; Ray tasks finish).
+        OSError: ``out_dir`` cannot be created or written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from autobalance.experiments.io import writable_directory
+    from autobalance.experiments.runner import checkpoint_interval
+
+    if checkpoint_seconds is not None:
+        checkpoint_interval(checkpoint_seconds)  # a bad value fails here, not in every run
+    out = writable_directory(out_dir)
     specs = _dedupe(specs)
     executor = executor or InlineExecutor()
-    with _lock(out):
+    options: dict[str, Any] = {"deterministic": deterministic}
+    if checkpoint_seconds is not None:
+        options["checkpoint_seconds"] = checkpoint_seconds
+    with _lock(out), stop_signals() as stop:
+        stop.on_signal(lambda signum: executor.interrupt())
         write_json(
             out / "sweep.json",
             {
@@ -335,6 +396,7 @@ def run_sweep(
                     "run_dir": str(out / spec.name),
                     "config": spec.config.to_dict(),
                     "tensorboard": tensorboard,
+                    **options,
                 }
             )
         progress.show(f"starting {len(jobs)} run(s)" if jobs else "every run is complete")
@@ -345,16 +407,22 @@ def run_sweep(
 
         errors: dict[str, str] = {}
         executed: list[str] = []
-        for job, outcome in executor.run(execute_job, jobs, on_start):
+        # After a stop signal no run starts; those running finish (interrupted) first.
+        wanted = itertools.takewhile(lambda job: not stop.requested, jobs)
+        for job, outcome in executor.run(execute_job, wanted, on_start):
             progress.record(outcome, job["name"])
-            if outcome.get("status") == "skipped":  # completed meanwhile (not by this sweep)
+            status = outcome.get("status")
+            if status == "skipped":  # completed meanwhile (not by this sweep)
                 skipped.append(job["name"])
                 continue
-            if outcome.get("status") == "error":
+            if status == "error":
                 errors[job["name"]] = str(outcome.get("error", ""))
-            else:
+            elif status != "interrupted":
                 executed.append(job["name"])
             progress.show(_describe_outcome(job["name"], outcome))
+        if stop.requested:
+            progress.show(f"{stop.signal_name}: stopped; run the same command again to resume")
+            raise RunInterrupted(stop.signal_name, str(out))
     metrics: dict[str, dict[str, Any]] = {}
     for spec in specs:
         data, _ = _read_metrics(out / spec.name / "metrics.json")

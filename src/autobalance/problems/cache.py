@@ -16,6 +16,8 @@ import hashlib
 import io
 import json
 import os
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,19 @@ def cached_arrays(
     stem = f"{name}-{_key(name, params)}"
     data_path, sum_path = directory / f"{stem}.npz", directory / f"{stem}.sha256"
     if data_path.exists() and sum_path.exists():
-        blob = data_path.read_bytes()
-        if hashlib.sha256(blob).hexdigest() == sum_path.read_text().strip():
-            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+        try:
+            blob = data_path.read_bytes()
+            if hashlib.sha256(blob).hexdigest() == sum_path.read_text().strip():
+                with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+                    return {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            # Unreadable, or corrupted behind a checksum that matches: recomputed below.
+            warnings.warn(
+                f"reference cache file {data_path} is unreadable ({type(exc).__name__}: {exc}); "
+                "recomputing it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     # Imported here: importing the experiments package imports the runner, which imports this
     # package (the problems are catalogued at its import).
     from autobalance.experiments.io import atomic_write_bytes, atomic_write_text
