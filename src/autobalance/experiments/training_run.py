@@ -225,8 +225,10 @@ class TrainingRun:
         write_csv(self.out / "eval.csv", columns, p.evals)
 
     def write_checkpoint(self) -> None:
-        self.write_tables()
+        """``checkpoint.pt``, then the tables: tables that show a step imply a checkpoint at
+        least that far (a resumed run rewrites the tables from its checkpoint)."""
         write_torch(self.out / "checkpoint.pt", self.checkpoint())
+        self.write_tables()
 
     def write_plot(self) -> None:
         figure = solution_figure(
