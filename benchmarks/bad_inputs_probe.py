@@ -1101,11 +1101,16 @@ def run_case(case: Case, root: Path, index: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="cases at once (default 2)")
-    parser.add_argument("-k", default="", help="only cases whose category or name has this")
+    parser.add_argument(
+        "-k",
+        action="append",
+        default=[],
+        help="only cases whose category or name has this (repeatable: any of them)",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the case directories")
     args = parser.parse_args(argv)
-    cases = [c for c in all_cases() if args.k in f"{c.category} {c.name}"]
+    cases = [c for c in all_cases() if any(k in f"{c.category} {c.name}" for k in args.k or [""])]
     root = Path(tempfile.mkdtemp(prefix="autobalance-probe-"))
     os.environ.setdefault("AUTOBALANCE_CACHE_DIR", str(root / "cache"))
     cli_cases = [(i, c) for i, c in enumerate(cases) if c.api is None]

@@ -225,8 +225,10 @@ class TrainingRun:
         write_csv(self.out / "eval.csv", columns, p.evals)
 
     def write_checkpoint(self) -> None:
-        self.write_tables()
+        """``checkpoint.pt``, then the tables: a table never shows a step that the checkpoint
+        lacks (a process killed in between leaves the tables one checkpoint behind)."""
         write_torch(self.out / "checkpoint.pt", self.checkpoint())
+        self.write_tables()
 
     def write_plot(self) -> None:
         figure = solution_figure(
