@@ -4,7 +4,7 @@ bit-identical to an uninterrupted run.
 Three commands in subprocesses (one thread each, the same machine)::
 
     autobalance run helmholtz --steps 2000 --out A                    # uninterrupted
-    autobalance run helmholtz --steps 2000 --out B                    # SIGKILL after --kill-after s
+    autobalance run helmholtz --steps 2000 --out B                    # SIGKILL 10 s into training
     autobalance run --out B --resume                                  # continued
 
 then compares A and B byte for byte: ``history.csv``, ``eval.csv`` (without its timing column),
@@ -66,15 +66,20 @@ def _run(argv: list[str]) -> float:
     return time.monotonic() - started
 
 
-def _kill_after(argv: list[str], seconds: float) -> int:
-    """Start ``argv``, SIGKILL it ``seconds`` after the start; its exit status (-9 if killed)."""
+def _kill_after(argv: list[str], out: Path, seconds: float) -> tuple[int, float]:
+    """Start ``argv``; once it trains (its step-0 checkpoint exists in ``out``: start-up, which
+    the machine's load stretches, does not count), SIGKILL it ``seconds`` later.  Its exit
+    status (-9 if killed) and the seconds from the launch to the kill."""
+    launched = time.monotonic()
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        time.sleep(0.01)
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    return proc.returncode
+    return proc.returncode, time.monotonic() - launched
 
 
 def _rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
@@ -124,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="helmholtz")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--kill-after", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument(
+        "--kill-after", type=float, default=10.0, help="seconds of training (default 10)"
+    )
     parser.add_argument(
         "--checkpoint-seconds", type=float, default=60.0, help="the run's interval (default 60)"
     )
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     flags += ["--checkpoint-seconds", str(args.checkpoint_seconds)]
     a, b = root / "uninterrupted", root / "killed"
     seconds_a = _run(_command(*flags, "--out", str(a)))
-    code = _kill_after(_command(*flags, "--out", str(b)), args.kill_after)
+    code, since_launch = _kill_after(_command(*flags, "--out", str(b)), b, args.kill_after)
     if code == 0:
         raise SystemExit(f"the run ended within {args.kill_after} s: raise --steps")
     saved = torch.load(b / "checkpoint.pt", weights_only=True)["step"]
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "kill_after_s": args.kill_after,
         "checkpoint_seconds": args.checkpoint_seconds,
         "exit_status_of_the_killed_run": code,
+        "killed_s_after_launch": round(since_launch, 1),
         "checkpoint_step_at_the_kill": saved,
         "uninterrupted_s": round(seconds_a, 1),
         "resume_s": round(seconds_resume, 1),
