@@ -36,7 +36,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from bad_inputs_api import cases as api_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -174,16 +176,22 @@ def _cli(
         signum, seconds = signal_after
         deadline = time.monotonic() + 300
         # the signal once the run trains: its history has rows (a checkpoint beyond step 0)
-        out_dir = Path(argv[argv.index("--out") + 1])
+        out_dir = Path(argv[argv.index("--out") + 1])  # a run, or a sweep of runs below it
         while proc.poll() is None and time.monotonic() < deadline:
-            history = out_dir / "history.csv"
-            if history.exists() and len(history.read_text().splitlines()) > 1:
+            if any(_rows(h) > 0 for h in out_dir.glob("**/history.csv")):
                 time.sleep(seconds)
                 proc.send_signal(signum)
                 break
             time.sleep(0.02)
     out, err = proc.communicate(timeout=600)
     return _Completed(proc.returncode, out, err)
+
+
+def _rows(history: Path) -> int:
+    try:
+        return len(history.read_text().splitlines()) - 1
+    except OSError:
+        return 0
 
 
 # -------------------------------------------------------------------------------- checks
@@ -362,9 +370,9 @@ def _usage_cases() -> list[Case]:
     setups = {"report unknown metric": _finished, "report alpha 2": _finished}
     for case in cases:
         case.setup = setups.get(case.name)
-    cases.append(  # one optimizer on the summed loss takes any base: recorded, so not silent
-        Case("usage", "adam with a base", [[*RUN, "--base", "adamw", "--out", "{w}/o"]],
-             expect="handled", owner="methods", check=_config("o", method_params={"base": "adamw"}))
+    cases.append(  # the method fixes its base: another one is a conflict, named
+        Case("usage", "adam with a base", [[*RUN, "--base", "adamw", "--out", "{w}/o"]], code=2,
+             owner="methods", check=_message("base='adamw' conflicts"))
     )  # fmt: skip
     files = {
         "config file with invalid TOML": ("bad.toml", "steps = = 3\n"),
@@ -516,6 +524,284 @@ def _file_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+#: ``compare`` of one tiny run, in this process (``--executor inline``), no report.
+SWEEP = [
+    "compare", "helmholtz", "--methods", "adam", "--seeds", "1", "--steps", "10",
+    "--executor", "inline", "--no-report", "--device", "cpu",
+    *("--param", "a2=1", "--param", "n_residual=32", "--param", "n_boundary=16"),
+    *("--param", "n_eval=11", "--set", "net_params.width=8", "--set", "net_params.depth=1"),
+    *("--set", "eval_every=5", "--set", "log_every=5"),
+]  # fmt: skip
+SUITE = {
+    "defaults": {
+        "steps": 10, "device": "cpu", "eval_every": 5, "log_every": 5,
+        "problem_params": {"a2": 1, "n_residual": 32, "n_boundary": 16, "n_eval": 11},
+        "net_params": {"width": 8, "depth": 1},
+    },
+    "experiments": [{"name": "probe", "methods": ["adam"]}],
+}  # fmt: skip
+
+
+def _sweep_done(work: Path) -> None:
+    """A complete ``SWEEP`` in ``work/s``."""
+    _cli([*SWEEP, "--out", str(work / "s")], work).expect_ok()
+
+
+def _sweep_run(work: Path) -> Path:
+    (run,) = [p for p in (work / "s").iterdir() if p.is_dir()]
+    return run
+
+
+def _in_sweep_run(edit: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        _sweep_done(work)
+        edit(_sweep_run(work))
+
+    return setup
+
+
+def _attempts(check: Callable[[list[dict[str, Any]]], str | None]) -> Check:
+    """``check`` of the sweep run's ``attempts.jsonl`` lines; its metrics must be ok."""
+
+    def run_check(work: Path, result: Result) -> str | None:
+        run = _sweep_run(work)
+        lines = (run / "attempts.jsonl").read_text().splitlines()
+        problem = check([json.loads(line) for line in lines])
+        if problem:
+            return problem
+        metrics = json.loads((run / "metrics.json").read_text())
+        return None if metrics["status"] == "ok" else f"status {metrics['status']}"
+
+    return run_check
+
+
+def _cut_checkpoint(run: Path) -> None:
+    (run / "metrics.json").unlink()
+    path = run / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _edit_sweep_checkpoint(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    def change(run: Path) -> None:
+        import torch
+
+        (run / "metrics.json").unlink()
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        edit(ckpt)
+        torch.save(ckpt, run / "checkpoint.pt")
+
+    return change
+
+
+class _HeldLock:
+    """``s/.sweep.lock`` held by the probe while the case's command runs."""
+
+    held: ClassVar[dict[Path, Any]] = {}
+
+    @classmethod
+    def setup(cls, work: Path) -> None:
+        import fcntl
+
+        (work / "s").mkdir()
+        fh = (work / "s" / ".sweep.lock").open("a+")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cls.held[work] = fh
+
+    @classmethod
+    def release(cls, work: Path, result: Result) -> str | None:
+        cls.held.pop(work).close()
+        return _message("another sweep is running")(work, result)
+
+
+def _sweep_cases() -> list[Case]:
+    sweep = [*SWEEP, "--out", "{w}/s"]
+    suite = json.dumps(SUITE)
+    bench = ["bench", "{w}/suite.json", "--executor", "inline", "--no-report", "--out", "{w}/b"]
+    return [
+        Case("sweeps", "compare --set of an unknown key", [[*sweep, "--set", "stepz=3"]], code=2),
+        Case("sweeps", "compare --set steps text", [[*sweep, "--set", "steps=abc"]], code=2),
+        Case("sweeps", "compare --steps negative", [[*sweep, "--steps", "-3"]], code=2),
+        Case("sweeps", "compare --budget of an unknown kind", [[*sweep, "--budget", "weeks=2"]],
+             code=2),
+        Case("sweeps", "compare --checkpoint-seconds negative",
+             [[*sweep, "--checkpoint-seconds", "-1"]], code=2),
+        Case("sweeps", "compare with a config file of an unknown key",
+             [[*sweep, "--config", "{w}/c.toml"]], code=2, setup=_write("c.toml", "stepz = 3\n")),
+        Case("sweeps", "compare --out where writing is not permitted",
+             [[*SWEEP, "--out", "/sys/autobalance-probe"]], code=3),
+        Case("sweeps", "compare while another sweep holds the directory", [sweep], code=2,
+             setup=_HeldLock.setup, check=_HeldLock.release),
+        Case("sweeps", "compare again: a complete run is not redone", [sweep], expect="handled",
+             setup=_sweep_done, check=_attempts(
+                 lambda a: None if len(a) == 1 else f"{len(a)} attempts")),
+        Case("sweeps", "compare again after metrics.json was damaged", [sweep],
+             expect="handled", setup=_in_sweep_run(lambda r: (r / "metrics.json").write_text("{")),
+             check=_all(_message("metrics.json"), _attempts(
+                 lambda a: None if len(a) == 2 and a[-1]["resumed_from"] == 10
+                 else f"attempts {a}"))),
+        Case("sweeps", "compare again after history.csv was damaged", [sweep], expect="handled",
+             setup=_in_sweep_run(lambda r: (r / "history.csv").write_text("step,\n1,2,3\n")),
+             check=_all(_message("history.csv"), _attempts(
+                 lambda a: None if len(a) == 2 else f"attempts {a}"))),
+        Case("sweeps", "compare again after a truncated checkpoint and no metrics", [sweep],
+             expect="handled", setup=_in_sweep_run(_cut_checkpoint),
+             check=_all(_message("checkpoint.pt"), _attempts(
+                 lambda a: None if a[-1]["resumed_from"] is None else f"attempts {a}"))),
+        Case("sweeps", "compare again with a checkpoint of another format and no metrics",
+             [sweep], expect="handled",
+             setup=_in_sweep_run(_edit_sweep_checkpoint(lambda c: c.update(format=99))),
+             check=_all(_message("format 99"), _attempts(
+                 lambda a: None if a[-1]["resumed_from"] is None else f"attempts {a}"))),
+        Case("sweeps", "compare again with a checkpoint of other shapes and no metrics",
+             [sweep], expect="handled",
+             setup=_in_sweep_run(_edit_sweep_checkpoint(_wrong_shape)),
+             check=_all(_message("do not fit"), _attempts(
+                 lambda a: None if a[-1]["resumed_from"] is None else f"attempts {a}"))),
+        Case("sweeps", "bench of a suite naming only an unknown method", [bench], code=2,
+             setup=_write("suite.json", suite.replace('"adam"', '"nosuch"'))),
+        Case("sweeps", "bench of a suite with an unknown key", [bench], code=2,
+             setup=_write("suite.json", suite.replace('"steps"', '"stepz"'))),
+        Case("sweeps", "bench of a suite whose experiments are not a list", [bench], code=2,
+             setup=_write("suite.json", json.dumps({**SUITE, "experiments": {"a": 1}}))),
+        Case("sweeps", "bench of an empty suite file", [bench], code=2,
+             setup=_write("suite.json", "")),
+        Case("sweeps", "bench of a suite file that is a directory", [bench],
+             setup=lambda w: (w / "suite.json").mkdir()),
+        Case("sweeps", "bench --seeds 0", [[*bench, "--seeds", "0"]], code=2,
+             setup=_write("suite.json", suite)),
+        Case("sweeps", "bench of a suite with an unknown and a known method", [bench],
+             expect="handled", check=_message("skipped", "nosuch"),
+             setup=_write("suite.json", suite.replace('["adam"]', '["adam", "nosuch"]'))),
+    ]  # fmt: skip
+
+
+def _report_cases() -> list[Case]:
+    report = ["report", "{w}", "--out", "{w}/report", "--no-figures"]
+
+    def damaged(edit: Callable[[Path], None]) -> Callable[[Path], None]:
+        return _then(_finished, lambda w: edit(w / "done"))
+
+    def flagged(*parts: str) -> Check:
+        return _all(_message(*parts), _report_marks_incomplete("done"))
+
+    return [
+        Case("report", "metrics.json that is not JSON", [report], expect="handled",
+             setup=damaged(lambda r: (r / "metrics.json").write_text("{\"status\": ")),
+             check=flagged("metrics.json")),
+        Case("report", "metrics.json that is a list", [report], expect="handled",
+             setup=damaged(lambda r: (r / "metrics.json").write_text("[1]")),
+             check=flagged("metrics.json")),
+        Case("report", "metrics.json with an unknown status", [report], expect="handled",
+             setup=damaged(lambda r: _set_metric(r, "status", "weird")),
+             check=flagged("weird")),
+        Case("report", "metrics.json without rel_l2", [report], expect="handled",
+             setup=damaged(lambda r: _drop_metric(r, "rel_l2")),
+             check=_message("rel_l2")),
+        Case("report", "metrics.json with rel_l2 null", [report], expect="handled",
+             setup=damaged(lambda r: _set_metric(r, "rel_l2", None)),
+             check=_message("rel_l2")),
+        Case("report", "config.json that is not JSON", [report], expect="handled",
+             setup=damaged(lambda r: (r / "config.json").write_text("{")),
+             check=flagged("config.json")),
+        Case("report", "config.json without a method", [report], expect="handled",
+             setup=damaged(lambda r: _drop_key(r / "config.json", "method")),
+             check=flagged("method")),
+        Case("report", "history.csv of garbage, with figures",
+             [["report", "{w}", "--out", "{w}/report"]], expect="handled",
+             setup=damaged(lambda r: (r / "history.csv").write_bytes(os.urandom(300))),
+             check=_message("history.csv")),
+        Case("report", "only a run still going (config.json alone)", [report], expect="handled",
+             setup=damaged(lambda r: (r / "metrics.json").unlink()),
+             check=flagged("metrics.json missing")),
+        Case("report", "of a file", [["report", "{w}/f"]], setup=_write("f", "x"), code=2,
+             check=_message("{w}/f")),
+        Case("report", "--alpha 0", [[*report, "--alpha", "0"]], code=2, setup=_finished),
+        Case("report", "--alpha nan", [[*report, "--alpha", "nan"]], code=2, setup=_finished),
+        Case("report", "--out where writing is not permitted",
+             [["report", "{w}", "--out", "/sys/autobalance-probe", "--no-figures"]], code=3,
+             setup=_finished, check=_message("/sys/autobalance-probe")),
+    ]  # fmt: skip
+
+
+def _config_file_cases() -> list[Case]:
+    def run(file: str) -> list[list[str]]:
+        return [["run", "--config", f"{{w}}/{file}", "--out", "{w}/o", "--no-progress"]]
+
+    files = {
+        "invalid YAML": ("run.yaml", "problem: [helmholtz\n"),
+        "invalid JSON": ("run.json", '{"problem": "helmholtz",}'),
+        "an empty TOML file": ("run.toml", ""),
+        "an unknown nested key": ("run.toml", "[problem_params]\na3 = 1\n"),
+        "variants that are not a list": ("run.toml", 'problem = "helmholtz"\nvariants = "rba"\n'),
+        "negative steps": ("run.toml", 'problem = "helmholtz"\nsteps = -4\n'),
+        "method_params that are text": (
+            "run.json",
+            '{"problem": "helmholtz", "method_params": "base=adam"}',
+        ),
+        "binary bytes": ("run.toml", b"\x00\xff\xfe" * 20),
+    }
+    cases = [
+        Case("config files", f"config file with {name}", run(file), code=2,
+             setup=_write(file, text))
+        for name, (file, text) in files.items()
+    ]  # fmt: skip
+    cases += [
+        Case("config files", "config file that is a directory", run("d.toml"),
+             setup=lambda w: (w / "d.toml").mkdir(), check=_message("d.toml")),
+        Case("config files", "flags win over the config file",
+             [["run", "--config", "{w}/run.toml", "--lr", "0.02", "--out", "{w}/o", *TINY]],
+             expect="handled", check=_metrics("o", lr=0.02, steps=7),
+             setup=_write("run.toml", 'problem = "helmholtz"\nmethod = "adam"\nsteps = 7\n'
+                                      "lr = 0.5\n")),
+    ]  # fmt: skip
+    return cases
+
+
+def _more_resume_cases() -> list[Case]:
+    resume = ["run", "--out", "{w}/done", "--resume", "--no-progress"]
+    return [
+        Case("resume", "resume after history.csv was damaged", [[*resume, "--steps", "15"]],
+             expect="handled",
+             setup=_then(_finished, _write("done/history.csv", b"\x00garbage")),
+             check=_all(_metrics("done", steps=15, status="ok"), _history_rows("done", 4))),
+        Case("resume", "resume after eval.csv was deleted", [[*resume, "--steps", "15"]],
+             expect="handled",
+             setup=_then(_finished, lambda w: (w / "done" / "eval.csv").unlink()),
+             check=_metrics("done", steps=15, status="ok")),
+        Case("resume", "resume after metrics.json was deleted", [resume], expect="handled",
+             setup=_then(_finished, lambda w: (w / "done" / "metrics.json").unlink()),
+             check=_metrics("done", steps=10, status="ok")),
+        Case("resume", "resume with more threads", [[*resume, "--threads", "2"]],
+             expect="handled", setup=_finished, check=_metrics("done", steps=10, status="ok")),
+        Case("resume", "resume with a budget already spent", [[*resume, "--budget", "steps=5"]],
+             code=2, setup=_finished),
+        Case("resume", "resume with another network", [[*resume, "--net", "modified_mlp"]],
+             code=2, setup=_then(_finished, _snapshot("done")), check=_files_unchanged("done")),
+        Case("resume", "resume with another method parameter",
+             [[*resume, "--method-param", "betas=[0.8,0.99]"]], code=2, setup=_finished),
+        Case("resume", "resume with another device", [[*resume, "--device", "meta"]], code=2,
+             setup=_finished),
+    ]  # fmt: skip
+
+
+def _history_rows(path: str, n: int) -> Check:
+    def check(work: Path, result: Result) -> str | None:
+        rows = _rows(work / path / "history.csv")
+        return None if rows == n else f"history.csv has {rows} rows, not {n}"
+
+    return check
+
+
+def _drop_metric(run_dir: Path, key: str) -> None:
+    _drop_key(run_dir / "metrics.json", key)
+
+
+def _drop_key(path: Path, key: str) -> None:
+    data = json.loads(path.read_text())
+    data.pop(key)
+    path.write_text(json.dumps(data))
+
+
 def _set_metric(run_dir: Path, key: str, value: Any) -> None:
     path = run_dir / "metrics.json"
     data = json.loads(path.read_text())
@@ -526,6 +812,7 @@ def _set_metric(run_dir: Path, key: str, value: Any) -> None:
 def _interrupt_cases() -> list[Case]:
     long = ["run", "helmholtz", "--method", "adam", "--steps", "200000", *TINY]
     long += ["--checkpoint-every", "50"]
+    long_sweep = [*SWEEP, "--steps", "400", "--checkpoint-seconds", "0.2", "--out", "{w}/s"]
     return [
         Case("interrupts", f"run stopped by {sig.name}", [[*long, "--out", "{w}/r"]],
              code=130, signal_after=(sig, 0.3), check=_message("interrupted by", "--resume"))
@@ -536,6 +823,20 @@ def _interrupt_cases() -> list[Case]:
               ["run", "--out", "{w}/r", "--resume", "--steps", "400", "--no-progress"]],
              expect="handled", signal_after=(signal.SIGKILL, 0.5), signal_command=0,
              prefix_codes=(-signal.SIGKILL,), check=_metrics("r", steps=400, status="ok")),
+    ] + [
+        Case("interrupts", "compare killed by SIGKILL resumes its run from its checkpoint",
+             [long_sweep, long_sweep], expect="handled", signal_after=(signal.SIGKILL, 0.5),
+             signal_command=0, prefix_codes=(-signal.SIGKILL,),
+             check=_attempts(lambda a: None if len(a) == 2 and (a[-1]["resumed_from"] or 0) > 0
+                             else f"attempts {a}")),
+        Case("interrupts", "compare stopped by SIGTERM", [[*SWEEP, "--steps", "200000",
+             "--set", "checkpoint_every=50", "--out", "{w}/s"]], code=130,
+             signal_after=(signal.SIGTERM, 0.3), check=_message("run the same command again")),
+        Case("interrupts", "bench stopped by SIGINT",
+             [["bench", "{w}/suite.json", "--executor", "inline", "--no-report", "--steps",
+               "200000", "--out", "{w}/b"]], code=130, signal_after=(signal.SIGINT, 0.3),
+             setup=_write("suite.json", json.dumps(SUITE)),
+             check=_message("run the same command again")),
     ]  # fmt: skip
 
 
@@ -640,7 +941,7 @@ def _api_cases() -> list[Case]:
         from autobalance import methods
 
         method = methods.create("adam", [torch.nn.Parameter(torch.ones(2))], base="adamw")
-        return None if isinstance(method.optimizer, torch.optim.AdamW) else f"made {method}"
+        return f"made {method}"
 
     def sweep_interval(w: Path) -> Any:
         from autobalance.experiments.sweep import RunSpec, run_sweep
@@ -690,13 +991,13 @@ def _api_cases() -> list[Case]:
         "run_sweep into a file": (sweep_into_file, "faults"),
     }
     cases = [Case("api", name, api=fn, owner=owner) for name, (fn, owner) in errors.items()]
+    cases += [Case("api", name, api=fn, expect=expect) for name, fn, expect in api_cases()]
     cases += [
         Case("api", "AutoBalance.load_state_dict of other shapes", api=load_other_shapes,
              owner="item 4"),
         Case("api", "reference cache corrupted behind its checksum", api=corrupted_cache,
              expect="handled"),
-        Case("api", "methods.create('adam', base='adamw')", api=adam_with_base, expect="handled",
-             owner="methods"),
+        Case("api", "methods.create('adam', base='adamw')", api=adam_with_base, owner="methods"),
     ]  # fmt: skip
     return cases
 
@@ -708,6 +1009,10 @@ def all_cases() -> list[Case]:
         *_directory_cases(),
         *_resume_cases(),
         *_file_cases(),
+        *_more_resume_cases(),
+        *_sweep_cases(),
+        *_report_cases(),
+        *_config_file_cases(),
         *_interrupt_cases(),
         *_api_cases(),
     ]
@@ -796,11 +1101,16 @@ def run_case(case: Case, root: Path, index: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="cases at once (default 2)")
-    parser.add_argument("-k", default="", help="only cases whose category or name has this")
+    parser.add_argument(
+        "-k",
+        action="append",
+        default=[],
+        help="only cases whose category or name has this (repeatable: any of them)",
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the case directories")
     args = parser.parse_args(argv)
-    cases = [c for c in all_cases() if args.k in f"{c.category} {c.name}"]
+    cases = [c for c in all_cases() if any(k in f"{c.category} {c.name}" for k in args.k or [""])]
     root = Path(tempfile.mkdtemp(prefix="autobalance-probe-"))
     os.environ.setdefault("AUTOBALANCE_CACHE_DIR", str(root / "cache"))
     cli_cases = [(i, c) for i, c in enumerate(cases) if c.api is None]

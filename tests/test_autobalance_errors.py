@@ -15,6 +15,7 @@ from autobalance.errors import (
     LossValueError,
     UnknownNameError,
 )
+from autobalance.methods.multistate import MTAdam
 
 
 @pytest.fixture
@@ -174,3 +175,11 @@ def test_errors_are_value_errors_not_torch_internals(setup) -> None:
     opt = AutoBalance(net.parameters())
     with pytest.raises(ValueError):
         opt.step({"residual": "not a tensor"})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("make", [AutoBalance, MTAdam], ids=["AutoBalance", "MTAdam"])
+def test_no_parameters_is_a_named_error_not_torchs(make) -> None:
+    with pytest.raises(HyperparameterError, match="given no parameters to optimise"):
+        make([])
+    with pytest.raises(HyperparameterError, match="given no parameters to optimise"):
+        make(p for p in ())  # an exhausted generator, as model.parameters() of no model

@@ -199,3 +199,17 @@ def test_unknown_names_are_both_config_errors_and_unknown_names() -> None:
         with pytest.raises(UnknownComponentError) as caught:
             RunConfig(**fields)
         assert isinstance(caught.value, ConfigError) and isinstance(caught.value, UnknownNameError)
+
+
+@pytest.mark.parametrize("data", [[1, 2], "steps=3", None, 3])
+def test_from_dict_of_what_is_not_a_table_is_a_config_error(data: Any) -> None:
+    with pytest.raises(ConfigError, match="must be a table of keys, got"):
+        RunConfig.from_dict(data)
+
+
+def test_train_of_what_is_not_a_run_config_is_a_config_error(tmp_path: Path) -> None:
+    from autobalance.experiments import train
+
+    with pytest.raises(ConfigError, match=r"train\(\) needs a RunConfig, got dict"):
+        train({"problem": "helmholtz", "steps": 3}, tmp_path / "r")  # type: ignore[arg-type]
+    assert not (tmp_path / "r").exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -318,3 +320,38 @@ def test_the_exit_codes_are_documented_in_the_help(capsys: pytest.CaptureFixture
     for code in ("0 done", "1 a run diverged", "2 usage or configuration error", "3 file error"):
         assert code in text
     assert "130 interrupted" in text
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda ckpt: ckpt.update(format=99), "format 99"),
+        (
+            lambda ckpt: ckpt["model"].update({next(iter(ckpt["model"])): torch.zeros(3, 3)}),
+            "do not fit",
+        ),
+    ],
+    ids=["another format", "other shapes"],
+)
+def test_a_sweep_run_whose_checkpoint_cannot_be_used_starts_again_and_says_why(
+    reference_sweep: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], None],
+    named: str,
+) -> None:
+    """Readable by torch but not resumable (a format of another version, states that do not
+    fit): reported, run from step 0 (never an error on every restart), results exact."""
+    spec = SPECS[0]
+    run = _copy(reference_sweep / spec.name, tmp_path / spec.name)
+    (run / "metrics.json").unlink()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, run / "checkpoint.pt")
+    result = run_sweep([spec], tmp_path, stream=sys.stderr)
+    err = capsys.readouterr().err
+    assert result.executed == [spec.name] and not result.errors, err
+    assert named in err and ("running it again" in err or "run again from step 0" in err)
+    log = [json.loads(line) for line in (run / "attempts.jsonl").open()]
+    assert log[-1]["resumed_from"] is None and log[-1]["reason"]
+    assert_same_results(reference_sweep / spec.name, run)

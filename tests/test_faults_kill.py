@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from autobalance.cli.main import EXIT_INTERRUPTED, main
-from autobalance.experiments import runner, train
+from autobalance.experiments import RunConfig, runner, train
 from autobalance.experiments.runner import load_checkpoint
 from autobalance.experiments.suites import load_suite
-from autobalance.experiments.sweep import run_sweep
-from fault_tools import TINY_FLAGS, assert_same_results, cli, history_rows, tiny
+from autobalance.experiments.sweep import RunSpec, run_sweep
+from fault_tools import TINY_FLAGS, TINY_PROBLEM, assert_same_results, cli, history_rows, tiny
 
 #: Seeds the random kill points are drawn from (one in CI; more by hand: pytest -k kill).
 KILL_SEEDS = [0]
@@ -115,18 +115,49 @@ SUITE = {
 }
 
 
+#: ``compare`` of the same tiny runs as ``SUITE`` (flags instead of a suite file).
+COMPARE_ARGS = [
+    "compare", "helmholtz", "--methods", "adam,autobalance", "--seeds", "1", "--steps", "400",
+    "--lr", "0.01", "--device", "cpu",
+    *(a for k, v in TINY_PROBLEM.items() for a in ("--param", f"{k}={v}")),
+    *("--set", "net_params.width=8", "--set", "net_params.depth=1", "--set", "eval_every=100"),
+    *("--set", "log_every=5", "--set", "checkpoint_every=50"),
+]  # fmt: skip
+
+
+def _sweep_argv(command: str, tmp_path: Path) -> list[str]:
+    if command == "bench":
+        suite = tmp_path / "suite.json"
+        suite.write_text(json.dumps(SUITE))
+        argv = ["bench", str(suite)]
+    else:
+        argv = list(COMPARE_ARGS)
+    argv += ["--executor", "inline", "--quiet", "--no-report", "--checkpoint-seconds", "0.2"]
+    return [*argv, "--out", str(tmp_path / command)]
+
+
+def _planned(out: Path) -> list[RunSpec]:
+    """The runs of the sweep in ``out``, from its ``sweep.json`` (written before any run)."""
+    plan = json.loads((out / "sweep.json").read_text())["runs"]
+    return [RunSpec(RunConfig.from_dict(r["config"]), r["group"]) for r in plan]
+
+
+@pytest.mark.parametrize("command", ["bench", "compare"])
 @pytest.mark.parametrize("seed", KILL_SEEDS)
-def test_bench_killed_at_a_random_point_loses_nothing_beyond_the_last_checkpoint(
-    seed: int, tmp_path: Path
+def test_sweep_killed_at_a_random_point_loses_nothing_beyond_the_last_checkpoint(
+    seed: int, command: str, tmp_path: Path
 ) -> None:
-    suite = tmp_path / "suite.json"
-    suite.write_text(json.dumps(SUITE))
-    specs = load_suite(str(suite)).runs
-    out = tmp_path / "bench"
-    argv = ["bench", str(suite), "--executor", "inline", "--quiet", "--no-report"]
-    argv += ["--checkpoint-seconds", "0.2", "--out", str(out)]
+    """``bench`` and ``compare`` killed mid-run, then the same command again: finished runs are
+    not redone, the unfinished one continues from its checkpoint, all end bit-identical."""
+    argv = _sweep_argv(command, tmp_path)
+    out = Path(argv[-1])
     proc = cli(*argv)
     try:
+        deadline = time.monotonic() + 120
+        while not (out / "sweep.json").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the sweep wrote no plan"
+            time.sleep(0.01)
+        specs = _planned(out)
         _wait_for_a_checkpoint_beyond_step_0([out / s.name for s in specs], proc)
         time.sleep(random.Random(seed).uniform(0.0, 1.0))
         proc.kill()
@@ -135,6 +166,7 @@ def test_bench_killed_at_a_random_point_loses_nothing_beyond_the_last_checkpoint
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+    assert len(specs) == 2
     saved = {
         s.name: load_checkpoint(out / s.name / "checkpoint.pt")["step"]
         for s in specs

@@ -317,6 +317,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"a run configuration must be a table of keys, got {type(data).__name__}"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in known:

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autobalance.errors import NonFiniteLossError
+from autobalance.errors import ConfigError, NonFiniteLossError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -152,6 +152,11 @@ def train(
     (:mod:`autobalance.threads`: one unless ``config.threads`` asks for more, never more than
     this process's cores) and puts the caller's thread settings back when it returns.
     """
+    if not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"train() needs a RunConfig, got {type(config).__name__} (RunConfig.from_dict "
+            "makes one of a dict)"
+        )
     config.validate()
     with using_threads(choose_threads(config.threads)):
         return _train(

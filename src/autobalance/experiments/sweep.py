@@ -153,13 +153,14 @@ def inspect_run(run_dir: Path) -> RunState:
         reasons.append(reason)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        try:
-            import torch
+        from autobalance.experiments.checkpoints import load_checkpoint
 
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            return RunState("resumable", step=int(ckpt["step"]), reason="; ".join(reasons))
-        except Exception as exc:  # truncated zip, unpickling error, missing key...
-            reasons.append(f"checkpoint.pt unreadable ({type(exc).__name__})")
+        try:  # as a resume reads it: layout, format and step counts checked
+            ckpt = load_checkpoint(ckpt_path)
+            return RunState("resumable", step=ckpt["step"], reason="; ".join(reasons))
+        except RunFileError as exc:  # truncated zip, unpickling error, missing key...
+            detail = str(exc).removeprefix("cannot resume: ").split("; delete it")[0]
+            reasons.append(f"checkpoint.pt unreadable: {detail}")
     if any(p.name not in ("attempts.jsonl",) for p in run_dir.iterdir()):
         return RunState("broken", reason="; ".join(reasons) or "started, no checkpoint yet")
     return RunState("new")
@@ -242,11 +243,20 @@ def execute_job(job: Job) -> Outcome:
             if writer is not None:
                 writer.close()
 
+    restarted = ""
     try:
         try:
             metrics = attempt(state.step if resume else None)
-        except ResumeConflictError:
-            resume = False  # a checkpoint of another configuration: start again
+        except (ResumeConflictError, RunFileError) as exc:
+            if not resume:
+                raise
+            # a checkpoint of another configuration, or whose states do not fit: start again
+            resume, restarted = False, str(exc)
+            _log_attempt(
+                run_dir,
+                {"started": time.time(), "pid": os.getpid(), "state": "broken",
+                 "resumed_from": None, "reason": restarted},
+            )  # fmt: skip
             metrics = attempt(None)
     except RunInterrupted as exc:
         return {
@@ -262,6 +272,7 @@ def execute_job(job: Job) -> Outcome:
         "seconds": time.perf_counter() - started,
         "rel_l2": metrics.get("rel_l2"),
         "error": metrics.get("error"),
+        "restarted": restarted,
     }
 
 
@@ -322,6 +333,8 @@ def _describe_outcome(name: str, outcome: Outcome) -> str:
         rel_text = f"rel_l2={rel:.2e}" if isinstance(rel, float) else "rel_l2=n/a"
         resumed = outcome.get("resumed_from")
         how = f", resumed from step {resumed}" if resumed else ""
+        if outcome.get("restarted"):
+            how += f", run again from step 0: {outcome['restarted']}"
         return f"{name}: ok {rel_text} ({outcome.get('seconds', math.nan):.1f} s{how})"
     if status == "failed":
         err = outcome.get("error") or {}

@@ -225,8 +225,8 @@ class TrainingRun:
         write_csv(self.out / "eval.csv", columns, p.evals)
 
     def write_checkpoint(self) -> None:
-        """``checkpoint.pt``, then the tables: tables that show a step imply a checkpoint at
-        least that far (a resumed run rewrites the tables from its checkpoint)."""
+        """``checkpoint.pt``, then the tables: a table never shows a step that the checkpoint
+        lacks (a process killed in between leaves the tables one checkpoint behind)."""
         write_torch(self.out / "checkpoint.pt", self.checkpoint())
         self.write_tables()
 

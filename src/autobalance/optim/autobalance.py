@@ -43,7 +43,12 @@ from autobalance.errors import (
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.adam_rule import AdamRule
-from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
+from autobalance.optim.bases import (
+    base_defaults,
+    make_base_optimizer,
+    nonempty_params,
+    resolve_base,
+)
 from autobalance.optim.buckets import Bucket, make_buckets
 from autobalance.optim.combine import MomentRule, rule_for, updates_grads_gram
 from autobalance.optim.layout import (
@@ -137,6 +142,7 @@ class AutoBalance(torch.optim.Optimizer):
         self._retain_graph = retain_graph
         self._layout: StateLayout | None = None
         self._buckets: list[Bucket] = []
+        params = nonempty_params(params, type(self).__name__)
         super().__init__(params, base_defaults(base_cls, base_kwargs))
         self._rule: StateRule = select_rule(base_cls, self.param_groups)
         if isinstance(self._combine_rule, MomentRule) and not isinstance(self._rule, AdamRule):

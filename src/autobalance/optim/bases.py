@@ -15,7 +15,13 @@ from autobalance.errors import (
     unknown_name_message,
 )
 
-__all__ = ["BASE_OPTIMIZERS", "base_defaults", "make_base_optimizer", "resolve_base"]
+__all__ = [
+    "BASE_OPTIMIZERS",
+    "base_defaults",
+    "make_base_optimizer",
+    "nonempty_params",
+    "resolve_base",
+]
 
 #: Registered base-optimizer names.  Any other ``torch.optim.Optimizer`` subclass can be passed as
 #: a class.
@@ -127,3 +133,14 @@ def base_defaults(
     """Validate ``hyperparameters`` for ``base`` and return its full defaults with them applied."""
     probe = make_base_optimizer(base, [torch.zeros(1, requires_grad=True)], hyperparameters)
     return dict(probe.defaults)
+
+
+def nonempty_params(params: Any, owner: str) -> Any:
+    """``params`` as a list (a tensor as given: torch names that mistake), or a
+    :class:`~autobalance.errors.HyperparameterError` when it holds no parameter."""
+    if isinstance(params, torch.Tensor):
+        return params
+    items = list(params)
+    if not items:
+        raise HyperparameterError(f"{owner} was given no parameters to optimise")
+    return items

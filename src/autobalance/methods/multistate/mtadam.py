@@ -37,6 +37,7 @@ from autobalance.errors import (
     check_positive,
 )
 from autobalance.losses import LossDict
+from autobalance.optim.bases import nonempty_params
 from autobalance.state_checks import (
     check_tensor,
     describe_param,
@@ -96,7 +97,7 @@ class MTAdam(torch.optim.Optimizer):
             else None
         )
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults)
+        super().__init__(nonempty_params(params, "MTAdam"), defaults)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
