@@ -10,7 +10,7 @@ DEMO_OUT ?= runs/demo
 # glibc's default malloc thresholds cost 11-25% of a PINN step in page faults; both knobs must be set.
 export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
 
-.PHONY: demo test lint bench busy-core compact-results docs clean
+.PHONY: demo test lint typecheck bench busy-core compact-results docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ LINTED := src tests benchmarks examples docs/results/compact_figures.py
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+# mypy on src/ with the settings under [tool.mypy] in pyproject.toml; CI runs it (.ci/run)
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/step_time.py
@@ -57,4 +62,4 @@ docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

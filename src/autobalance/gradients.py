@@ -57,7 +57,9 @@ PerLossGradients = list[list[Tensor | None]]
 def _leaf_node_type() -> type:
     """The class of the nodes that accumulate into leaf tensors (``AccumulateGrad``)."""
     leaf = torch.zeros(1, requires_grad=True)
-    return type((leaf * 1).grad_fn.next_functions[0][0])  # type: ignore[union-attr]
+    node = (leaf * 1).grad_fn
+    assert node is not None  # the product of a tensor that requires grad has a backward node
+    return type(node.next_functions[0][0])
 
 
 def graph_nodes(loss: Tensor) -> set[Node]:

@@ -143,7 +143,7 @@ def saved_param_states(
     return out
 
 
-def _hyperparameters(base: type[torch.optim.Optimizer], group: Mapping[str, Any]) -> dict:
+def _hyperparameters(base: type[torch.optim.Optimizer], group: Mapping[str, Any]) -> dict[str, Any]:
     accepted = set(inspect.signature(base.__init__).parameters) - {"self", "params"}
     return {k: v for k, v in group.items() if k in accepted}
 

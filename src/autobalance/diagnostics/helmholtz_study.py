@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -111,7 +111,7 @@ class StudyConfig:
                 raise ConfigError(f"invalid diagnostics study: {message}")
 
 
-def _params(model: torch.nn.Module, unknowns: dict[str, Tensor]) -> list[Tensor]:
+def _params(model: torch.nn.Module, unknowns: Mapping[str, Tensor]) -> list[Tensor]:
     return [*model.parameters(), *unknowns.values()]
 
 
@@ -271,8 +271,9 @@ def run_study(cfg: StudyConfig, *, progress: Any = None) -> dict[str, Any]:
                 pres = {n: _pre(method, n, params) for n in loss_names}
                 flat = {n: _flat_grad(grads[n], params) for n in loss_names}
                 updates = None
-                if all(p is not None for p in pres.values()):
-                    updates = {n: cfg.lr * flat[n] / pres[n] for n in loss_names}  # type: ignore[operator]
+                known = {n: p for n, p in pres.items() if p is not None}
+                if len(known) == len(pres):
+                    updates = {n: cfg.lr * flat[n] / known[n] for n in loss_names}
                 row = {"step": float(step), **{n: float(losses[n].detach()) for n in loss_names}}
                 row.update(balance_stats(flat, updates))
                 actual = stats_from_step_info(info, loss_names)

@@ -193,10 +193,10 @@ def _palette_png(image: Image.Image, scale: float) -> bytes:
 
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.LANCZOS)
-    # method 2: fast octree (smaller files than median cut here); dither 0: none, as dithering
-    # noise would defeat PNG's compression.
-    indexed = image.quantize(colors=256, method=2, dither=0)
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    # fast octree: smaller files than median cut here; no dithering, as its noise would defeat
+    # PNG's compression.
+    indexed = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     out = io.BytesIO()
     indexed.save(out, format="png", optimize=True)
     return out.getvalue()

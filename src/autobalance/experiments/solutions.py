@@ -191,7 +191,9 @@ def solution_panels_figure(
         return None, skipped
     problem = rows[0][1]
     n_out = rows[0][2].shape[1]
-    scale = [_top(*(r[k][:, out] for r in rows for k in (2, 3))) for out in range(n_out)]
+    scale = [
+        _top(*(a[:, out] for _, _, ref, pred in rows for a in (ref, pred))) for out in range(n_out)
+    ]
     error_max = [_top(*(r[3][:, out] - r[2][:, out] for r in rows)) for out in range(n_out)]
     fig = Figure(figsize=(13, 3.4 * len(rows) * n_out), layout="constrained")
     axes = fig.subplots(len(rows) * n_out, 3, squeeze=False)

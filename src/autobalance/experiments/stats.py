@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from autobalance.errors import AutoBalanceError
 __all__ = [
     "EXACT_MAX_N",
     "Comparison",
+    "Sample",
     "SampleError",
     "Summary",
     "TestResult",
@@ -74,6 +76,9 @@ __all__ = [
 #: Largest total sample size (Mann–Whitney) or number of non-zero pairs (Wilcoxon) for which the
 #: exact null distribution is used.  Counts stay below 2⁵³, so float64 holds them exactly.
 EXACT_MAX_N = 50
+
+#: One sample of values: a sequence of floats or a NumPy array (flattened).
+Sample: TypeAlias = Sequence[float] | np.ndarray
 
 
 class SampleError(AutoBalanceError):
@@ -95,7 +100,7 @@ class Summary:
     maximum: float
 
 
-def _sample(values: Sequence[float], name: str, min_n: int = 1) -> np.ndarray:
+def _sample(values: Sample, name: str, min_n: int = 1) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size < min_n:
         raise SampleError(f"sample {name!r} needs at least {min_n} value(s), got {x.size}")
@@ -104,7 +109,7 @@ def _sample(values: Sequence[float], name: str, min_n: int = 1) -> np.ndarray:
     return x
 
 
-def summarize(values: Sequence[float]) -> Summary:
+def summarize(values: Sample) -> Summary:
     """Mean, sample standard deviation, median, quartiles, minimum and maximum of ``values``."""
     x = _sample(values, "values")
     q1, median, q3 = np.quantile(x, [0.25, 0.5, 0.75])
@@ -120,7 +125,7 @@ def summarize(values: Sequence[float]) -> Summary:
     )
 
 
-def rankdata(values: Sequence[float]) -> np.ndarray:
+def rankdata(values: Sample) -> np.ndarray:
     """Ranks ``1..n`` of ``values``; tied values share the mean of the ranks they span."""
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     order = np.argsort(x, kind="mergesort")
@@ -261,7 +266,7 @@ def _subset_sum_counts(weights: np.ndarray, k: int) -> np.ndarray:
     return dp[k]
 
 
-def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> TestResult:
+def mann_whitney_u(x: Sample, y: Sample) -> TestResult:
     """Two-sided Mann–Whitney U test of ``x`` against ``y`` (see the module docstring).
 
     Raises:
@@ -292,7 +297,7 @@ def _normal_two_sided(deviation: float, var: float) -> float:
     return float(min(1.0, 2.0 * (1.0 - normal_cdf(z))))
 
 
-def wilcoxon_signed_rank(x: Sequence[float], y: Sequence[float]) -> TestResult:
+def wilcoxon_signed_rank(x: Sample, y: Sample) -> TestResult:
     """Two-sided Wilcoxon signed-rank test of the pairs ``(x_i, y_i)`` (module docstring).
 
     With no non-zero difference, ``W⁺ = 0`` and ``p = 1``.
@@ -328,7 +333,7 @@ def wilcoxon_signed_rank(x: Sequence[float], y: Sequence[float]) -> TestResult:
     return TestResult("wilcoxon", w_plus, p, (int(xs.size), n), False, min_p=min_p)
 
 
-def welch_t_test(x: Sequence[float], y: Sequence[float]) -> TestResult:
+def welch_t_test(x: Sample, y: Sample) -> TestResult:
     """Two-sided Welch t test of equal means (module docstring).
 
     When both samples have zero variance, ``t`` is ±∞ (p = 0) if the means differ, else 0
@@ -379,9 +384,7 @@ class Comparison:
         return self.test.p_value < self.alpha
 
 
-def compare(
-    a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, paired: bool = False
-) -> Comparison:
+def compare(a: Sample, b: Sample, *, alpha: float = 0.05, paired: bool = False) -> Comparison:
     """Compare sample ``a`` with sample ``b`` (lower is better), see the module docstring.
 
     Args:

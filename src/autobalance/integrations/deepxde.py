@@ -138,7 +138,7 @@ class BalancedTrainStep:
             self._model.lr_scheduler.step()
 
 
-class FreshPoints(dde.callbacks.Callback):  # type: ignore[misc]
+class FreshPoints(dde.callbacks.Callback):
     """A DeepXDE callback: fresh collocation and boundary points after every ``period`` steps.
 
     As autobalance's own problems sample them.  DeepXDE's ``PDEPointResampler`` does the same but

@@ -100,13 +100,15 @@ class LightningBalancer(torch.optim.Optimizer):
         """The wrapped method."""
         return self._balancer
 
+    # read-only views of the balancer's optimizer, where torch's Optimizer has assignable
+    # attributes: rebinding them here would detach this wrapper from the optimizer it drives
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """The balancer's optimizer's parameter groups (schedulers set their ``lr``)."""
         return self._balancer.optimizer.param_groups
 
     @property
-    def state(self) -> Any:  # type: ignore[override]
+    def state(self) -> Any:  # type: ignore[override]  # read-only view, as param_groups
         """The balancer's optimizer's per-parameter state (Lightning moves it across devices)."""
         return self._balancer.optimizer.state
 

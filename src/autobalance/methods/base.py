@@ -145,8 +145,8 @@ class PreCombineMethod(abc.ABC):
         **base_kwargs: the base optimizer's hyperparameters (lr, betas, weight_decay, ...).
     """
 
-    #: Registered method name, set by subclasses (used in error messages).
-    method_name: ClassVar[str] = ""
+    #: Registered method name, set by subclasses or per instance (used in error messages).
+    method_name: str = ""
     #: Whether the method balances several losses (one loss is an error).
     needs_two_losses: ClassVar[bool] = True
     #: The state every loss reports in ``StepInfo`` (one optimizer state for all).

@@ -74,12 +74,12 @@ def names(family: str | None = None) -> list[str]:
     return METHODS.names(family)
 
 
-def describe() -> list[MethodSpec]:
+def describe() -> list[Entry[Balancer]]:
     """Every method, sorted by family then name."""
     return METHODS.describe()
 
 
-def spec(name: str) -> MethodSpec:
+def spec(name: str) -> Entry[Balancer]:
     """The entry of ``name``; an unknown name lists the closest known ones."""
     return METHODS.entry(name)
 

@@ -5,7 +5,9 @@ Update: ``θ ← opt(∇ Σ_k L_k)`` — one backward pass of the summed loss, o
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
+
+from torch import Tensor
 
 from autobalance.methods.base import CombineResult, PreCombineMethod
 from autobalance.step_front import LossBatch
@@ -30,6 +32,7 @@ class SummedLoss(PreCombineMethod):
 
     def _combine(self, batch: LossBatch) -> CombineResult:
         self._optimizer.zero_grad(set_to_none=True)
-        sum(batch.losses.values()).backward()  # type: ignore[union-attr]
+        # a LossBatch holds at least one loss (losses.check_scalar_losses), so the sum is a tensor
+        cast(Tensor, sum(batch.losses.values())).backward()
         self.average_grads()
         return CombineResult(backward_passes=1, needs_grad_matrix=False)

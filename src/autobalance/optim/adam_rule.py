@@ -156,17 +156,18 @@ def _bias_corrections(
     per-parameter value of its reached parameters, the same numbers as the per-element values
     there.
     """
-    kind = {"device": like.device, "dtype": like.dtype}
-    counts = steps.tolist()
+    device, dtype = like.device, like.dtype
+    counts: list[list[float]] = steps.tolist()
     if all(row.count(row[0]) == len(row) for row in counts):
-        step_size, bc2_sqrt = [], []
-        for t in (row[0] for row in counts):
-            bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-            step_size.append(lr / bc1 if bc1 > 0 else 0.0)
-            bc2_sqrt.append(bc2**0.5 if bc2 > 0 else 1.0)
+        state_step_size: list[float] = []
+        state_bc2_sqrt: list[float] = []
+        for count in (row[0] for row in counts):
+            bc1_value, bc2_value = 1 - beta1**count, 1 - beta2**count
+            state_step_size.append(lr / bc1_value if bc1_value > 0 else 0.0)
+            state_bc2_sqrt.append(bc2_value**0.5 if bc2_value > 0 else 1.0)
         return (
-            torch.tensor(step_size, **kind).unsqueeze(1),
-            torch.tensor(bc2_sqrt, **kind).unsqueeze(1),
+            torch.tensor(state_step_size, device=device, dtype=dtype).unsqueeze(1),
+            torch.tensor(state_bc2_sqrt, device=device, dtype=dtype).unsqueeze(1),
         )
     t = steps.to(torch.float64)
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
@@ -180,10 +181,13 @@ def _bias_corrections(
         ):
             index = torch.tensor(first).unsqueeze(1)
             return (
-                step_size.gather(1, index).to(**kind),
-                bc2_sqrt.gather(1, index).to(**kind),
+                step_size.gather(1, index).to(device=device, dtype=dtype),
+                bc2_sqrt.gather(1, index).to(device=device, dtype=dtype),
             )
-    return _expand(sizes, step_size).to(**kind), _expand(sizes, bc2_sqrt).to(**kind)
+    return (
+        _expand(sizes, step_size).to(device=device, dtype=dtype),
+        _expand(sizes, bc2_sqrt).to(device=device, dtype=dtype),
+    )
 
 
 @dataclass
@@ -222,11 +226,13 @@ class AdamRule:
     ) -> tuple[AdamStates, list[dict[str, Any]]]:
         """Zero moments and counts for ``len(state_names)`` states."""
         shape = (len(state_names), bucket.numel)
-        zeros = {"device": bucket.device, "dtype": bucket.dtype}
+        device, dtype = bucket.device, bucket.dtype
         states = AdamStates(
-            exp_avg=torch.zeros(shape, **zeros),
-            exp_avg_sq=torch.zeros(shape, **zeros),
-            max_exp_avg_sq=torch.zeros(shape, **zeros) if group["amsgrad"] else None,
+            exp_avg=torch.zeros(shape, device=device, dtype=dtype),
+            exp_avg_sq=torch.zeros(shape, device=device, dtype=dtype),
+            max_exp_avg_sq=(
+                torch.zeros(shape, device=device, dtype=dtype) if group["amsgrad"] else None
+            ),
             steps=torch.zeros(len(state_names), len(bucket.params), dtype=torch.float32),
         )
         return states, states.per_param_views(bucket)

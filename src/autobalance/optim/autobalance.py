@@ -31,7 +31,7 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -68,6 +68,7 @@ from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch.distributed import ProcessGroup
 
 __all__ = ["AutoBalance"]
@@ -152,6 +153,8 @@ class AutoBalance(torch.optim.Optimizer):
             )
 
     # -- step -----------------------------------------------------------------------------------
+    # deliberately not torch's ``step(closure)`` contract: the losses (or a closure returning
+    # them) go in and a StepInfo comes out, so the override is incompatible by design
     def step(  # type: ignore[override]
         self,
         losses: LossDict | Callable[[], LossDict] | None = None,
@@ -284,7 +287,8 @@ class AutoBalance(torch.optim.Optimizer):
                 rule.combine(updates, bucket.rule_state.exp_avg)
                 for bucket, (_, _, updates) in zip(self._buckets, advanced, strict=True)
             ]
-        gram = sum(updates_grads_gram(u, g) for g, _, u in advanced)
+        # an optimizer has at least one bucket, so the sum is an array, never sum's start value 0
+        gram = cast("np.ndarray", sum(updates_grads_gram(u, g) for g, _, u in advanced))
         state_values = layout.assignment.numpy() @ [values[n] for n in layout.loss_names]
         a, b = rule.coefficients(gram, state_values)
         return [
@@ -409,7 +413,7 @@ class AutoBalance(torch.optim.Optimizer):
         def restore() -> None:
             self.state, self.param_groups, self._buckets, self._layout = before
             self._front.load_state_dict(front)
-            if rule is not None:
+            if rule is not None and rule_before is not None:
                 rule.load_state_dict(rule_before)
 
         with restore_on_error(f"the {type(self).__name__} state dict", restore):

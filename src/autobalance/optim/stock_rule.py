@@ -57,7 +57,9 @@ class StockRule:
 
         Each parameter's torch-style state is ``{"per_state": {state name: stock state}}``.
         """
-        per_param = [{"per_state": {name: {} for name in state_names}} for _ in bucket.params]
+        per_param: list[dict[str, Any]] = [
+            {"per_state": {name: {} for name in state_names}} for _ in bucket.params
+        ]
         return self.load(bucket, group, per_param)
 
     def load(

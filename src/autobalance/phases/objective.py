@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from torch import Tensor
 
 from autobalance.errors import ConfigError
 
-__all__ = ["Batch", "LossesFn", "Objective", "ResidualsFn", "problem_objective"]
+__all__ = ["Batch", "HasLosses", "LossesFn", "Objective", "ResidualsFn", "problem_objective"]
 
 #: Named point sets, e.g. ``{"residual": (N, d), "boundary": (M, d)}``; may be empty.
 Batch = Mapping[str, Tensor]
@@ -67,8 +68,16 @@ class Objective:
         return dataclasses.replace(self, batch=batch)
 
 
+class HasLosses(Protocol):
+    """Anything with ``losses(model, batch)``, e.g. a :class:`~autobalance.problems.Problem`."""
+
+    def losses(
+        self, model: Callable[[Tensor], Tensor], batch: Batch, /
+    ) -> Mapping[str, Tensor]: ...
+
+
 def problem_objective(
-    problem: object,
+    problem: HasLosses,
     model: Callable[[Tensor], Tensor],
     batch: Batch,
     *,
@@ -79,7 +88,7 @@ def problem_objective(
     ``losses(batch) = problem.losses(model, batch)`` and ``residuals(batch)`` its ``pointwise``
     terms (a :class:`~autobalance.losses.NamedLosses` carries them).
     """
-    losses_of = problem.losses  # type: ignore[attr-defined]
+    losses_of = problem.losses
 
     def losses(points: Batch) -> Mapping[str, Tensor]:
         return losses_of(model, points)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -116,6 +116,11 @@ class Problem(abc.ABC):
     output_names: ClassVar[tuple[str, ...]] = ()
     #: Names of the loss terms ``losses`` returns, in order.
     loss_names: ClassVar[tuple[str, ...]] = ()
+
+    if TYPE_CHECKING:
+        # set by ``@dataclass`` on every concrete problem (see above); declared for the type
+        # checker, so that ``dataclasses.fields(self)`` is known to receive a dataclass
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         """Coerce every parameter to the type of its default and check its rules."""

@@ -83,6 +83,8 @@ def cached_arrays(
 
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     buf = io.BytesIO()
+    # numpy's stub matches ``**arrays`` against the bool ``allow_pickle`` too; the keys are the
+    # reference's field names, never "allow_pickle", so every value is an array
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     blob = buf.getvalue()
     try:

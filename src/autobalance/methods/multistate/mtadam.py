@@ -112,6 +112,7 @@ class MTAdam(torch.optim.Optimizer):
             raise HyperparameterError(f"mtadam: ranks give no weight for losses {missing}")
         return [self._ranks[n] for n in names]
 
+    # deliberately not torch's ``step(closure)`` contract: named losses in, a StepInfo out
     def step(self, losses: LossDict) -> StepInfo:  # type: ignore[override]
         """Back-propagate each loss, rescale, update the per-term moments, apply the update."""
         batch = self._front.start(losses)
@@ -286,8 +287,13 @@ _STATE_KEYS = ("step", "exp_avg", "exp_avg_sq", "norm_ema")
 
 def _rows(column: Sequence[Tensor | None], p: Tensor) -> Tensor:
     """The ``(K, p.numel())`` float64 matrix of the terms' gradients for ``p`` (zeros: ``None``)."""
-    rows = [None if g is None else g.reshape(-1).double() for g in column]
-    if any(row is None for row in rows):
-        zeros = torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
-        rows = [zeros if row is None else row for row in rows]
-    return torch.stack(rows)  # type: ignore[arg-type]
+    zeros: Tensor | None = None
+    rows: list[Tensor] = []
+    for g in column:
+        if g is not None:
+            rows.append(g.reshape(-1).double())
+            continue
+        if zeros is None:
+            zeros = torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+        rows.append(zeros)
+    return torch.stack(rows)

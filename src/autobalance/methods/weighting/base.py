@@ -79,6 +79,11 @@ class Weighting(abc.ABC):
     #: The method's name, for messages.
     name: ClassVar[str] = ""
 
+    if TYPE_CHECKING:
+        # set by ``@dataclass`` on every concrete weighting; declared for the type checker, so
+        # that ``dataclasses.fields`` is known to receive a dataclass
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def bind(self, params: Sequence[Tensor], lr: float) -> None:  # noqa: B027
         """Called once by the method with its parameters and its base learning rate."""
 
@@ -156,7 +161,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _state_names(weighting: Weighting) -> list[str]:
-    return [f.name for f in dataclasses.fields(weighting) if f.metadata.get("state")]  # type: ignore[arg-type]
+    return [f.name for f in dataclasses.fields(weighting) if f.metadata.get("state")]
 
 
 class WeightingMethod(PreCombineMethod):
@@ -184,7 +189,7 @@ class WeightingMethod(PreCombineMethod):
         **base_kwargs: Any,
     ) -> None:
         self.weighting = weighting
-        self.method_name = weighting.name  # type: ignore[misc]
+        self.method_name = weighting.name
         super().__init__(
             params, base, nonfinite=nonfinite, process_group=process_group, **base_kwargs
         )
@@ -237,7 +242,7 @@ class WeightingFactory:
 
     def __init__(self, weighting: type[Weighting]) -> None:
         self.weighting = weighting
-        own = [f for f in dataclasses.fields(weighting) if f.init]  # type: ignore[arg-type]
+        own = [f for f in dataclasses.fields(weighting) if f.init]
         self.hyperparameters = [f.name for f in own]
         keyword = inspect.Parameter.KEYWORD_ONLY
         self.__signature__ = inspect.Signature(
