@@ -113,6 +113,14 @@ _RUN_FLAGS = (
         help="PINN variant applied in the order given, e.g. rba, causal:chunks=16, "
         "gpinn:weight=0.1 (repeatable; see `autobalance list`)",
     ),
+    Flag.of(
+        "--then",
+        action="append",
+        metavar="PHASE[:KEY=VALUE,...]",
+        help="a training phase after the first-order steps, e.g. lbfgs:iters=5000, "
+        "ssbroyden:iters=3000,max_seconds=600, gauss_newton:iters=200 (repeatable, run in the "
+        "order given; see `autobalance list`)",
+    ),
     _default("--sampler", "collocation points: uniform (default), lhs, grid or sobol"),
     _default(
         "--resample-every",
@@ -173,6 +181,8 @@ def _given_items(args: argparse.Namespace) -> list[str]:
         items += [f"{prefix}.{item}" for item in getattr(args, dest) or ()]
     if args.variant:
         items.append(f"variants={json.dumps(parse_variants(args.variant))}")
+    if args.then:
+        items.append(f"phases={json.dumps(list(args.then))}")
     return items
 
 
@@ -253,6 +263,7 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
             method_params, "--method-param", base=args.base, weight_decay=args.weight_decay
         ),
         "variants": parse_variants(args.variant),
+        "phases": list(args.then or ()),
     }
     kwargs.update({name: getattr(args, name) for name in _PLAIN_FIELDS})
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -337,6 +348,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             ]
         )
     )
+    for phase in metrics.get("phases", ()):
+        counts = ", ".join(f"{v} {k}" for k, v in phase["evaluations"].items() if v)
+        print(
+            f"  then {phase['spec']}: {phase['iterations']} iterations ({phase['reason']}), "
+            f"{counts}, {phase['wall_s']:.1f} s, rel L2 {phase['rel_l2']:.3e}"
+        )
     print(f"files: {out}")
     return 0
 
