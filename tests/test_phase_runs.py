@@ -18,7 +18,7 @@ from autobalance.errors import ConfigError, UnknownComponentError
 from autobalance.experiments import phase_runs, runner, train
 from autobalance.experiments.interrupts import RunInterrupted
 from autobalance.experiments.runner import load_checkpoint
-from fault_tools import TINY_FLAGS, assert_same_results, tiny
+from fault_tools import TINY_FLAGS, TINY_PROBLEM, assert_same_results, tiny
 
 PHASES = ["lbfgs:iters=6,redraw_every=4", {"name": "ssbroyden", "iters": 5}, "gauss_newton:iters=3"]
 
@@ -194,3 +194,21 @@ def test_cli_then_and_config_files_set_the_phases(
     done = json.loads((tmp_path / "f" / "metrics.json").read_text())["phases"]
     assert [(p["name"], p["iterations"]) for p in done] == [("lbfgs", 3), ("ssbroyden", 2)]
     assert torch.load(tmp_path / "f" / "checkpoint.pt", weights_only=True)["phases"]["index"] == 2
+
+
+def test_compare_then_runs_the_phases_and_the_report_shows_recipe_and_evaluations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "helmholtz", "--methods", "adam,autobalance", "--seeds", "1"]
+    argv += [arg for k, v in TINY_PROBLEM.items() for arg in ("--param", f"{k}={v}")]
+    argv += ["--set", "net_params.width=8", "--set", "net_params.depth=1", "--device", "cpu"]
+    argv += ["--steps", "4", "--executor", "inline", "--quiet", "--then", "lbfgs:iters=3"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
+    assert sorted(r["recipe"] for r in runs) == [
+        "adam ×4 → lbfgs:iters=3",
+        "autobalance ×4 → lbfgs:iters=3",
+    ]
+    report = (tmp_path / "report.md").read_text()
+    assert "adam → lbfgs:iters=3" in report and "autobalance → lbfgs:iters=3" in report
+    assert "phase function evals" in report and "phase iterations" in report

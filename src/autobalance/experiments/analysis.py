@@ -8,7 +8,8 @@ Grouping (:func:`group_runs`).  A *problem* is its name and its full parameter s
 found (``helmholtz(a2=4)``).  A *method label* is the method's name with the method parameters
 given in the run's configuration (``autobalance(base=adam)``), plus any training setting (network,
 its parameters, learning rate, its decay, steps, dtype) that differs between runs of that method
-on that problem, so runs that are not comparable are not pooled.  A ``"label"`` string in
+on that problem, so runs that are not comparable are not pooled, followed by the run's training
+phases (``adam → ssbroyden:iters=3000``), which also split groups.  A ``"label"`` string in
 ``metrics.json`` replaces the method label.  The seeds of a group are its runs.
 
 Statistics.  Successful runs (``status == "ok"``) give the statistics; failed runs are counted,
@@ -56,6 +57,7 @@ __all__ = [
     "group_runs",
     "metric_issues",
     "ordered",
+    "recipe_suffix",
 ]
 
 DEFAULT_METRICS = ("rel_l2", "rel_l1", "mse", "linf")
@@ -70,6 +72,10 @@ COSTS = (
     ("peak_rss_mb", "peak RSS [MiB]", 0),
     ("peak_gpu_mb", "peak GPU [MiB]", 0),
     ("n_params", "parameters", 0),
+    ("phase_iterations", "phase iterations", 0),
+    ("phase_functions", "phase function evals", 0),
+    ("phase_gradients", "phase gradient evals", 0),
+    ("phase_jacobians", "phase Jacobians", 0),
 )
 
 #: Training settings that split a method's runs into separate groups when they differ.
@@ -97,6 +103,20 @@ def _label(name: str, params: Mapping[str, Any]) -> str:
     if not params:
         return name
     return f"{name}({', '.join(f'{k}={format_value(v)}' for k, v in params.items())})"
+
+
+def _phase_text(phase: Any) -> str:
+    """A phase of ``config.json`` (mapping form, non-default values) in its text form."""
+    if not isinstance(phase, Mapping):
+        return str(phase)
+    body = ",".join(f"{k}={format_value(v)}" for k, v in phase.items() if k != "name")
+    return f"{phase.get('name')}:{body}" if body else str(phase.get("name"))
+
+
+def recipe_suffix(config: Mapping[str, Any]) -> str:
+    """``" → lbfgs:iters=5000 → ..."`` for a run with training phases, else ``""``."""
+    phases = config.get("phases") or []
+    return "".join(f" → {_phase_text(p)}" for p in phases)
 
 
 def _varying(dicts: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -195,6 +215,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
     by_method: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in complete:
         method_params = canonical_json(run.config.get("method_params", {}))
+        method_params += canonical_json(run.config.get("phases") or [])
         key = (run.problem_label, run.config["method"], method_params)
         by_method.setdefault(key, []).append(run)
     for (problem_label, method, _), members in by_method.items():
@@ -205,6 +226,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
                 params = dict(sorted(run.config.get("method_params", {}).items()))
                 settings = _flat_settings(run.config)
                 label = _label(method, {**params, **{k: settings[k] for k in varying}})
+                label += recipe_suffix(run.config)
             run.method_label = label
             group = groups.get((problem_label, label))
             if group is None:

@@ -314,6 +314,8 @@ class TrainingRun:
             out["phases"] = list(self.phase_progress.done)
             out["phase_iterations"] = self.phase_progress.iterations
             out["evaluations"] = self.phase_progress.totals(p.backward_passes)
+            for key in ("functions", "gradients", "jacobians"):  # report columns
+                out[f"phase_{key}"] = out["evaluations"][key]
         if self.device.type == "cuda":
             out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out
