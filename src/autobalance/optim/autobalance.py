@@ -43,7 +43,12 @@ from autobalance.errors import (
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.adam_rule import AdamRule
-from autobalance.optim.bases import base_defaults, make_base_optimizer, resolve_base
+from autobalance.optim.bases import (
+    base_defaults,
+    make_base_optimizer,
+    named_base_defaults,
+    resolve_base,
+)
 from autobalance.optim.buckets import Bucket, make_buckets
 from autobalance.optim.combine import MomentRule, rule_for, updates_grads_gram
 from autobalance.optim.layout import (
@@ -117,6 +122,7 @@ class AutoBalance(torch.optim.Optimizer):
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
+        base_kwargs = {**named_base_defaults(base), **base_kwargs}
         self._combine_rule = rule_for(combine)
         if self._combine_rule is None:
             check_combine(combine)
