@@ -8,6 +8,11 @@ Run directories are never silently reused.  ``--out`` defaults to
 sweep.config_hash` of the configuration), so two configurations never share one; a directory that
 holds a run is refused unless ``--resume`` (continue it) or ``--overwrite`` (replace it).
 
+``--preset NAME`` (:mod:`autobalance.presets`) starts from a documented recipe for the problem
+(``--preset sota``: float64, a compact network, Adam then SSBroyden); the file, the flags and
+``--set`` items given override it, key by key.  ``--then PHASE`` (repeatable) adds training phases
+after the first-order steps (:mod:`autobalance.experiments.phase_runs`).
+
 ``--resume`` continues the run in ``--out`` from its checkpoint with the configuration the
 checkpoint holds; every flag, ``--config`` key and ``--set`` item given is applied to it, and one
 that changes it is an error naming the key and both values, except ``--steps`` (not below the
@@ -121,6 +126,13 @@ _RUN_FLAGS = (
         "ssbroyden:iters=3000,max_seconds=600, gauss_newton:iters=200 (repeatable, run in the "
         "order given; see `autobalance list`)",
     ),
+    Flag.of(
+        "--preset",
+        metavar="NAME",
+        help="start from a documented recipe for PROBLEM, e.g. sota (float64, compact network, "
+        "Adam then SSBroyden); flags, --config keys and --set items given override it "
+        "(see `autobalance list`)",
+    ),
     _default("--sampler", "collocation points: uniform (default), lhs, grid or sobol"),
     _default(
         "--resample-every",
@@ -190,9 +202,23 @@ def _config_from_file_args(
     args: argparse.Namespace, saved: dict[str, Any] | None = None
 ) -> RunConfig:
     """``saved`` (a resumed run's configuration), then ``--config FILE``, the flags, ``--set``."""
+    from autobalance.errors import ConfigError
     from autobalance.experiments.config_files import config_from_dict, load_mapping
 
-    data = {**(saved or {}), **(load_mapping(args.config) if args.config else {})}
+    file = load_mapping(args.config) if args.config else {}
+    data: dict[str, Any] = dict(saved or {})
+    if args.preset and saved is None:  # a resumed run keeps its saved configuration
+        from autobalance.presets import preset_config
+
+        problem = args.problem or file.get("problem")
+        if not isinstance(problem, str):
+            raise ConfigError("--preset needs a PROBLEM (or a --config file naming one)")
+        data = preset_config(args.preset, problem)
+    for key, value in file.items():  # tables merge key by key over the preset's
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     return config_from_dict(data, [*_given_items(args), *(args.set or ())])
 
 
@@ -247,7 +273,7 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
     """The configuration of a new run from the flags (and ``--config`` / ``--set``)."""
     from autobalance.errors import ConfigError
 
-    if args.config or args.set:
+    if args.config or args.set or args.preset:
         return _config_from_file_args(args)
     if args.problem is None:
         raise ConfigError("give a PROBLEM, or --config FILE")
