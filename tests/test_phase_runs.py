@@ -212,3 +212,23 @@ def test_compare_then_runs_the_phases_and_the_report_shows_recipe_and_evaluation
     report = (tmp_path / "report.md").read_text()
     assert "adam → lbfgs:iters=3" in report and "autobalance → lbfgs:iters=3" in report
     assert "phase function evals" in report and "phase iterations" in report
+
+
+def test_gauss_newton_chunks_of_the_poisson_inverse_observation_grid() -> None:
+    """The Jacobian cut into chunks (subsets of the observation grid) equals the whole one."""
+    from autobalance import nets, problems
+    from autobalance.phases import problem_objective, stacked_residuals
+
+    problem = problems.create("poisson-inverse", n_residual=20, n_boundary=8, n_data_side=5)
+    torch.manual_seed(0)
+    model = nets.create("mlp", 2, 2, width=4, depth=1).double()
+    batch = problem.sample(torch.Generator().manual_seed(0), "cpu", torch.float64)
+    objective = problem_objective(problem, model, batch)
+    params = list(model.parameters())
+    whole = stacked_residuals(objective, params, chunk=0)
+    chunked = stacked_residuals(objective, params, chunk=4)
+    assert torch.allclose(whole.rho, chunked.rho, rtol=0, atol=1e-12)
+    assert whole.jacobian is not None and chunked.jacobian is not None
+    assert torch.allclose(whole.jacobian, chunked.jacobian, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="observation points"):
+        problem.observed_at(batch["data"][:3] + 0.01)

@@ -22,6 +22,11 @@ lbfgs:iters=5000``; :mod:`autobalance.phases`).  Each phase
 * stops at ``iters`` iterations, at ``max_evals`` function evaluations, after ``max_seconds``
   of its own wall-clock (summed across resumes), or when the method stops itself (gradient below
   tolerance, no decrease found); the reason is in ``metrics.json`` (``phases``).
+
+A run's ``budget`` (:mod:`autobalance.experiments.budget`) bounds its first-order steps only;
+the phases have their own limits.  ``metrics.json`` gives the whole run's work
+(``evaluations``: first-order backward passes, then the phases' function, gradient and
+Jacobian evaluations) for equal-budget accounting.
 """
 
 from __future__ import annotations
