@@ -54,6 +54,9 @@ def test_phases_follow_the_first_order_steps_and_are_logged_and_counted(tmp_path
     for key in ("functions", "gradients", "jacobians"):
         assert totals[key] == sum(p["evaluations"][key] for p in metrics["phases"])
     assert metrics["phases"][-1]["rel_l2"] == metrics["rel_l2"]
+    phase_s = sum(p["wall_s"] for p in metrics["phases"])
+    assert metrics["first_order_s"] + phase_s == pytest.approx(metrics["wall_s"])
+    assert metrics["step_ms"] == pytest.approx(1e3 * metrics["first_order_s"] / 8)
 
     history = _rows(tmp_path / "history.csv")
     assert [r["step"] for r in history] == [str(s) for s in range(1, 23)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autobalance.catalog import Catalog
@@ -42,7 +42,6 @@ class Preset:
     why: str
     measured: bool = False
     target: float = math.nan  # issue 14's target rel. L2 (``a``'s error for poisson-inverse)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: The finisher of every ``sota`` recipe: SSBroyden (dense: the networks stay under

@@ -270,6 +270,12 @@ class TrainingRun:
         if figure is not None:
             write_png(self.out / "solution.png", figure)
 
+    @property
+    def first_order_s(self) -> float:
+        """Training wall-clock of the first-order steps (``wall_s`` less the phases')."""
+        pp = self.phase_progress
+        return self.progress.wall_s - pp.wall_s - sum(float(d["wall_s"]) for d in pp.done)
+
     def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
         p, c = self.progress, self.config
         final = p.evals[-1] if p.evals else {}
@@ -296,7 +302,7 @@ class TrainingRun:
                 k: v for k, v in final.items() if k not in ("step", "wall_s", "phase", *ERROR_NAMES)
             },
             "wall_s": p.wall_s,
-            "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
+            "step_ms": 1e3 * self.first_order_s / p.step if p.step else math.nan,
             "elapsed_s": elapsed_s,
             "final_losses": dict(p.final_losses),
             "backward_passes": p.backward_passes,
@@ -314,6 +320,7 @@ class TrainingRun:
             out["phases"] = list(self.phase_progress.done)
             out["phase_iterations"] = self.phase_progress.iterations
             out["evaluations"] = self.phase_progress.totals(p.backward_passes)
+            out["first_order_s"] = self.first_order_s
             for key in ("functions", "gradients", "jacobians"):  # report columns
                 out[f"phase_{key}"] = out["evaluations"][key]
         if self.device.type == "cuda":
