@@ -78,6 +78,15 @@ def test_phases_follow_the_first_order_steps_and_are_logged_and_counted(tmp_path
     ]
 
 
+def test_tables_with_a_phase_column_read_as_numbers(tmp_path: Path) -> None:
+    from autobalance.experiments.runs import read_table
+
+    train(_config(phases=["lbfgs:iters=2"]), tmp_path, progress=False)
+    history = read_table(tmp_path / "history.csv")
+    assert "phase" not in history and list(history["step"]) == list(range(1, 11))
+    assert list(read_table(tmp_path / "eval.csv")["step"]) == [0, 4, 8, 10]
+
+
 def test_a_run_without_phases_writes_no_phase_columns(tmp_path: Path) -> None:
     metrics = train(tiny(steps=3), tmp_path, progress=False)
     assert "phases" not in metrics and "recipe" not in metrics
@@ -215,6 +224,7 @@ def test_compare_then_runs_the_phases_and_the_report_shows_recipe_and_evaluation
     report = (tmp_path / "report.md").read_text()
     assert "adam → lbfgs:iters=3" in report and "autobalance → lbfgs:iters=3" in report
     assert "phase function evals" in report and "phase iterations" in report
+    assert "not drawn" not in report  # the curves read the tables with their phase column
 
 
 def test_gauss_newton_chunks_of_the_poisson_inverse_observation_grid() -> None:

@@ -28,6 +28,7 @@ from autobalance.errors import AutoBalanceError
 
 __all__ = [
     "COMPLETE_STATUSES",
+    "TEXT_COLUMNS",
     "ReportError",
     "RunFileError",
     "RunRecord",
@@ -187,8 +188,14 @@ def discover_runs(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:
     return sorted(found, key=lambda r: str(r.path))
 
 
+#: Text columns of the runner's tables (the training phase of a row), left out by
+#: :func:`read_table`.
+TEXT_COLUMNS = ("phase",)
+
+
 def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A CSV with a header (as the runner writes) as float64 columns; empty cells are NaN.
+    """A CSV with a header (as the runner writes) as float64 columns; empty cells are NaN; the
+    :data:`TEXT_COLUMNS` are left out.
 
     Raises:
         RunFileError: the file is missing, empty or holds a non-numeric cell.
@@ -203,6 +210,10 @@ def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not rows:
         raise RunFileError(f"{path} is empty")
     header, body = rows[0], [r for r in rows[1:] if r]
+    keep = [j for j, name in enumerate(header) if name not in TEXT_COLUMNS]
+    if len(keep) < len(header):
+        header = [header[j] for j in keep]
+        body = [[r[j] for j in keep] if len(r) > max(keep, default=-1) else r for r in body]
     try:
         data = np.array(
             [[float(c) if c.strip() else math.nan for c in r] for r in body], dtype=np.float64
