@@ -156,6 +156,16 @@ def test_max_seconds_stops_a_phase_and_says_why(tmp_path: Path) -> None:
     assert phase["reason"] == "max_seconds" and phase["iterations"] == 1
 
 
+def test_max_evals_stops_a_phase_and_its_last_iteration_is_logged(tmp_path: Path) -> None:
+    config = _config(phases=["bfgs:iters=50,max_evals=9"], log_every=4)
+    metrics = train(config, tmp_path, progress=False)
+    (phase,) = metrics["phases"]
+    assert phase["reason"] == "max_evals" and phase["evaluations"]["functions"] >= 9
+    last = _rows(tmp_path / "history.csv")[-1]
+    assert int(last["step"]) == 8 + phase["iterations"] and last["phase"] == "bfgs"
+    assert int(last["functions"]) == phase["evaluations"]["functions"]
+
+
 def test_resume_may_not_add_first_order_steps_once_phases_began(tmp_path: Path) -> None:
     train(_config(phases=["lbfgs:iters=2"]), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="started its phases"):

@@ -186,6 +186,25 @@ def _run_one(
         progress.state = phase.state_dict()
         run.write_checkpoint()
 
+    def log(record: PhaseRecord) -> None:
+        """The ``history.csv`` row of ``record`` (``backward_passes``: this iteration's)."""
+        counts = record.evaluations
+        before = phase.history[record.iteration - 2] if record.iteration > 1 else None
+        last = before.evaluations if before is not None else EvaluationCount()
+        work = counts.gradients + counts.jacobians - last.gradients - last.jacobians
+        p.history.append(
+            phase_row(
+                offset + record.iteration,
+                spec.name,
+                record.losses,
+                record.loss,
+                counts.as_dict(),
+                work,
+                record.step_size,
+                record.grad_norm,
+            )
+        )
+
     def callback(record: PhaseRecord) -> bool:
         nonlocal saved_at
         elapsed = clock.lap()
@@ -197,21 +216,7 @@ def _run_one(
         if spec.max_seconds and progress.wall_s >= spec.max_seconds:
             flags["timed_out"] = done = True
         if record.iteration % cfg.log_every == 0 or record.iteration == 1 or done:
-            counts = record.evaluations
-            last = phase.history[-2].evaluations if len(phase.history) > 1 else EvaluationCount()
-            work = counts.gradients + counts.jacobians - last.gradients - last.jacobians
-            p.history.append(
-                phase_row(
-                    step,
-                    spec.name,
-                    record.losses,
-                    record.loss,
-                    counts.as_dict(),
-                    work,
-                    record.step_size,
-                    record.grad_norm,
-                )
-            )
+            log(record)
         if step % cfg.eval_every == 0:
             run.evaluate(step=step, phase=spec.name)
         bar.update(1)
@@ -241,6 +246,8 @@ def _run_one(
         raise RunInterrupted(stop.signal_name, str(run.out), offset + phase.iteration)
     reason = "max_seconds" if flags["timed_out"] else result.reason
     final_step = offset + phase.iteration
+    if phase.history and p.history[-1]["step"] != final_step:  # stopped between log rows
+        log(phase.history[-1])
     errors = run.evaluate(step=final_step, phase=spec.name)
     progress.done.append(
         {
