@@ -57,7 +57,6 @@ __all__ = [
     "group_runs",
     "metric_issues",
     "ordered",
-    "recipe_suffix",
 ]
 
 DEFAULT_METRICS = ("rel_l2", "rel_l1", "mse", "linf")
@@ -103,20 +102,6 @@ def _label(name: str, params: Mapping[str, Any]) -> str:
     if not params:
         return name
     return f"{name}({', '.join(f'{k}={format_value(v)}' for k, v in params.items())})"
-
-
-def _phase_text(phase: Any) -> str:
-    """A phase of ``config.json`` (mapping form, non-default values) in its text form."""
-    if not isinstance(phase, Mapping):
-        return str(phase)
-    body = ",".join(f"{k}={format_value(v)}" for k, v in phase.items() if k != "name")
-    return f"{phase.get('name')}:{body}" if body else str(phase.get("name"))
-
-
-def recipe_suffix(config: Mapping[str, Any]) -> str:
-    """``" → lbfgs:iters=5000 → ..."`` for a run with training phases, else ``""``."""
-    phases = config.get("phases") or []
-    return "".join(f" → {_phase_text(p)}" for p in phases)
 
 
 def _varying(dicts: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -214,8 +199,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
     groups: dict[tuple[str, str], MethodGroup] = {}
     by_method: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in complete:
-        method_params = canonical_json(run.config.get("method_params", {}))
-        method_params += canonical_json(run.config.get("phases") or [])
+        method_params = canonical_json(run.config.get("method_params", {})) + run.recipe
         key = (run.problem_label, run.config["method"], method_params)
         by_method.setdefault(key, []).append(run)
     for (problem_label, method, _), members in by_method.items():
@@ -226,7 +210,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
                 params = dict(sorted(run.config.get("method_params", {}).items()))
                 settings = _flat_settings(run.config)
                 label = _label(method, {**params, **{k: settings[k] for k in varying}})
-                label += recipe_suffix(run.config)
+                label += run.recipe
             run.method_label = label
             group = groups.get((problem_label, label))
             if group is None:

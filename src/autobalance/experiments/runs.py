@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "load_run",
     "number",
     "read_table",
+    "recipe_suffix",
     "relative_path",
 ]
 
@@ -103,6 +105,11 @@ class RunRecord:
         """The ``error`` entry of a failed run's metrics (``{}`` when none)."""
         err = self.metrics.get("error")
         return err if isinstance(err, dict) else {}
+
+    @property
+    def recipe(self) -> str:
+        """The run's training phases as a label suffix (:func:`recipe_suffix`)."""
+        return recipe_suffix(self.config)
 
     def recorded(self, key: str, default: Any = None) -> Any:
         """``key`` from the configuration, else from the metrics (e.g. ``"problem"``)."""
@@ -186,6 +193,25 @@ def discover_runs(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:
         else:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return sorted(found, key=lambda r: str(r.path))
+
+
+def recipe_suffix(config: Mapping[str, Any]) -> str:
+    """``" → lbfgs:iters=5000 → ..."`` for a ``config.json`` with training phases (their
+    mapping form, non-default values only), else ``""``."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    out = ""
+    for phase in config.get("phases") or []:
+        if not isinstance(phase, Mapping):
+            out += f" → {phase}"
+            continue
+        body = ",".join(f"{k}={text(v)}" for k, v in phase.items() if k != "name")
+        out += f" → {phase.get('name')}" + (f":{body}" if body else "")
+    return out
 
 
 #: Text columns of the runner's tables (the training phase of a row), left out by
