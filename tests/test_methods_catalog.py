@@ -30,7 +30,7 @@ def test_every_method_is_in_one_catalog_with_a_family_and_a_summary() -> None:
         "mtadam",
         "multiadam",
     }
-    assert {"adam", "adamw"} == set(methods.names("single-optimizer"))
+    assert {"adam", "adamw", "shampoo", "soap"} == set(methods.names("single-optimizer"))
     assert methods.spec("fixed").example_params == {"weights": {"residual": 1.0, "boundary": 10.0}}
 
 

@@ -4,14 +4,20 @@ optimizer and as AutoBalance's per-loss base."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from autobalance import AutoBalance
-from autobalance.errors import UnknownNameError
+from autobalance import AutoBalance, methods
+from autobalance.errors import BaseOptimizerError, UnknownNameError
+from autobalance.experiments import train
+from autobalance.experiments.interrupts import RunInterrupted
 from autobalance.phases import OPTIONAL_OPTIMIZERS, SOAP_PINN_DEFAULTS, optional_optimizer
+from fault_tools import assert_same_results, tiny
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 
@@ -100,12 +106,10 @@ def test_soap_is_an_autobalance_base() -> None:
     assert last["fit"] < 0.5 * first["fit"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pytorch_optimizer's SOAP keeps its step counter in param_groups[0]['step'], which "
-    "AutoBalance's per-state stock instances do not checkpoint (optim/stock_rule.py)",
-)
 def test_autobalance_over_soap_resumes_bit_for_bit() -> None:
+    """SOAP keeps its step counter in ``param_groups[0]['step']``: the stock rule checkpoints
+    it (``"groups"`` in each parameter's state) and puts it back on load."""
+
     def make() -> tuple[torch.nn.Module, AutoBalance]:
         net = _net()
         base = optional_optimizer("soap")
@@ -119,7 +123,9 @@ def test_autobalance_over_soap_resumes_bit_for_bit() -> None:
     for _ in range(6):
         opt.step(_losses(net))
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer, weights_only=True)
+    first = next(iter(saved["opt"]["state"].values()))
+    assert {g["step"] for g in first["groups"].values()} == {6}
     again, opt2 = make()
     again.load_state_dict(saved["net"])
     opt2.load_state_dict(saved["opt"])
@@ -135,3 +141,46 @@ def test_unknown_name_and_missing_extra_are_clear_errors(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)  # import raises ImportError
     with pytest.raises(ImportError, match=r"autobalance\[soap\]"):
         optional_optimizer("soap")
+
+
+def test_soap_method_and_autobalance_base_take_the_pinn_defaults() -> None:
+    net = _net()
+    plain = methods.create("soap", net.parameters(), lr=1e-3)
+    assert isinstance(plain.optimizer, pytorch_optimizer.SOAP)
+    auto = methods.create("autobalance", net.parameters(), lr=1e-3, base="soap")
+    custom = methods.create("soap", net.parameters(), lr=1e-3, precondition_frequency=5)
+    for opt in (plain.optimizer, auto.optimizer):
+        group = opt.param_groups[0]
+        assert (group["weight_decay"], group["precondition_frequency"]) == (0.0, 2)
+        assert tuple(group["betas"]) == (0.9, 0.999)
+    assert custom.optimizer.param_groups[0]["precondition_frequency"] == 5
+    shampoo = methods.create("shampoo", net.parameters(), lr=1e-3)
+    assert isinstance(shampoo.optimizer, pytorch_optimizer.Shampoo)
+
+
+@pytest.mark.parametrize(("method", "base"), [("soap", None), ("autobalance", "soap")])
+def test_soap_runs_resume_bit_for_bit(tmp_path: Path, method: str, base: str | None) -> None:
+    params = {"base": base} if base else {}
+    config = tiny(method=method, method_params=params, steps=12, dtype="float64")
+    split, straight = tmp_path / "split", tmp_path / "straight"
+    count = 0
+
+    def stop_at_5(info: object) -> None:
+        nonlocal count
+        count += 1
+        if count == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(RunInterrupted):
+        train(config, split, progress=False, callback=stop_at_5)
+    train(config, split, progress=False, resume=True)
+    metrics = train(config, straight, progress=False)
+    assert metrics["status"] == "ok"
+    assert_same_results(split, straight)
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)  # import raises ImportError
+    for method, params in (("soap", {}), ("autobalance", {"base": "soap"})):
+        with pytest.raises(BaseOptimizerError, match=r"pip install 'autobalance\[soap\]'"):
+            methods.create(method, _net().parameters(), lr=1e-3, **params)

@@ -162,43 +162,61 @@ def check_group_hyperparameters(
 
 
 def base_state_kinds(
-    base: type[torch.optim.Optimizer], group: Mapping[str, Any]
-) -> dict[str, bool] | None:
-    """The keys of one parameter's state as ``base`` keeps it with ``group``'s hyperparameters,
-    each mapped to whether it holds one value per element (else a scalar such as ``step``).
+    base: type[torch.optim.Optimizer], group: Mapping[str, Any], ndim: int = 1
+) -> dict[str, bool | None] | None:
+    """The keys of one parameter's state as ``base`` keeps it with ``group``'s hyperparameters
+    for a parameter of ``ndim`` dimensions, each mapped to ``True`` when it holds one value per
+    element (a tensor of the parameter's shape), ``False`` for a scalar such as ``step``, and
+    ``None`` for a tensor of another shape (Shampoo's ``d × d`` preconditioners) or a list.
 
-    Read from one step of ``base`` on a two-element probe; ``None`` when that step fails (then
-    only the shapes of the tensors are checked).
+    Read from one step of ``base`` on a probe of shape ``(2, 3, ...)[:ndim]`` (``ndim`` matters:
+    Shampoo keeps one preconditioner per dimension); ``None`` when that step fails (then only
+    the shapes of the tensors are checked).
     """
     hyper = _hyperparameters(base, group)
     for switch in _PROBE_SWITCHES:
         if switch in hyper:
             hyper[switch] = False
-    probe = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    shape = tuple(range(2, 2 + max(ndim, 1)))
+    probe = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
     try:
         optimizer = base([probe], **hyper)
         probe.grad = torch.zeros_like(probe)
         optimizer.step()
     except Exception:  # a base this probe cannot run: fall back to the shape checks
         return None
-    return {
-        key: isinstance(value, Tensor) and value.dim() > 0
-        for key, value in optimizer.state[probe].items()
-    }
+
+    def kind(value: Any) -> bool | None:
+        if isinstance(value, Tensor):
+            if value.shape == probe.shape:
+                return True
+            return False if value.numel() == 1 else None
+        return None if isinstance(value, list | tuple) else False
+
+    return {key: kind(value) for key, value in optimizer.state[probe].items()}
+
+
+def _tensor_lists(value: Any) -> bool:
+    """``value`` is a tensor, ``None``, or a (nested) list of them."""
+    if value is None or isinstance(value, Tensor):
+        return True
+    return isinstance(value, list | tuple) and all(_tensor_lists(v) for v in value)
 
 
 def check_base_state(
     what: str,
     state: Mapping[str, Any],
     param: Tensor,
-    kinds: Mapping[str, bool] | None,
+    kinds: Mapping[str, bool | None] | None,
     base_name: str,
 ) -> None:
     """One parameter's saved state for a stock optimizer: its keys, and each value's shape.
 
     An empty state (the parameter has not been stepped yet) always fits.  A per-element entry
     must be a floating tensor of the parameter's shape, a scalar entry a number or a one-element
-    tensor; ``None`` passes (torch keeps e.g. an unused momentum buffer as ``None``).
+    tensor; ``None`` passes (torch keeps e.g. an unused momentum buffer as ``None``), and so does
+    a (nested) list of tensors, whose shapes are the base's business (SOAP's Kronecker factors
+    ``GG`` and eigenbases ``Q``).
     """
     if not state:
         return
@@ -209,6 +227,14 @@ def check_base_state(
         )
     for key, value in state.items():
         if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            if not _tensor_lists(value):
+                raise StateDictError(f"{what}: {key!r} must be a list of tensors")
+            continue
+        if kinds is not None and kinds[key] is None:  # a tensor of the base's own shape
+            if not isinstance(value, Tensor):
+                raise StateDictError(f"{what}: {key!r} must be a tensor, got {_short(value)}")
             continue
         per_element = (
             kinds[key] if kinds is not None else isinstance(value, Tensor) and value.dim() > 0

@@ -5,7 +5,9 @@ its own directory under ``--out``, executed by ``--workers`` spawned processes (
 when already complete, resumed from its checkpoint when interrupted.  The command prints, per
 method, mean ± standard deviation over seeds of the rel-L2, MSE and L∞ errors, wall-clock,
 backward passes and peak memory, then writes the report of ``--out``
-(:mod:`autobalance.cli.sweeps`).
+(:mod:`autobalance.cli.sweeps`).  ``--then PHASE`` (repeatable) adds training phases after
+every method's first-order steps (``compare burgers --methods adam,autobalance --then
+lbfgs:iters=5000``: does the balancer still matter after the finisher?).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         common.append(f"device={json.dumps(args.device)}")
     common += [f"problem_params.{item}" for item in args.param or ()]
     common += budget_items(args) + thread_items(args)
+    if args.then:
+        common.append(f"phases={json.dumps(list(args.then))}")
     specs = []
     for method in names:
         example = dict(methods.spec(method).example_params)
@@ -74,6 +78,13 @@ COMMAND = Command(
         Flag.of("--lr", type=float, help="initial learning rate"),
         Flag.of("--device", help="cpu, cuda, cuda:N or auto (default: the config's)"),
         PROBLEM_PARAM,
+        Flag.of(
+            "--then",
+            action="append",
+            metavar="PHASE[:KEY=VALUE,...]",
+            help="a training phase after every method's steps, e.g. lbfgs:iters=5000 "
+            "(repeatable, in order)",
+        ),
         *SWEEP_FLAGS,
     ),
     description=(

@@ -116,6 +116,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("\nmethods:")
     specs = methods.describe()
     print(_format_table([(f"  {s.name}", f"[{s.family}] {s.summary}") for s in specs]))
+    from autobalance.phases import PHASES
+    from autobalance.presets import PRESETS
+
+    print("\nphases (--then NAME[:iters=N,redraw_every=N,max_evals=N,max_seconds=S,...]):")
+    print(_format_table([(f"  {e.name}", f"[{e.family}] {e.summary}") for e in PHASES.describe()]))
+    print("\npresets (--preset NAME):")
+    print(_format_table([(f"  {e.name}", e.summary) for e in PRESETS.describe()]))
     return 0
 
 
@@ -124,7 +131,9 @@ COMMANDS = {
     c.name: c
     for c in (
         run.COMMAND,
-        Command("list", "list problems, networks, variants and methods", _cmd_list),
+        Command(
+            "list", "list problems, networks, variants, methods, phases and presets", _cmd_list
+        ),
         diagnose.COMMAND,
         report.COMMAND,
         compare.COMMAND,

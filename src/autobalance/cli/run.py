@@ -8,6 +8,11 @@ Run directories are never silently reused.  ``--out`` defaults to
 sweep.config_hash` of the configuration), so two configurations never share one; a directory that
 holds a run is refused unless ``--resume`` (continue it) or ``--overwrite`` (replace it).
 
+``--preset NAME`` (:mod:`autobalance.presets`) starts from a documented recipe for the problem
+(``--preset sota``: float64, a compact network, Adam then SSBroyden); the file, the flags and
+``--set`` items given override it, key by key.  ``--then PHASE`` (repeatable) adds training phases
+after the first-order steps (:mod:`autobalance.experiments.phase_runs`).
+
 ``--resume`` continues the run in ``--out`` from its checkpoint with the configuration the
 checkpoint holds; every flag, ``--config`` key and ``--set`` item given is applied to it, and one
 that changes it is an error naming the key and both values, except ``--steps`` (not below the
@@ -113,6 +118,21 @@ _RUN_FLAGS = (
         help="PINN variant applied in the order given, e.g. rba, causal:chunks=16, "
         "gpinn:weight=0.1 (repeatable; see `autobalance list`)",
     ),
+    Flag.of(
+        "--then",
+        action="append",
+        metavar="PHASE[:KEY=VALUE,...]",
+        help="a training phase after the first-order steps, e.g. lbfgs:iters=5000, "
+        "ssbroyden:iters=3000,max_seconds=600, gauss_newton:iters=200 (repeatable, run in the "
+        "order given; see `autobalance list`)",
+    ),
+    Flag.of(
+        "--preset",
+        metavar="NAME",
+        help="start from a documented recipe for PROBLEM, e.g. sota (float64, compact network, "
+        "Adam then SSBroyden); flags, --config keys and --set items given override it "
+        "(see `autobalance list`)",
+    ),
     _default("--sampler", "collocation points: uniform (default), lhs, grid or sobol"),
     _default(
         "--resample-every",
@@ -173,6 +193,8 @@ def _given_items(args: argparse.Namespace) -> list[str]:
         items += [f"{prefix}.{item}" for item in getattr(args, dest) or ()]
     if args.variant:
         items.append(f"variants={json.dumps(parse_variants(args.variant))}")
+    if args.then:
+        items.append(f"phases={json.dumps(list(args.then))}")
     return items
 
 
@@ -180,9 +202,23 @@ def _config_from_file_args(
     args: argparse.Namespace, saved: dict[str, Any] | None = None
 ) -> RunConfig:
     """``saved`` (a resumed run's configuration), then ``--config FILE``, the flags, ``--set``."""
+    from autobalance.errors import ConfigError
     from autobalance.experiments.config_files import config_from_dict, load_mapping
 
-    data = {**(saved or {}), **(load_mapping(args.config) if args.config else {})}
+    file = load_mapping(args.config) if args.config else {}
+    data: dict[str, Any] = dict(saved or {})
+    if args.preset and saved is None:  # a resumed run keeps its saved configuration
+        from autobalance.presets import preset_config
+
+        problem = args.problem or file.get("problem")
+        if not isinstance(problem, str):
+            raise ConfigError("--preset needs a PROBLEM (or a --config file naming one)")
+        data = preset_config(args.preset, problem)
+    for key, value in file.items():  # tables merge key by key over the preset's
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     return config_from_dict(data, [*_given_items(args), *(args.set or ())])
 
 
@@ -237,7 +273,7 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
     """The configuration of a new run from the flags (and ``--config`` / ``--set``)."""
     from autobalance.errors import ConfigError
 
-    if args.config or args.set:
+    if args.config or args.set or args.preset:
         return _config_from_file_args(args)
     if args.problem is None:
         raise ConfigError("give a PROBLEM, or --config FILE")
@@ -253,6 +289,7 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
             method_params, "--method-param", base=args.base, weight_decay=args.weight_decay
         ),
         "variants": parse_variants(args.variant),
+        "phases": list(args.then or ()),
     }
     kwargs.update({name: getattr(args, name) for name in _PLAIN_FIELDS})
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -337,6 +374,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             ]
         )
     )
+    for phase in metrics.get("phases", ()):
+        counts = ", ".join(f"{v} {k}" for k, v in phase["evaluations"].items() if v)
+        print(
+            f"  then {phase['spec']}: {phase['iterations']} iterations ({phase['reason']}), "
+            f"{counts}, {phase['wall_s']:.1f} s, rel L2 {phase['rel_l2']:.3e}"
+        )
     print(f"files: {out}")
     return 0
 

@@ -8,7 +8,8 @@ Grouping (:func:`group_runs`).  A *problem* is its name and its full parameter s
 found (``helmholtz(a2=4)``).  A *method label* is the method's name with the method parameters
 given in the run's configuration (``autobalance(base=adam)``), plus any training setting (network,
 its parameters, learning rate, its decay, steps, dtype) that differs between runs of that method
-on that problem, so runs that are not comparable are not pooled.  A ``"label"`` string in
+on that problem, so runs that are not comparable are not pooled, followed by the run's training
+phases (``adam → ssbroyden:iters=3000``), which also split groups.  A ``"label"`` string in
 ``metrics.json`` replaces the method label.  The seeds of a group are its runs.
 
 Statistics.  Successful runs (``status == "ok"``) give the statistics; failed runs are counted,
@@ -70,6 +71,10 @@ COSTS = (
     ("peak_rss_mb", "peak RSS [MiB]", 0),
     ("peak_gpu_mb", "peak GPU [MiB]", 0),
     ("n_params", "parameters", 0),
+    ("phase_iterations", "phase iterations", 0),
+    ("phase_functions", "phase function evals", 0),
+    ("phase_gradients", "phase gradient evals", 0),
+    ("phase_jacobians", "phase Jacobians", 0),
 )
 
 #: Training settings that split a method's runs into separate groups when they differ.
@@ -194,7 +199,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
     groups: dict[tuple[str, str], MethodGroup] = {}
     by_method: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in complete:
-        method_params = canonical_json(run.config.get("method_params", {}))
+        method_params = canonical_json(run.config.get("method_params", {})) + run.recipe
         key = (run.problem_label, run.config["method"], method_params)
         by_method.setdefault(key, []).append(run)
     for (problem_label, method, _), members in by_method.items():
@@ -205,6 +210,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[str, list[MethodGroup]]:
                 params = dict(sorted(run.config.get("method_params", {}).items()))
                 settings = _flat_settings(run.config)
                 label = _label(method, {**params, **{k: settings[k] for k in varying}})
+                label += run.recipe
             run.method_label = label
             group = groups.get((problem_label, label))
             if group is None:

@@ -180,7 +180,7 @@ def _differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str
 
 
 #: Keys the runner fills with defaults (``problem_params``, ...) before it records them.
-RESOLVED_KEYS = ("problem_params", "net_params", "variants")
+RESOLVED_KEYS = ("problem_params", "net_params", "variants", "phases")
 
 
 def check_same_run(

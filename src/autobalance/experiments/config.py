@@ -29,6 +29,7 @@ __all__ = [
     "RunConfig",
     "check_components",
     "check_device_spec",
+    "check_phases",
     "check_types",
     "resolve_device",
     "resolve_dtype",
@@ -192,6 +193,31 @@ def check_components(config: RunConfig) -> None:
         raise kind(f"invalid value for 'variants': {exc}") from None
 
 
+def check_phases(entries: list[Any]) -> list[Any]:
+    """The :class:`~autobalance.phases.spec.PhaseSpec` of every entry of ``RunConfig.phases``
+    (text or mapping form); :class:`ConfigError` naming the entry that cannot work."""
+    from autobalance.phases import parse_phase, phase_from_mapping
+
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"invalid value for 'phases' (entry {i})"
+        try:
+            if isinstance(entry, str):
+                specs.append(parse_phase(entry))
+            elif isinstance(entry, Mapping):
+                specs.append(phase_from_mapping(entry))
+            else:
+                raise ConfigError(
+                    f"a phase is a spec like 'lbfgs:iters=5000' or a table with a 'name', "
+                    f"got {entry!r}"
+                )
+        except UnknownNameError as exc:
+            raise UnknownComponentError(f"{where}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return specs
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run (JSON round trip: :meth:`to_dict`/:meth:`from_dict`).
@@ -223,6 +249,12 @@ class RunConfig:
         budget: ``None`` (default: ``steps`` steps) or ``{"kind": "steps"|"backward"|"time",
             "value": N}``, a cost limit for equal-budget comparisons (``steps`` stays an upper
             bound; :mod:`autobalance.experiments.budget`).
+        phases: training phases run after the ``steps`` first-order steps, in order, each a
+            phase spec (:mod:`autobalance.phases.spec`): the text form ``"lbfgs:iters=5000"`` or
+            the mapping form ``{"name": "lbfgs", "iters": 5000}``; none by default.  A phase
+            minimises the plain sum of the problem's losses on a fixed point set (redrawn every
+            ``redraw_every`` iterations when the spec says so); see
+            :mod:`autobalance.experiments.phase_runs`.
         threads: intra-op CPU threads of the run (:mod:`autobalance.threads`): ``None``
             (default) is the policy's choice, one thread (two spin-waiting threads collapse next
             to one busy process); ``N`` asks for ``N``, capped by the cores this process may use
@@ -251,6 +283,7 @@ class RunConfig:
     variants: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] | None = None
     threads: int | None = None
+    phases: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -309,6 +342,7 @@ class RunConfig:
         except UnknownNameError as exc:
             raise UnknownComponentError(f"invalid run configuration: {exc}") from None
         check_components(self)
+        check_phases(self.phases)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

@@ -8,6 +8,11 @@ One row every ``log_every`` steps, built from the step's
 ``<stat>`` is one of :data:`STATS` (the loss's weight, gradient norm, update norm and cosine with
 the update); an optional column is written only when some row reports it as a finite number, so a
 method without per-loss updates has no ``<loss>_update_norm`` column.
+
+A run with training phases (``RunConfig.phases``) also has :data:`PHASE_COLUMNS`: ``phase`` (the
+first-order method's name, then each phase's), and on phase rows the accepted step size, the
+gradient norm and the cumulative function, gradient and Jacobian evaluations of that phase
+(:func:`phase_row`).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from typing import Any
 
 from autobalance.step_info import StepInfo
 
-__all__ = ["STATS", "history_columns", "history_row", "loss_columns"]
+__all__ = ["PHASE_COLUMNS", "STATS", "history_columns", "history_row", "loss_columns", "phase_row"]
 
 #: Per-loss statistics of a row, from :class:`~autobalance.step_info.LossStats`.
 STATS = ("weight", "grad_norm", "update_norm", "cosine")
 
 _FIXED = ("step", "lr", "total")
 _COUNTS = ("backward_passes", "skipped")
+#: Columns of runs with phases (``phase`` on every row, the others on phase rows).
+PHASE_COLUMNS = ("phase", "step_size", "grad_norm", "functions", "gradients", "jacobians")
 
 
 def history_row(info: StepInfo, lr: float) -> dict[str, Any]:
@@ -44,19 +51,47 @@ def history_row(info: StepInfo, lr: float) -> dict[str, Any]:
     return row
 
 
+def phase_row(
+    step: int,
+    phase: str,
+    losses: Mapping[str, float],
+    total: float,
+    evaluations: Mapping[str, int],
+    backward_passes: int,
+    step_size: float,
+    grad_norm: float,
+) -> dict[str, Any]:
+    """The row of one phase iteration (run step ``step``): ``evaluations`` are the phase's
+    cumulative counts, ``backward_passes`` the gradients and Jacobians of this iteration."""
+    return {
+        "step": step,
+        "lr": math.nan,
+        "total": total,
+        **losses,
+        "phase": phase,
+        "step_size": step_size,
+        "grad_norm": grad_norm,
+        **{k: evaluations[k] for k in ("functions", "gradients", "jacobians")},
+        "backward_passes": backward_passes,
+        "skipped": 0,
+    }
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def history_columns(rows: Sequence[Mapping[str, Any]], loss_names: Sequence[str]) -> list[str]:
-    """Fixed columns, the losses, then only those statistics some row reports as finite."""
+    """Fixed columns, the losses, then only those statistics some row reports as finite (and
+    :data:`PHASE_COLUMNS` when some row has a ``phase``)."""
     optional = ["update_norm"] + [f"{n}_{s}" for n in loss_names for s in STATS]
     present = [c for c in optional if any(_finite(r.get(c)) for r in rows)]
-    return [*_FIXED, *loss_names, *present, *_COUNTS]
+    phases = list(PHASE_COLUMNS) if any("phase" in r for r in rows) else []
+    return [*_FIXED, *loss_names, *present, *phases, *_COUNTS]
 
 
 def loss_columns(columns: Sequence[str] | Mapping[str, Any]) -> list[str]:
     """The loss-value columns among the columns of a ``history.csv`` table, in order."""
-    others = {*_FIXED, *_COUNTS, "update_norm"}
+    others = {*_FIXED, *_COUNTS, *PHASE_COLUMNS, "update_norm"}
     suffixes = tuple(f"_{stat}" for stat in STATS)
     return [c for c in columns if c not in others and not c.endswith(suffixes)]

@@ -22,6 +22,10 @@ Output directory (every file written atomically):
   so ``train(config, out_dir, resume=True)`` continues exactly where it stopped (``weights_only``);
 * ``solution.png``: reference, prediction and pointwise error on the evaluation grid.
 
+After the first-order steps come the training phases of ``RunConfig.phases`` (L-BFGS,
+self-scaled quasi-Newton, Gauss–Newton, ...; :mod:`autobalance.experiments.phase_runs`), logged,
+evaluated and checkpointed like steps.
+
 Checkpoints bound the work a crash can lose: one at step 0, then every ``checkpoint_every``
 steps *and* every ``checkpoint_seconds`` of wall-clock (default 60 s), and one on SIGINT/SIGTERM
 before :class:`~autobalance.experiments.interrupts.RunInterrupted` is raised.  A run killed with
@@ -73,6 +77,7 @@ from autobalance.experiments.io import (
     writable_directory,
     write_json,
 )
+from autobalance.experiments.phase_runs import run_phases
 from autobalance.experiments.progress import progress_bar
 from autobalance.experiments.training_run import TrainingRun, build_model
 from autobalance.metrics import error_metrics, peak_rss_mb
@@ -252,7 +257,7 @@ def _train_loop(
                 callback(info)
             last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
-                p.history.append(history_row(info, lr) | {"step": p.step})
+                p.history.append(history_row(info, lr) | {"step": p.step} | run.phase_tag)
                 bar.set_postfix_str(
                     " ".join(f"{n}={v:.2e}" for n, v in info.values.items()), refresh=False
                 )
@@ -272,6 +277,8 @@ def _train_loop(
         raise RunInterrupted(stop.signal_name, str(out), p.step)
     if failure is not None:
         run.evaluate()  # the parameters before the failing step
+    else:  # the training phases (RunConfig.phases), if any
+        failure = run_phases(run, stop, every_s, progress)
     run.write_checkpoint()
     run.write_plot()
     metrics = run.metrics("failed" if failure else "ok", math.nan)

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from autobalance.errors import AutoBalanceError
 
 __all__ = [
     "COMPLETE_STATUSES",
+    "TEXT_COLUMNS",
     "ReportError",
     "RunFileError",
     "RunRecord",
@@ -35,6 +37,7 @@ __all__ = [
     "load_run",
     "number",
     "read_table",
+    "recipe_suffix",
     "relative_path",
 ]
 
@@ -102,6 +105,11 @@ class RunRecord:
         """The ``error`` entry of a failed run's metrics (``{}`` when none)."""
         err = self.metrics.get("error")
         return err if isinstance(err, dict) else {}
+
+    @property
+    def recipe(self) -> str:
+        """The run's training phases as a label suffix (:func:`recipe_suffix`)."""
+        return recipe_suffix(self.config)
 
     def recorded(self, key: str, default: Any = None) -> Any:
         """``key`` from the configuration, else from the metrics (e.g. ``"problem"``)."""
@@ -187,8 +195,33 @@ def discover_runs(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:
     return sorted(found, key=lambda r: str(r.path))
 
 
+def recipe_suffix(config: Mapping[str, Any]) -> str:
+    """``" → lbfgs:iters=5000 → ..."`` for a ``config.json`` with training phases (their
+    mapping form, non-default values only), else ``""``."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    out = ""
+    for phase in config.get("phases") or []:
+        if not isinstance(phase, Mapping):
+            out += f" → {phase}"
+            continue
+        body = ",".join(f"{k}={text(v)}" for k, v in phase.items() if k != "name")
+        out += f" → {phase.get('name')}" + (f":{body}" if body else "")
+    return out
+
+
+#: Text columns of the runner's tables (the training phase of a row), left out by
+#: :func:`read_table`.
+TEXT_COLUMNS = ("phase",)
+
+
 def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A CSV with a header (as the runner writes) as float64 columns; empty cells are NaN.
+    """A CSV with a header (as the runner writes) as float64 columns; empty cells are NaN; the
+    :data:`TEXT_COLUMNS` are left out.
 
     Raises:
         RunFileError: the file is missing, empty or holds a non-numeric cell.
@@ -203,6 +236,10 @@ def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not rows:
         raise RunFileError(f"{path} is empty")
     header, body = rows[0], [r for r in rows[1:] if r]
+    keep = [j for j, name in enumerate(header) if name not in TEXT_COLUMNS]
+    if len(keep) < len(header):
+        header = [header[j] for j in keep]
+        body = [[r[j] for j in keep] if len(r) > max(keep, default=-1) else r for r in body]
     try:
         data = np.array(
             [[float(c) if c.strip() else math.nan for c in r] for r in body], dtype=np.float64

@@ -15,13 +15,16 @@ A suite file (``autobalance/experiments/suites/<name>.toml`` for the shipped one
     methods = "all"                  # every registered method, or a list of names
     problem_params = {a2 = 4}
     grid = {lr = [1e-3, 3e-3], "method_params.combine" = ["sum", "mean"]}   # all combinations
+    preset = "sota"                  # optional: a preset's recipe for the problem
+                                     # (autobalance.presets) between [defaults] and these keys
 
 Each experiment gives ``methods × grid × seeds`` runs.  Nested tables (``problem_params``,
 ``method_params``, ...) are merged key by key over the defaults; ``grid`` keys are dotted keys as
 for ``--set``.  A method's ``example_params`` (e.g. the weights of ``fixed``) fill the method
 parameters it is not given.  Problems and methods that are not registered when the suite is
 expanded are skipped and listed (:attr:`Suite.skipped`), so a suite names methods that may or
-may not be installed.
+may not be installed.  Without ``methods``, an experiment runs the method of its preset (or of
+its keys).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from autobalance.errors import ConfigError, unknown_name_message
+from autobalance.errors import AutoBalanceError, ConfigError, unknown_name_message
 from autobalance.experiments.config_files import (
     CONFIG_SUFFIXES,
     config_from_dict,
@@ -45,11 +48,12 @@ from autobalance.experiments.config_files import (
     parse_value,
 )
 from autobalance.experiments.sweep import RunSpec
+from autobalance.presets import preset_config
 
 __all__ = ["Suite", "expand_suite", "load_suite", "suite_names"]
 
 _SUITE_KEYS = ("description", "seeds", "defaults", "experiments")
-_EXPERIMENT_KEYS = ("name", "methods", "grid", "seeds")
+_EXPERIMENT_KEYS = ("name", "methods", "grid", "seeds", "preset")
 
 
 @dataclass
@@ -184,6 +188,12 @@ def expand_suite(
         if problem not in known_problems:
             skipped.append(f"{label}: problem {problem!r} is not registered")
             continue
+        if "preset" in experiment:  # defaults, then the preset, then the experiment's keys
+            try:
+                preset = preset_config(experiment["preset"], problem)
+            except AutoBalanceError as exc:
+                raise ConfigError(f"suite {name!r}, experiment {label!r}: {exc}") from None
+            base = _merge(_merge(defaults, preset), fields)
         exp_seeds = suite_seeds
         if "seeds" in experiment and seeds is None:
             exp_seeds = _seeds(experiment["seeds"], f"{where}.seeds")

@@ -29,6 +29,13 @@ from autobalance.experiments.checkpoints import (
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
 from autobalance.experiments.history import history_columns
 from autobalance.experiments.io import json_digest, write_csv, write_png, write_torch
+from autobalance.experiments.phase_runs import (
+    PhaseProgress,
+    phase_parameters,
+    phase_specs,
+    recipe,
+    resolve_phases,
+)
 from autobalance.experiments.runs import RunFileError
 from autobalance.experiments.solutions import solution_figure
 from autobalance.methods import Balancer
@@ -103,6 +110,7 @@ class TrainingRun:
                 "problem_params": self.problem.params,
                 "net_params": net_params,
                 "variants": variants.resolve_specs(config.variants),
+                "phases": resolve_phases(config.phases),
             }
         )
         # The problem's own trainable parameters (inverse problems), moved in place.
@@ -119,6 +127,12 @@ class TrainingRun:
         self.eval_points = self.problem.evaluation_points(self.device, self.dtype)
         self.eval_reference = self.problem.reference(self.eval_points)
         self.progress = Progress()
+        #: Training phases after the first-order steps (``RunConfig.phases``): their progress.
+        self.phase_progress = PhaseProgress()
+        from autobalance.phases import create_phase
+
+        for spec in phase_specs(self.config.phases):  # refuse too many parameters before training
+            create_phase(spec, phase_parameters(self))
         #: The current point sets; redrawn every ``resample_every`` steps (0: drawn once).
         self.batch: dict[str, Tensor] | None = None
         #: Names this run in its checkpoint and metrics; kept when the run is resumed.
@@ -151,6 +165,7 @@ class TrainingRun:
             "rng": rng,
             "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
             "variants": self.variants.state_dict(),
+            "phases": self.phase_progress.entries(),
             # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
             "batch": (
                 {k: v.detach().clone() for k, v in self.batch.items()}
@@ -193,6 +208,14 @@ class TrainingRun:
                 f"cannot resume: the states in {where} do not fit this run's model and "
                 f"optimizer ({brief(exc, 400)})"
             ) from None
+        if "phases" in ckpt:
+            self.phase_progress = PhaseProgress.from_entries(ckpt["phases"])
+        started = self.phase_progress.index > 0 or self.phase_progress.state is not None
+        if started and self.config.steps > progress.step:
+            raise ConfigError(
+                f"cannot resume with steps={self.config.steps}: the run in {where.parent} has "
+                f"ended its {progress.step} first-order steps and started its phases"
+            )
         self.progress = progress
         self.run_id = str(ckpt.get("run_id") or self.run_id)
 
@@ -206,14 +229,23 @@ class TrainingRun:
         finally:
             self.model.train(was_training)
 
-    def evaluate(self) -> dict[str, float]:
+    @property
+    def phase_tag(self) -> dict[str, str]:
+        """``{"phase": method}`` for the first-order rows of a run with phases, else ``{}``."""
+        return {"phase": self.config.method} if self.config.phases else {}
+
+    def evaluate(self, *, step: int | None = None, phase: str | None = None) -> dict[str, float]:
+        """Errors on the evaluation grid, kept as the ``eval.csv`` row of run step ``step``
+        (default: the first-order step) of ``phase`` (default: the first-order method)."""
         prediction = self.predict()
         errs = error_metrics(prediction, self.eval_reference)
         errs.update(self.problem.extra_errors(prediction, self.eval_reference))
         p = self.progress
-        if p.evals and p.evals[-1]["step"] == p.step:
+        step = p.step if step is None else step
+        if p.evals and p.evals[-1]["step"] == step:
             p.evals.pop()
-        p.evals.append({"step": p.step, "wall_s": p.wall_s, **errs})
+        tag = self.phase_tag if phase is None else {"phase": phase}
+        p.evals.append({"step": step, "wall_s": p.wall_s, **errs, **tag})
         return errs
 
     # --------------------------------------------------------------------------------- output
@@ -240,6 +272,12 @@ class TrainingRun:
         if figure is not None:
             write_png(self.out / "solution.png", figure)
 
+    @property
+    def first_order_s(self) -> float:
+        """Training wall-clock of the first-order steps (``wall_s`` less the phases')."""
+        pp = self.phase_progress
+        return self.progress.wall_s - pp.wall_s - sum(float(d["wall_s"]) for d in pp.done)
+
     def metrics(self, status: str, elapsed_s: float) -> dict[str, Any]:
         p, c = self.progress, self.config
         final = p.evals[-1] if p.evals else {}
@@ -262,9 +300,11 @@ class TrainingRun:
             "linf": final.get("linf", math.nan),
             "rel_l1": final.get("rel_l1", math.nan),
             "initial": {k: initial.get(k, math.nan) for k in ERROR_NAMES},
-            **{k: v for k, v in final.items() if k not in ("step", "wall_s", *ERROR_NAMES)},
+            **{
+                k: v for k, v in final.items() if k not in ("step", "wall_s", "phase", *ERROR_NAMES)
+            },
             "wall_s": p.wall_s,
-            "step_ms": 1e3 * p.wall_s / p.step if p.step else math.nan,
+            "step_ms": 1e3 * self.first_order_s / p.step if p.step else math.nan,
             "elapsed_s": elapsed_s,
             "final_losses": dict(p.final_losses),
             "backward_passes": p.backward_passes,
@@ -277,6 +317,14 @@ class TrainingRun:
             "run_id": self.run_id,
             "config_sha256": json_digest(c.to_dict()),
         }
+        if c.phases:
+            out["recipe"] = recipe(c.method, p.step, c.phases)
+            out["phases"] = list(self.phase_progress.done)
+            out["phase_iterations"] = self.phase_progress.iterations
+            out["evaluations"] = self.phase_progress.totals(p.backward_passes)
+            out["first_order_s"] = self.first_order_s
+            for key in ("functions", "gradients", "jacobians"):  # report columns
+                out[f"phase_{key}"] = out["evaluations"][key]
         if self.device.type == "cuda":
             out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out

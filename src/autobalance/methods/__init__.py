@@ -87,6 +87,16 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             Preset("adamw", SummedLoss, base="adamw"),
             "AdamW on the summed loss (one backward).",
         ),
+        "soap": (
+            Preset("soap", SummedLoss, base="soap"),
+            "SOAP (Vyas et al. 2025; pytorch_optimizer, extra autobalance[soap]): Adam in "
+            "Shampoo's eigenbasis, on the summed loss.",
+        ),
+        "shampoo": (
+            Preset("shampoo", SummedLoss, base="shampoo"),
+            "Shampoo (Gupta et al. 2018; pytorch_optimizer, extra autobalance[soap]) on the "
+            "summed loss.",
+        ),
     },
     "weighting": {
         "dwa": (

@@ -360,12 +360,15 @@ class PreCombineMethod(abc.ABC):
         per_param = saved_param_states(f"{what}: 'optimizer'", saved, self._optimizer.param_groups)
         groups = saved["param_groups"]
         check_group_hyperparameters(what, base, groups)
-        kinds = [base_state_kinds(base, g) for g in groups]
+        kinds: dict[tuple[int, int], Any] = {}  # by (group, parameter dimensions)
         group_of = [gi for gi, g in enumerate(groups) for _ in g["params"]]
         for i, state in per_param.items():
             param = self._params[i]
+            key = (group_of[i], param.dim())
+            if key not in kinds:
+                kinds[key] = base_state_kinds(base, groups[key[0]], param.dim())
             where = f"{what}: {describe_param(i, param)}"
-            check_base_state(where, state, param, kinds[group_of[i]], base.__name__)
+            check_base_state(where, state, param, kinds[key], base.__name__)
         extra = require_keys(f"{what}: 'extra'", state_dict.get("extra", {}))
         self.check_extra_state(extra, names)
 

@@ -46,6 +46,7 @@ from autobalance.optim.adam_rule import AdamRule
 from autobalance.optim.bases import (
     base_defaults,
     make_base_optimizer,
+    named_base_defaults,
     nonempty_params,
     resolve_base,
 )
@@ -123,6 +124,7 @@ class AutoBalance(torch.optim.Optimizer):
         **base_kwargs: Any,
     ) -> None:
         base_cls = resolve_base(base)
+        base_kwargs = {**named_base_defaults(base), **base_kwargs}
         self._combine_rule = rule_for(combine)
         if self._combine_rule is None:
             check_combine(combine)

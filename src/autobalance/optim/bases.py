@@ -19,6 +19,7 @@ __all__ = [
     "BASE_OPTIMIZERS",
     "base_defaults",
     "make_base_optimizer",
+    "named_base_defaults",
     "nonempty_params",
     "resolve_base",
 ]
@@ -42,10 +43,39 @@ BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 _NEEDS_CLOSURE_HINT = "it re-evaluates the loss through a closure inside step()"
 
 
+def _optional(name: str) -> type[torch.optim.Optimizer] | None:
+    """The optional optimizer ``name`` ("soap", "shampoo": :mod:`autobalance.phases.soap`), or
+    ``None`` for another name; a missing extra is a :class:`BaseOptimizerError` saying what to
+    install."""
+    from autobalance.phases.soap import OPTIONAL_OPTIMIZERS, optional_optimizer
+
+    if name.lower() not in OPTIONAL_OPTIMIZERS:
+        return None
+    try:
+        return optional_optimizer(name)
+    except ImportError as exc:
+        raise BaseOptimizerError(str(exc)) from None
+
+
+def named_base_defaults(base: type[torch.optim.Optimizer] | str) -> dict[str, Any]:
+    """Hyperparameters a base given by name starts from (given ones override them): our PINN
+    defaults for SOAP (:data:`~autobalance.phases.soap.SOAP_PINN_DEFAULTS` but the learning
+    rate: weight decay off, Adam's betas, eigenbasis refreshed every 2 steps); none otherwise."""
+    from autobalance.phases.soap import SOAP_PINN_DEFAULTS
+
+    if isinstance(base, str) and base.lower() == "soap":
+        return {k: v for k, v in SOAP_PINN_DEFAULTS.items() if k != "lr"}
+    return {}
+
+
 def resolve_base(base: type[torch.optim.Optimizer] | str) -> type[torch.optim.Optimizer]:
-    """Turn a base name or class into a usable ``torch.optim.Optimizer`` subclass."""
+    """Turn a base name or class into a usable ``torch.optim.Optimizer`` subclass.
+
+    Names: :data:`BASE_OPTIMIZERS`, and ``"soap"`` / ``"shampoo"`` from the optional extra
+    ``autobalance[soap]`` (``pytorch_optimizer``).
+    """
     if isinstance(base, str):
-        cls = BASE_OPTIMIZERS.get(base.lower()) or _unregistered(base)
+        cls = BASE_OPTIMIZERS.get(base.lower()) or _optional(base) or _unregistered(base)
     else:
         cls = base
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
@@ -103,8 +133,11 @@ def make_base_optimizer(
     params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
     hyperparameters: Mapping[str, Any],
 ) -> torch.optim.Optimizer:
-    """Instantiate ``base`` over ``params``; torch's errors become ones that name the problem."""
+    """Instantiate ``base`` over ``params``; torch's errors become ones that name the problem.
+
+    A base given by name starts from :func:`named_base_defaults`."""
     cls = resolve_base(base)
+    hyperparameters = {**named_base_defaults(base), **hyperparameters}
     known = _hyperparameter_names(cls)
     takes_kwargs = any(
         p.kind is inspect.Parameter.VAR_KEYWORD

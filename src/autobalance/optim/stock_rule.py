@@ -5,10 +5,18 @@ To turn ``g_s`` into ``u_s``: copy ``θ`` into the scratch tensors, set their ``
 call the stock ``step()``, and read ``u_s = θ − θ_scratch``.  The arithmetic is then exactly the
 base optimizer's, whatever it is (RMSprop, SGD with momentum, NAdam, ...).  Decoupled weight
 decay is switched off in the instances and applied once by :class:`AutoBalance`.
+
+A base optimizer may keep state in its parameter group as well (``pytorch_optimizer``'s SOAP
+counts its steps in ``param_groups[0]["step"]``).  Those entries (every key of an instance's group
+that is not a hyperparameter) are copied after each step into each parameter's state, under
+``"groups"`` (``{state name: {key: value}}``), so they are checkpointed with the rest and put back
+into the instances when a state dict is loaded; without them a resumed run would restart such a
+counter (SOAP would skip a step and redo its bias correction).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +39,8 @@ class StockStates:
     scratch: Tensor  # (N,)
     views: list[Tensor]  # scratch views shaped like the parameters (the instances' params)
     optimizers: list[torch.optim.Optimizer]
+    names: list[str]  # the state of each instance
+    per_param: list[dict[str, Any]]  # the torch-style states (they keep the groups' entries)
 
 
 class StockRule:
@@ -42,7 +52,8 @@ class StockRule:
         self.base = base
         self.decoupled = decoupled
         self._accepted = set(inspect.signature(base.__init__).parameters) - {"self", "params"}
-        self._kinds: dict[str, dict[str, bool] | None] = {}  # base_state_kinds by hyperparameters
+        #: base_state_kinds by hyperparameters and parameter dimensions
+        self._kinds: dict[tuple[str, int], dict[str, bool | None] | None] = {}
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         hyper = {k: v for k, v in group.items() if k != "params"}
@@ -69,16 +80,19 @@ class StockRule:
         scratch = torch.zeros(bucket.numel, device=bucket.device, dtype=bucket.dtype)
         views = bucket.split(scratch)
         per_state = [list(state["per_state"].values()) for state in per_param]
-        num_states = len(per_state[0]) if per_state else 0
+        names = [str(n) for n in per_param[0]["per_state"]] if per_param else []
+        saved_groups = per_param[0].get("groups", {}) if per_param else {}
         optimizers = []
-        for s in range(num_states):
+        for s, name in enumerate(names):
             hyper = self._hyper(group)
             opt = self.base(views, **{k: v for k, v in hyper.items() if k in self._accepted})
             opt.param_groups[0].update(hyper)
+            opt.param_groups[0].update(saved_groups.get(name, {}))
             for view, states in zip(views, per_state, strict=True):
                 opt.state[view] = states[s]
             optimizers.append(opt)
-        return StockStates(scratch=scratch, views=views, optimizers=optimizers), list(per_param)
+        stock = StockStates(scratch, views, optimizers, names, list(per_param))
+        return stock, list(per_param)
 
     def check_state(
         self,
@@ -90,10 +104,18 @@ class StockRule:
     ) -> None:
         """``{"per_state": {name: stock state}}`` with the states ``state_names`` in order, each
         with the keys and shapes the base optimizer keeps (:func:`base_state_kinds`)."""
-        if [str(k) for k in state] != ["per_state"]:
+        if [str(k) for k in state if k != "groups"] != ["per_state"]:
             raise StateDictError(
                 f"{what} has state keys {sorted(map(str, state))}, but AutoBalance over "
-                f"{self.base.__name__} keeps ['per_state']"
+                f"{self.base.__name__} keeps ['per_state'] (and 'groups')"
+            )
+        if "groups" in state and not (
+            isinstance(state["groups"], Mapping)
+            and set(state["groups"]) <= set(state_names)
+            and all(isinstance(v, Mapping) for v in state["groups"].values())
+        ):
+            raise StateDictError(
+                f"{what}: 'groups' must map state names {list(state_names)} to tables"
             )
         per_state = require_keys(f"{what}: 'per_state'", state["per_state"])
         if list(per_state) != list(state_names):
@@ -102,9 +124,9 @@ class StockRule:
                 f"{list(state_names)}"
             )
         hyper = self._hyper(dict(group))
-        key = repr(sorted(hyper.items()))
+        key = (repr(sorted(hyper.items())), param.dim())
         if key not in self._kinds:
-            self._kinds[key] = base_state_kinds(self.base, hyper)
+            self._kinds[key] = base_state_kinds(self.base, hyper, param.dim())
         for name, stock in per_state.items():
             check_base_state(
                 f"{what}, state {name!r}",
@@ -137,6 +159,12 @@ class StockRule:
                 ):
                     view.grad = grad if hit else None
                 opt.step()
+                extras = {
+                    k: v for k, v in opt.param_groups[0].items() if k != "params" and k not in hyper
+                }
+                if extras:  # group-level state of the base (SOAP's step counter): checkpointed
+                    for state in states.per_param:
+                        state.setdefault("groups", {})[states.names[s]] = copy.deepcopy(extras)
                 torch.sub(params, states.scratch, out=updates[s])
                 for view in states.views:
                     view.grad = None

@@ -159,17 +159,27 @@ class PoissonInverse(BoundaryValueProblem):
         divergence = gradient(a * u_x, x) + gradient(a * u_y, y)
         return -divergence - self.source(points.detach()), [x, y]
 
+    def observed_at(self, points: Tensor) -> Tensor:
+        """``u_obs`` at ``points``: the whole observation grid (in its order), or any subset of
+        its points (e.g. the chunks of a Gauss–Newton Jacobian), matched to the nearest grid
+        point; a point off the grid is a ``ValueError``."""
+        observed = self.observations.to(device=points.device, dtype=points.dtype)
+        if points.shape[0] == observed.shape[0]:
+            return observed
+        grid = self.data_points.to(device=points.device)
+        distance, index = torch.cdist(points.detach().double(), grid).min(dim=1)
+        if points.shape[0] > observed.shape[0] or bool((distance > 1e-6).any()):
+            raise ValueError(
+                f"poisson-inverse: batch['data'] must be the {observed.shape[0]} observation "
+                f"points or some of them, got {points.shape[0]} points not all on the grid"
+            )
+        return observed[index]
+
     def losses(self, model: Model, batch: Batch) -> NamedLosses:
         """``{"residual", "data", "boundary_a"}`` (see the class docstring), separate passes."""
         residual, coords = self.residual_terms(model, batch["residual"])
         data_pts = batch["data"]
-        observed = self.observations.to(device=data_pts.device, dtype=data_pts.dtype)
-        if observed.shape[0] != data_pts.shape[0]:
-            raise ValueError(
-                f"poisson-inverse: batch['data'] must be the {observed.shape[0]} observation "
-                f"points, got {data_pts.shape[0]}"
-            )
-        data = model(data_pts)[:, 0:1] - observed
+        data = model(data_pts)[:, 0:1] - self.observed_at(data_pts)
         bnd = batch["boundary_a"]
         boundary_a = model(bnd)[:, 1:2] - self.exact_a(bnd)
         pointwise = {"residual": residual, "data": data, "boundary_a": boundary_a}
