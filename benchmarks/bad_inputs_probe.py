@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -1116,16 +1116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli_cases = [(i, c) for i, c in enumerate(cases) if c.api is None]
     api_cases = [(i, c) for i, c in enumerate(cases) if c.api is not None]
     results: dict[int, dict[str, Any]] = {}
+    width = max(len(c.name) for c in cases)
+
+    def record(i: int, row: dict[str, Any]) -> None:
+        """Print a case as soon as it is decided (a long probe shows its progress)."""
+        results[i] = row
+        line = f"{row['category']:<12} {row['name']:<{width}}  {row['outcome']:<16} "
+        print(line + row["detail"][:150], flush=True)
+
     with ThreadPoolExecutor(max(1, args.workers)) as pool:
-        futures = {i: pool.submit(run_case, c, root, i) for i, c in cli_cases}
+        futures = {pool.submit(run_case, c, root, i): i for i, c in cli_cases}
         for i, case in api_cases:  # in this process, one at a time, meanwhile
-            results[i] = run_case(case, root, i)
-        for i, future in futures.items():
-            results[i] = future.result()
+            record(i, run_case(case, root, i))
+        for future in as_completed(futures):
+            record(futures[future], future.result())
     rows = [results[i] for i in sorted(results)]
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        print(f"{r['category']:<12} {r['name']:<{width}}  {r['outcome']:<16} {r['detail'][:150]}")
     print()
     tally: dict[str, int] = {}
     for r in rows:
