@@ -22,7 +22,7 @@ With ``R`` ranks:
   ranks leave the loop, evaluate and checkpoint at the same step;
 * **files**: rank 0 alone writes (config, tables, checkpoints, metrics, plot); every rank
   evaluates (no collective) and loads the checkpoint to resume, which needs the same ``R``;
-* **per-point weights** (``rba``, ``self-adaptive``): stay with their rank's points (each rank
+* **per-point weights** (``rba``, ``self_adaptive``): stay with their rank's points (each rank
   weights the fixed share it evaluates); a checkpoint holds every rank's share
   (``variants_by_rank``).  RBA's normaliser and SA-PINN's ascent scale are per rank, so these
   runs are close to, not equal to, one process (see :mod:`autobalance.distributed`);
@@ -33,7 +33,7 @@ With ``R`` ranks:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +95,7 @@ class DataParallel:
         """This rank's share of every point set of ``batch`` (``batch`` itself in one process)."""
         if self.group is None:
             return batch  # the very mapping: one process is unchanged
-        return rank_share(dict(batch), self.rank, self.world_size)
+        return dict(rank_share(batch, self.rank, self.world_size))
 
     def check_shares(self, losses: Mapping[str, Tensor], problem: str) -> None:
         """Refuse (once, at the first step) losses that are not means of per-point terms with
@@ -114,7 +114,7 @@ class DataParallel:
                 )
         self._shares_checked = True
 
-    def broadcast_parameters(self, params: list[Tensor]) -> None:
+    def broadcast_parameters(self, params: Sequence[Tensor]) -> None:
         """Every rank starts from rank 0's values (a no-op in one process)."""
         broadcast_parameters(params, self.group)
 
