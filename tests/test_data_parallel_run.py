@@ -26,6 +26,7 @@ from autobalance.distributed import rank_share
 from autobalance.errors import DistributedError
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.data_parallel import DataParallel
+from autobalance.experiments.interrupts import StopFlag
 from autobalance.experiments.runner import load_checkpoint, train
 from autobalance.launching import Launch
 from autobalance.losses import NamedLosses
@@ -210,7 +211,12 @@ def test_losses_that_are_not_means_over_their_points_are_refused() -> None:
 
 def test_one_process_agrees_with_itself_and_adds_nothing_to_checkpoints() -> None:
     alone = DataParallel.single()
-    assert alone.agree(1.5, True, 2.0) == (1.5, True, 2.0)
+    stop = StopFlag()
+    agreed = alone.agreement(stop)
+    assert agreed.sync(1.5, saved_at=time.monotonic() - 2.0) == 1.5
+    assert not agreed.stop_requested() and agreed.since(time.monotonic() - 2.0) >= 2.0
+    stop.set(signal.SIGTERM)  # read when asked, as a run without data parallelism does
+    assert agreed.stop_requested()
     assert alone.checkpoint_entries({"names": []}) == {}
     assert alone.variant_state({"variants": {"names": []}}, "here") == {"names": []}
     with pytest.raises(DistributedError, match="written by a run on 4 process"):

@@ -17,7 +17,7 @@ With ``R`` ranks:
 * **the method** gets ``process_group=``: loss values and per-loss gradients are averaged over
   the ranks in one flat all-reduce per step (:mod:`autobalance.distributed`);
 * **decisions**: the wall-clock (step time, time budget, time-based checkpoints) and a stop
-  signal differ between ranks; one all-reduce of three numbers per step (:meth:`agree`) makes
+  signal differ between ranks; one all-reduce of three numbers per step (:class:`Agreement`) makes
   every rank take the slowest rank's clock and stop when any rank was asked to, so that all
   ranks leave the loop, evaluate and checkpoint at the same step;
 * **files**: rank 0 alone writes (config, tables, checkpoints, metrics, plot); every rank
@@ -33,6 +33,7 @@ With ``R`` ranks:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,10 +45,11 @@ from torch import Tensor
 
 from autobalance.distributed import broadcast_parameters, rank_share
 from autobalance.errors import DistributedError
+from autobalance.experiments.interrupts import StopFlag
 from autobalance.launching import Launch, init_from_env
 from autobalance.losses import NamedLosses
 
-__all__ = ["DataParallel", "is_main_process", "joined"]
+__all__ = ["Agreement", "DataParallel", "is_main_process", "joined"]
 
 
 def is_main_process() -> bool:
@@ -119,20 +121,10 @@ class DataParallel:
         broadcast_parameters(params, self.group)
 
     # ------------------------------------------------------------------------------ decisions
-    def agree(
-        self, wall_s: float, stop: bool, since_checkpoint_s: float
-    ) -> tuple[float, bool, float]:
-        """The largest over ranks of the training clock, the stop flag and the time since the
-        last checkpoint (one all-reduce of three numbers; the values themselves in one process)."""
-        if self.group is None:
-            return wall_s, stop, since_checkpoint_s
-        device = self.launch.device if self.launch.backend == "nccl" else torch.device("cpu")
-        numbers = torch.tensor(
-            [wall_s, float(stop), since_checkpoint_s], dtype=torch.float64, device=device
-        )
-        dist.all_reduce(numbers, op=dist.ReduceOp.MAX, group=self.group)
-        wall, stopping, since = numbers.tolist()
-        return wall, stopping > 0, since
+    def agreement(self, stop: StopFlag) -> Agreement:
+        """The per-step decisions that depend on each rank's clock and signals (module
+        docstring): agreed by all ranks, or read directly in one process."""
+        return Agreement(self, stop)
 
     def barrier(self) -> None:
         """Wait for every rank (e.g. before rank 0 changes the run directory)."""
@@ -162,6 +154,45 @@ class DataParallel:
         if self.group is None:
             return ckpt.get("variants")
         return ckpt["variants_by_rank"][self.rank]
+
+
+class Agreement:
+    """One clock, stop flag and checkpoint timer for every rank of a run.
+
+    :meth:`sync` (after each step, every rank) takes the largest over ranks of the training
+    clock, the stop flag and the time since the last checkpoint in one all-reduce of three
+    numbers; :meth:`stop_requested` and :meth:`since` then give the agreed values.  In one
+    process nothing is communicated and both read the flag and the clock when asked, exactly
+    as a run without this class.
+    """
+
+    def __init__(self, data_parallel: DataParallel, stop: StopFlag) -> None:
+        self._dp, self._stop = data_parallel, stop
+        self._stopping, self._since = False, 0.0
+
+    def sync(self, wall_s: float, saved_at: float) -> float:
+        """The training clock every rank uses (the slowest rank's); ``saved_at``: the
+        ``time.monotonic()`` of this rank's last checkpoint."""
+        dp = self._dp
+        if dp.group is None:
+            return wall_s
+        device = dp.launch.device if dp.launch.backend == "nccl" else torch.device("cpu")
+        since = time.monotonic() - saved_at
+        numbers = torch.tensor(
+            [wall_s, float(self._stop.requested), since], dtype=torch.float64, device=device
+        )
+        dist.all_reduce(numbers, op=dist.ReduceOp.MAX, group=dp.group)
+        wall, stopping, self._since = numbers.tolist()
+        self._stopping = self._stopping or stopping > 0
+        return float(wall)
+
+    def stop_requested(self) -> bool:
+        """Whether the run must stop (some rank got SIGINT/SIGTERM)."""
+        return self._stop.requested if self._dp.group is None else self._stopping
+
+    def since(self, saved_at: float) -> float:
+        """Seconds since the last checkpoint (the largest over ranks at the last sync)."""
+        return time.monotonic() - saved_at if self._dp.group is None else self._since
 
 
 def _to_cpu(value: Any) -> Any:

@@ -235,9 +235,9 @@ def _train_loop(
     bar = progress_bar(cfg.steps, min(p.step, cfg.steps), show, f"{cfg.problem}/{cfg.method}")
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
-    stopping = stop.requested  # data-parallel: agreed by every rank after each step
+    agreed = run.dp.agreement(stop)  # one clock and stop flag for all ranks (data-parallel)
     try:
-        while p.step < cfg.steps and not out_of_budget() and not stopping:
+        while p.step < cfg.steps and not out_of_budget() and not agreed.stop_requested():
             lr = run.balancer.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             batch = run.variants.transform_batch(run.next_batch(), p.step + 1)
@@ -252,10 +252,6 @@ def _train_loop(
             run.variants.after_step(p.step + 1)
             run.scheduler.step()
             p.wall_s += time.perf_counter() - tic  # StepInfo's floats already synchronised
-            # One clock, stop flag and checkpoint timer for all ranks (unchanged in one process).
-            p.wall_s, stopping, since_saved = run.dp.agree(
-                p.wall_s, stop.requested, time.monotonic() - saved_at
-            )
             p.step += 1
             p.backward_passes += info.backward_passes
             p.skipped_steps += int(info.skipped)
@@ -264,6 +260,7 @@ def _train_loop(
                 p.loss_names = list(info.losses)
             if callback is not None:
                 callback(info)
+            p.wall_s = agreed.sync(p.wall_s, saved_at)  # unchanged in one process
             last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
                 p.history.append(history_row(info, lr) | {"step": p.step})
@@ -274,14 +271,14 @@ def _train_loop(
                 sync()
                 run.evaluate()
             by_steps = cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0
-            if not last and (by_steps or since_saved >= every_s):
+            if not last and (by_steps or agreed.since(saved_at) >= every_s):
                 run.write_checkpoint()
                 saved_at = time.monotonic()
             bar.update(1)
     finally:
         bar.close()
 
-    if failure is None and stopping and p.step < cfg.steps and not out_of_budget():
+    if failure is None and agreed.stop_requested() and p.step < cfg.steps and not out_of_budget():
         run.write_checkpoint()
         raise RunInterrupted(stop.signal_name, str(out), p.step)
     if failure is not None:
