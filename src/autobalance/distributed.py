@@ -48,6 +48,10 @@ its Adam ascent nearly ignores).
 ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``),
 with NCCL when GPUs are visible and gloo otherwise; without that environment it returns a
 single-process :class:`Launch` whose ``group`` is ``None``, so one script runs both ways.
+:meth:`Launch.close` (or leaving ``with init_from_env() as launch:``) leaves the group cleanly:
+barrier, ``destroy_process_group``, garbage collection; without it a gloo rank can abort at
+exit (SIGABRT, ``terminate called without an active exception``: :mod:`autobalance.launching`
+says why).
 
 Recipe for your own loop (run it with ``python recipe.py`` or
 ``torchrun --nproc-per-node 2 recipe.py``: both give the same parameters, to float rounding)::
@@ -79,6 +83,8 @@ Recipe for your own loop (run it with ``python recipe.py`` or
 
     if launch.is_main:  # one rank reports (and writes checkpoints: opt.state_dict() is the same)
         print(f"residual {info.values['residual']:.3e}, boundary {info.values['boundary']:.3e}")
+    del opt
+    launch.close()  # leave the group cleanly: barrier, destroy, collect (autobalance.launching)
 
 Every method of :mod:`autobalance.methods` takes the same argument:
 ``methods.create("upgrad", net.parameters(), lr=1e-3, process_group=launch.group)``.
@@ -86,11 +92,8 @@ Every method of :mod:`autobalance.methods` takes the same argument:
 
 from __future__ import annotations
 
-import datetime
 import functools
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -98,6 +101,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from autobalance.errors import DistributedError
+from autobalance.launching import Launch, default_backend, init_from_env
 
 __all__ = [
     "Launch",
@@ -112,9 +116,6 @@ __all__ = [
 
 PerLossGradients = list[list[Tensor | None]]
 Points = TypeVar("Points", Tensor, Mapping[str, Tensor])
-
-#: The variables ``torchrun`` sets that :func:`init_from_env` needs when ``WORLD_SIZE`` > 1.
-LAUNCH_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def check_process_group(group: Any) -> dist.ProcessGroup | None:
@@ -260,125 +261,6 @@ def _flat_or_zeros(
     if g is None:
         return torch.zeros(numel, dtype=dtype, device=device)
     return g.detach().reshape(-1).to(device=device, dtype=dtype)
-
-
-# ---------------------------------------------------------------------------------- launching
-def default_backend() -> str:
-    """``"nccl"`` when CUDA GPUs are visible and torch has NCCL, else ``"gloo"``."""
-    if torch.cuda.is_available() and dist.is_nccl_available():
-        return "nccl"
-    return "gloo"
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How this process was launched: its group, rank and the device it should compute on.
-
-    Attributes:
-        group: the process group (``torch.distributed.group.WORLD``), ``None`` in one process;
-            pass it as ``process_group=`` to any optimizer or method.
-        rank: this process's rank (0 in one process).
-        world_size: the number of processes (1 in one process).
-        local_rank: this process's rank on its machine (``LOCAL_RANK``).
-        device: where this rank computes: ``cuda:<LOCAL_RANK>`` with NCCL, the CPU with gloo;
-            in one process, the first GPU when there is one, else the CPU.
-        backend: ``"nccl"``, ``"gloo"``, ... (``None`` in one process).
-    """
-
-    group: dist.ProcessGroup | None
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    backend: str | None
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process writes outputs and checkpoints (rank 0)."""
-        return self.rank == 0
-
-
-def init_from_env(
-    backend: str | None = None, *, timeout: datetime.timedelta | None = None
-) -> Launch:
-    """Join the process group that ``torchrun`` describes in the environment, or stay single.
-
-    * ``WORLD_SIZE`` unset or ``1``: one process, ``Launch.group`` is ``None`` (a plain
-      ``python`` run, or ``torchrun --nproc-per-node 1``: bit-identical to no group at all);
-    * otherwise ``init_process_group(backend, init_method="env://")`` with ``backend`` (default
-      :func:`default_backend`: NCCL on GPUs, gloo on CPUs); with NCCL each rank takes the GPU
-      ``LOCAL_RANK`` (one GPU per process on each machine);
-    * already initialised (e.g. by your own code): the existing default group is described.
-
-    Args:
-        backend: force a backend (``"gloo"`` on a GPU machine runs the collectives on the CPU).
-        timeout: passed to ``init_process_group``.
-    """
-    local_rank = _int_variable("LOCAL_RANK", default=0)
-    if dist.is_available() and dist.is_initialized():
-        chosen = str(dist.get_backend())
-        return Launch(
-            dist.group.WORLD,
-            dist.get_rank(),
-            dist.get_world_size(),
-            local_rank,
-            _rank_device(chosen, local_rank),
-            chosen,
-        )
-    world_size = _int_variable("WORLD_SIZE", default=1)
-    if world_size == 1:
-        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        return Launch(None, 0, 1, 0, device, None)
-    if not dist.is_available():
-        raise DistributedError(f"WORLD_SIZE={world_size} but this torch build has no distributed")
-    missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
-    if missing:
-        raise DistributedError(
-            f"WORLD_SIZE={world_size} is set but {', '.join(missing)} is not: launch with "
-            "torchrun (e.g. torchrun --nproc-per-node 2 script.py), which sets them all"
-        )
-    rank = _int_variable("RANK", default=0)
-    chosen = backend or default_backend()
-    device = _rank_device(chosen, local_rank)
-    if chosen == "nccl":
-        _check_gpus_for_nccl(_int_variable("LOCAL_WORLD_SIZE", default=local_rank + 1))
-        torch.cuda.set_device(device)
-    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    dist.init_process_group(
-        chosen, init_method="env://", rank=rank, world_size=world_size, **kwargs
-    )
-    return Launch(dist.group.WORLD, rank, world_size, local_rank, device, chosen)
-
-
-def _int_variable(name: str, *, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise DistributedError(f"environment variable {name}={raw!r} is not an integer >= 0")
-    return value
-
-
-def _rank_device(backend: str, local_rank: int) -> torch.device:
-    if backend == "nccl":
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def _check_gpus_for_nccl(processes_here: int) -> None:
-    if not torch.cuda.is_available():
-        raise DistributedError("backend 'nccl' needs CUDA GPUs but none is visible: use 'gloo'")
-    gpus = torch.cuda.device_count()
-    if processes_here > gpus:
-        raise DistributedError(
-            f"backend 'nccl' needs one GPU per process: {processes_here} processes on this "
-            f"machine but {gpus} GPU(s) visible; launch at most {gpus} per machine "
-            "(--nproc-per-node) or use backend 'gloo'"
-        )
 
 
 # ------------------------------------------------------------------------------- user helpers

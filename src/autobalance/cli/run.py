@@ -325,6 +325,7 @@ def _config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run ``autobalance run``: train, then print the final errors and where the files are."""
+    from autobalance.experiments.data_parallel import is_main_process
     from autobalance.experiments.runner import train
 
     config, out = _config_from_args(args)
@@ -337,6 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_seconds,
         deterministic=args.deterministic,
     )
+    if not is_main_process():  # torchrun: rank 0 reports
+        return 0 if metrics["status"] == "ok" else EXIT_FAILED_RUN
     if metrics["status"] != "ok":
         err = metrics["error"]
         print(

@@ -65,6 +65,14 @@ SWEEP_FLAGS = (
         help="local worker processes (default), inline (this process), or ray",
     ),
     Flag.of(
+        "--gpus-per-run",
+        type=float,
+        metavar="G",
+        help="GPUs per run: a fraction (0.5: two runs share a GPU) or a whole number; local "
+        "workers each get their own CUDA_VISIBLE_DEVICES (default: spread over the visible "
+        "GPUs), Ray tasks of CUDA runs ask for num_gpus=G (default 1)",
+    ),
+    Flag.of(
         "--ray-address",
         metavar="ADDRESS",
         help="join a Ray cluster ('auto' or host:port); default: start a local Ray instance",
@@ -95,7 +103,11 @@ def executor_from_args(args: argparse.Namespace, threads: int | None = None) -> 
     from autobalance.experiments.executors import create_executor
 
     return create_executor(
-        args.executor, workers=args.workers, ray_address=args.ray_address, threads=threads
+        args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        threads=threads,
+        gpus_per_run=getattr(args, "gpus_per_run", None),
     )
 
 

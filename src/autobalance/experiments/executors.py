@@ -13,6 +13,11 @@ a job whose function raises, or whose worker dies, yields an outcome
 * :class:`RayExecutor`: tasks on a Ray cluster (``pip install 'autobalance[ray]'``); the run
   directories must be on a file system every node sees.
 
+GPUs (:mod:`~autobalance.experiments.gpu_slots`): each local worker gets its own
+``CUDA_VISIBLE_DEVICES`` (workers spread over the visible GPUs, or ``gpus_per_run`` GPUs or a
+fraction of one per run); a Ray task whose run needs CUDA asks for ``num_gpus=gpus_per_run``
+(default 1, fractions allowed).
+
 Threads (:mod:`autobalance.threads`): ``threads`` is what each run asks for (None: one thread);
 each worker gets ``choose_threads(threads, workers)`` intra-op threads, never more than its share
 of the cores this process may use (affinity, cgroup quota, ``OMP_NUM_THREADS``), and passes that
@@ -41,6 +46,7 @@ from typing import Any, Protocol
 
 from autobalance.catalog import Catalog
 from autobalance.errors import ConfigError
+from autobalance.experiments.gpu_slots import gpu_slots, needs_gpu
 from autobalance.threads import apply_threads, available_cores, choose_threads
 
 __all__ = [
@@ -166,15 +172,23 @@ class LocalExecutor:
     """``workers`` spawned processes on this machine, a fresh one for each job.
 
     ``threads``: the intra-op threads a run asks for (None: one); each worker gets
-    ``choose_threads(threads, workers)``, kept in :attr:`threads`.
+    ``choose_threads(threads, workers)``, kept in :attr:`threads`.  ``gpus_per_run``: see
+    :func:`~autobalance.experiments.gpu_slots.gpu_slots`; :attr:`gpu_slots` holds the
+    ``CUDA_VISIBLE_DEVICES`` of each concurrent run (``None``: no GPU visible), and there are
+    never more workers than slots.
     """
 
-    def __init__(self, workers: int, threads: int | None = None) -> None:
+    def __init__(
+        self, workers: int, threads: int | None = None, gpus_per_run: float | None = None
+    ) -> None:
         if workers < 1:
             raise ConfigError(f"invalid workers {workers}: must be >= 1")
-        self.workers = workers
-        self.threads = choose_threads(threads, workers)
+        self.gpu_slots = gpu_slots(workers, gpus_per_run)
+        self.workers = workers if self.gpu_slots is None else len(self.gpu_slots)
+        self.threads = choose_threads(threads, self.workers)
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._free_slots = list(self.gpu_slots or [])
+        self._slot_of: dict[Any, str] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         kwargs: dict[str, Any] = {}
@@ -194,7 +208,12 @@ class LocalExecutor:
         def submit(job: Job) -> cf.Future[Outcome]:
             if self._pool is None:
                 self._pool = self._new_pool()
-            return self._pool.submit(fn, job)
+            if self.gpu_slots is None:
+                return self._pool.submit(fn, job)
+            slot = self._free_slots.pop(0)
+            future = self._pool.submit(_on_gpus, fn, job, slot)
+            self._slot_of[future] = slot
+            return future
 
         return _windowed(self.workers, submit, self._collect, jobs, on_start)
 
@@ -204,6 +223,7 @@ class LocalExecutor:
         broken = False
         for future in done:
             job = running.pop(future)
+            self._release(future)
             try:
                 outcome = future.result()
             except cf.process.BrokenProcessPool:
@@ -215,8 +235,14 @@ class LocalExecutor:
         if broken:  # every job still on the broken pool has failed too; start a new pool
             for future, job in list(running.items()):
                 running.pop(future)
+                self._release(future)
                 yield job, _error_outcome("the worker pool broke while this run was running")
             self.close()
+
+    def _release(self, future: Any) -> None:
+        slot = self._slot_of.pop(future, None)
+        if slot is not None:
+            self._free_slots.append(slot)
 
     def interrupt(self) -> None:
         """SIGINT to every worker process: running runs checkpoint and stop, idle ones ignore it."""
@@ -234,8 +260,18 @@ class LocalExecutor:
             self._pool = None
 
 
+def _on_gpus(fn: JobFunction, job: Job, visible: str) -> Outcome:
+    """``fn(job)`` in a fresh worker that sees only the GPUs ``visible`` (before CUDA starts)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return fn(job)
+
+
 class RayExecutor:
     """Ray tasks, ``threads`` CPUs each; locally ``ray.init(num_cpus=cores)``.
+
+    A task whose run needs CUDA (device ``cuda``, or ``auto`` on a cluster with GPUs) asks for
+    ``num_gpus=gpus_per_run`` (default 1; a fraction such as 0.25 lets four runs share a GPU),
+    so Ray places it on a GPU node and sets its ``CUDA_VISIBLE_DEVICES``.
 
     Args:
         address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` /
@@ -245,6 +281,7 @@ class RayExecutor:
         threads: CPUs (and intra-op threads) a run asks for (default 1); each task gets
             ``choose_threads(threads, workers)`` of the cluster's CPUs.
         workers: runs in flight at once (default: the cluster's CPUs divided by ``threads``).
+        gpus_per_run: GPUs a CUDA run asks for (default 1).
     """
 
     def __init__(
@@ -254,7 +291,11 @@ class RayExecutor:
         num_cpus: int | None = None,
         threads: int | None = None,
         workers: int | None = None,
+        gpus_per_run: float | None = None,
     ) -> None:
+        if gpus_per_run is not None and not gpus_per_run > 0:
+            raise ConfigError(f"invalid --gpus-per-run {gpus_per_run}: must be > 0")
+        self.gpus_per_run = 1.0 if gpus_per_run is None else float(gpus_per_run)
         try:
             import ray
         except ImportError:
@@ -274,6 +315,7 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False)
             self._started = True
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         if workers is None:
             self.threads = choose_threads(threads, 1, cores=cpus)
             self.workers = max(1, cpus // self.threads)
@@ -286,9 +328,14 @@ class RayExecutor:
     ) -> Iterator[tuple[Job, Outcome]]:
         # max_calls=1: a fresh worker process per run (honest peak memory, no leaked state).
         remote = self._ray.remote(num_cpus=self.threads, max_calls=1, max_retries=0)(_ray_task)
+
+        def submit(job: Job) -> Any:
+            gpus = self.gpus_per_run if needs_gpu(job, self.cluster_gpus > 0) else 0
+            return remote.options(num_gpus=gpus).remote(fn, job, self.threads)
+
         return _windowed(
             self.workers,
-            lambda job: remote.remote(fn, job, self.threads),
+            submit,
             self._collect,
             jobs,
             on_start,
@@ -330,23 +377,31 @@ def default_workers(threads: int | None = None, *, cores: int | None = None) -> 
     return max(1, cores // choose_threads(threads, cores=cores))
 
 
-def _local(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+def _local(
+    workers: int | None, ray_address: str | None, threads: int | None, gpus_per_run: float | None
+) -> Executor:
     """Worker processes on this machine (default: available cores // threads per run)."""
-    return LocalExecutor(workers or default_workers(threads), threads)
+    return LocalExecutor(workers or default_workers(threads), threads, gpus_per_run)
 
 
-def _inline(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+def _inline(
+    workers: int | None, ray_address: str | None, threads: int | None, gpus_per_run: float | None
+) -> Executor:
     """Every run in this process, one after the other."""
     return InlineExecutor()
 
 
-def _ray(workers: int | None, ray_address: str | None, threads: int | None) -> Executor:
+def _ray(
+    workers: int | None, ray_address: str | None, threads: int | None, gpus_per_run: float | None
+) -> Executor:
     """Ray tasks (a local instance, or the cluster at ``ray_address``)."""
-    return RayExecutor(ray_address, workers=workers, threads=threads)
+    return RayExecutor(ray_address, workers=workers, threads=threads, gpus_per_run=gpus_per_run)
 
 
-#: Executors by name; each factory takes ``(workers, ray_address, threads)``.
-CATALOG: Catalog[Executor] = Catalog("executor", skip=("workers", "ray_address", "threads"))
+#: Executors by name; each factory takes ``(workers, ray_address, threads, gpus_per_run)``.
+CATALOG: Catalog[Executor] = Catalog(
+    "executor", skip=("workers", "ray_address", "threads", "gpus_per_run")
+)
 CATALOG.add("local", _local)
 CATALOG.add("inline", _inline)
 CATALOG.add("ray", _ray)
@@ -358,12 +413,14 @@ def create_executor(
     workers: int | None = None,
     ray_address: str | None = None,
     threads: int | None = None,
+    gpus_per_run: float | None = None,
 ) -> Executor:
     """``"local"`` (default in the CLI), ``"inline"`` or ``"ray"`` (:data:`CATALOG`).
 
-    ``threads``: the intra-op threads each run asks for (None: one).  ``workers`` defaults to
-    the available cores // threads (local, :func:`default_workers`) or to the cluster's CPUs //
-    threads (Ray).
+    ``threads``: the intra-op threads each run asks for (None: one).  ``gpus_per_run``: GPUs
+    (or a fraction of one) per run (:mod:`~autobalance.experiments.gpu_slots`).  ``workers``
+    defaults to the available cores // threads (local, :func:`default_workers`) or to the
+    cluster's CPUs // threads (Ray).
 
     Raises:
         ConfigError: ``workers < 1``.
@@ -371,7 +428,9 @@ def create_executor(
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid --workers {workers}: must be >= 1")
-    return CATALOG.create(name, workers=workers, ray_address=ray_address, threads=threads)
+    return CATALOG.create(
+        name, workers=workers, ray_address=ray_address, threads=threads, gpus_per_run=gpus_per_run
+    )
 
 
 #: Executor names accepted by :func:`create_executor`.

@@ -69,7 +69,8 @@ from autobalance.experiments.checkpoints import (
     prepare_run_directory,
     run_files,
 )
-from autobalance.experiments.config import RunConfig
+from autobalance.experiments.config import RunConfig, resolve_device
+from autobalance.experiments.data_parallel import DataParallel, joined
 from autobalance.experiments.determinism import deterministic_algorithms
 from autobalance.experiments.history import history_row
 from autobalance.experiments.interrupts import RunInterrupted, StopFlag, stop_signals
@@ -153,6 +154,10 @@ def train(
             its ``filename`` names the path.  Files written before stay intact.
         RunInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the last step was written.
 
+    Data-parallel: launched by ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1), the run
+    joins the process group and trains on N ranks, rank 0 writing the files
+    (:mod:`~autobalance.experiments.data_parallel`).
+
     Threads: the run uses ``choose_threads(config.threads)`` intra-op threads
     (:mod:`autobalance.threads`: one unless ``config.threads`` asks for more, never more than
     this process's cores) and puts the caller's thread settings back when it returns.
@@ -163,7 +168,8 @@ def train(
             "makes one of a dict)"
         )
     config.validate()
-    with using_threads(choose_threads(config.threads)):
+    threads = using_threads(choose_threads(config.threads))
+    with threads, joined(resolve_device(config.device)) as data_parallel:  # torchrun's ranks
         return _train(
             config,
             Path(out_dir),
@@ -173,6 +179,7 @@ def train(
             callback,
             checkpoint_seconds,
             deterministic,
+            data_parallel,
         )
 
 
@@ -185,25 +192,29 @@ def _train(
     callback: Callable[[StepInfo], None] | None,
     checkpoint_seconds: float | None,
     deterministic: bool,
+    data_parallel: DataParallel,
 ) -> dict[str, Any]:
-    """:func:`train` with its threads in effect."""
+    """:func:`train` with its threads (and ranks) in effect; rank 0 alone writes."""
     started = time.perf_counter()
     every_s = checkpoint_interval(checkpoint_seconds)
     ckpt = prepare_run_directory(out, resume=resume, overwrite=overwrite)
     if ckpt is not None:  # before anything is built: keys the runner does not resolve
         check_same_run(config, ckpt, out / "checkpoint.pt", skip=RESOLVED_KEYS)
     with stop_signals() as stop, deterministic_algorithms(deterministic):
-        run = TrainingRun(config, out)
+        run = TrainingRun(config, out, data_parallel)
         if ckpt is not None:
             run.restore(ckpt, out / "checkpoint.pt")
-        writable_directory(out)
-        # Nothing was changed before this point; now the old results give way to this run's.
-        for name in RUN_FILES if overwrite else ("metrics.json",) if resume else ():
-            with contextlib.suppress(FileNotFoundError):
-                (out / name).unlink()
+        data_parallel.barrier()  # every rank has read the directory before rank 0 changes it
+        if data_parallel.is_main:
+            writable_directory(out)
+            # Nothing was changed before this point; now the old results give way to this run's.
+            for name in RUN_FILES if overwrite else ("metrics.json",) if resume else ():
+                with contextlib.suppress(FileNotFoundError):
+                    (out / name).unlink()
         metrics = _train_loop(run, ckpt is None, callback, progress, every_s, stop)
         metrics["elapsed_s"] = time.perf_counter() - started
-        write_json(out / "metrics.json", metrics)
+        if data_parallel.is_main:
+            write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -222,22 +233,26 @@ def _train_loop(
     def out_of_budget() -> bool:
         return budget is not None and budget.exhausted(p.step, p.backward_passes, p.wall_s)
 
-    write_json(out / "config.json", cfg.to_dict())
+    if run.dp.is_main:
+        write_json(out / "config.json", cfg.to_dict())
     if not p.evals:
         run.evaluate()
     if fresh:
         run.write_checkpoint()  # step 0: a started run can always be resumed
     saved_at = time.monotonic()
 
-    bar = progress_bar(cfg.steps, min(p.step, cfg.steps), progress, f"{cfg.problem}/{cfg.method}")
+    show = progress and run.dp.is_main
+    bar = progress_bar(cfg.steps, min(p.step, cfg.steps), show, f"{cfg.problem}/{cfg.method}")
     failure: dict[str, Any] | None = None
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+    agreed = run.dp.agreement(stop)  # one clock and stop flag for all ranks (data-parallel)
     try:
-        while p.step < cfg.steps and not out_of_budget() and not stop.requested:
+        while p.step < cfg.steps and not out_of_budget() and not agreed.stop_requested():
             lr = run.balancer.optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             batch = run.variants.transform_batch(run.next_batch(), p.step + 1)
             losses = run.problem.losses(run.model, batch)
+            run.dp.check_shares(losses, cfg.problem)
             losses = run.variants.transform_losses(losses, p.step + 1)
             try:
                 info = run.balancer.step(losses)
@@ -255,6 +270,7 @@ def _train_loop(
                 p.loss_names = list(info.losses)
             if callback is not None:
                 callback(info)
+            p.wall_s = agreed.sync(p.wall_s, saved_at)  # unchanged in one process
             last = p.step == cfg.steps or out_of_budget()
             if p.step % cfg.log_every == 0 or p.step == 1 or last:
                 p.history.append(history_row(info, lr) | {"step": p.step} | run.phase_tag)
@@ -265,14 +281,14 @@ def _train_loop(
                 sync()
                 run.evaluate()
             by_steps = cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0
-            if not last and (by_steps or time.monotonic() - saved_at >= every_s):
+            if not last and (by_steps or agreed.since(saved_at) >= every_s):
                 run.write_checkpoint()
                 saved_at = time.monotonic()
             bar.update(1)
     finally:
         bar.close()
 
-    if failure is None and stop.requested and p.step < cfg.steps and not out_of_budget():
+    if failure is None and agreed.stop_requested() and p.step < cfg.steps and not out_of_budget():
         run.write_checkpoint()
         raise RunInterrupted(stop.signal_name, str(out), p.step)
     if failure is not None:

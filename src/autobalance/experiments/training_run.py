@@ -27,6 +27,7 @@ from autobalance.experiments.checkpoints import (
     check_same_run,
 )
 from autobalance.experiments.config import RunConfig, resolve_device, resolve_dtype
+from autobalance.experiments.data_parallel import DataParallel
 from autobalance.experiments.history import history_columns
 from autobalance.experiments.io import json_digest, write_csv, write_png, write_torch
 from autobalance.experiments.phase_runs import (
@@ -51,11 +52,16 @@ def _exp_decay(step: int, *, rate: float, every: int) -> float:
 
 
 def _create_balancer(
-    config: RunConfig, model: nn.Module, unknowns: Mapping[str, nn.Parameter]
+    config: RunConfig,
+    model: nn.Module,
+    unknowns: Mapping[str, nn.Parameter],
+    data_parallel: DataParallel,
 ) -> Balancer:
     params = [*model.parameters(), *unknowns.values()]
+    data_parallel.broadcast_parameters(params)  # every rank starts from rank 0's parameters
+    group = {} if data_parallel.group is None else {"process_group": data_parallel.group}
     try:
-        return methods.create(config.method, params, lr=config.lr, **config.method_params)
+        return methods.create(config.method, params, lr=config.lr, **config.method_params, **group)
     except TypeError as exc:
         given = ", ".join(sorted(config.method_params)) or "none"
         raise ConfigError(
@@ -86,12 +92,21 @@ def build_model(
 class TrainingRun:
     """The objects of one run (problem, model, variants, balancer, scheduler, generators, points,
     progress) and the writing of its files; :func:`~autobalance.experiments.runner.train` drives
-    it."""
+    it.  ``data_parallel``: this rank's part in a ``torchrun`` run
+    (:mod:`~autobalance.experiments.data_parallel`; default: one process)."""
 
-    def __init__(self, config: RunConfig, out_dir: Path) -> None:
+    def __init__(
+        self, config: RunConfig, out_dir: Path, data_parallel: DataParallel | None = None
+    ) -> None:
         config.validate()
         self.out = out_dir
-        self.device = resolve_device(config.device)
+        self.dp = data_parallel or DataParallel.single()
+        if config.phases and self.dp.world_size > 1:
+            raise ConfigError(
+                f"training phases ({', '.join(map(str, config.phases))}) are not data-parallel: "
+                f"run them in one process, not under torchrun with {self.dp.world_size} ranks"
+            )
+        self.device = self.dp.device or resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         if self.device.type == "cuda":  # peak_gpu_mb: this run's peak, not the process's
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -118,7 +133,10 @@ class TrainingRun:
         for param in self.unknowns.values():
             param.data = param.data.to(device=self.device, dtype=self.dtype)
         self.balancer = _create_balancer(
-            self.config, self.model, {**self.unknowns, **self.variants.named_parameters()}
+            self.config,
+            self.model,
+            {**self.unknowns, **self.variants.named_parameters()},
+            self.dp,
         )
         decay = partial(_exp_decay, rate=config.lr_decay, every=config.lr_decay_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.balancer.optimizer, decay)
@@ -139,15 +157,20 @@ class TrainingRun:
         self.run_id = uuid.uuid4().hex[:16]
 
     def next_batch(self) -> dict[str, Tensor]:
-        """The points of the coming step: fresh at steps 0, N, 2N, ... (N = resample_every)."""
+        """The points of the coming step: fresh at steps 0, N, 2N, ... (N = resample_every).
+
+        :attr:`batch` holds all the points (as one process draws them); a data-parallel rank
+        gets its share."""
         every = self.config.resample_every
         if self.batch is None or (every and self.progress.step % every == 0):
             self.batch = self.problem.sample(self.generator, self.device, self.dtype)
-        return self.batch
+        return self.dp.shard(self.batch)
 
     # ----------------------------------------------------------------------------------- state
     def checkpoint(self) -> dict[str, Any]:
+        """The run's state; in a data-parallel run a collective (every rank must call it)."""
         p = self.progress
+        variants_state = self.variants.state_dict()
         rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "generator": self.generator.get_state(),
@@ -164,7 +187,8 @@ class TrainingRun:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
             "unknowns": {k: v.detach().clone() for k, v in self.unknowns.items()},
-            "variants": self.variants.state_dict(),
+            "variants": variants_state,
+            **self.dp.checkpoint_entries(variants_state),
             "phases": self.phase_progress.entries(),
             # Reused points (resample_every != 1) are stored, so a resumed run reuses them.
             "batch": (
@@ -184,6 +208,7 @@ class TrainingRun:
             RunFileError: the checkpoint's states do not fit the run (an edited file).
         """
         saved = check_same_run(self.config, ckpt, where)  # with the defaults filled in
+        variants_state = self.dp.variant_state(ckpt, str(where))  # the same number of ranks
         progress = Progress.from_checkpoint(ckpt)
         check_resumable_limits(self.config, saved, progress, where)
         try:
@@ -195,8 +220,8 @@ class TrainingRun:
                 self.batch = {
                     k: v.to(device=self.device, dtype=self.dtype) for k, v in ckpt["batch"].items()
                 }
-            if "variants" in ckpt:
-                self.variants.load_state_dict(ckpt["variants"])
+            if variants_state is not None:
+                self.variants.load_state_dict(variants_state)
             self.balancer.load_state_dict(ckpt["balancer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"]["torch"])
@@ -250,6 +275,8 @@ class TrainingRun:
 
     # --------------------------------------------------------------------------------- output
     def write_tables(self) -> None:
+        if not self.dp.is_main:
+            return
         p = self.progress
         write_csv(self.out / "history.csv", history_columns(p.history, p.loss_names), p.history)
         columns = ["step", "wall_s", *ERROR_NAMES]
@@ -257,12 +284,17 @@ class TrainingRun:
         write_csv(self.out / "eval.csv", columns, p.evals)
 
     def write_checkpoint(self) -> None:
-        """``checkpoint.pt``, then the tables: a table never shows a step that the checkpoint
-        lacks (a process killed in between leaves the tables one checkpoint behind)."""
-        write_torch(self.out / "checkpoint.pt", self.checkpoint())
-        self.write_tables()
+        """``checkpoint.pt``, then the tables, written by rank 0 (every rank must call it): a
+        table never shows a step that the checkpoint lacks (a process killed in between leaves the
+        tables one checkpoint behind)."""
+        state = self.checkpoint()
+        if self.dp.is_main:
+            write_torch(self.out / "checkpoint.pt", state)
+            self.write_tables()
 
     def write_plot(self) -> None:
+        if not self.dp.is_main:
+            return
         figure = solution_figure(
             self.problem,
             self.eval_points.detach().double().cpu().numpy(),
