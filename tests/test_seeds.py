@@ -26,8 +26,14 @@ from autobalance.seeds import (
     train_seeds,
 )
 
-SMALL = {"n_residual": 32, "n_boundary": 16}
+SMALL = {"n_residual": 32, "n_boundary": 16, "n_eval": 11}
 NET = {"width": 8, "depth": 2}
+
+
+@pytest.fixture(autouse=True)
+def _no_solution_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figure (matplotlib, seconds per run) is the same code in both paths: skipped."""
+    monkeypatch.setattr(TrainingRun, "write_plot", lambda self: None)
 
 
 def _configs(method: str, seeds: int = 3, **kw: object) -> list[RunConfig]:
