@@ -165,7 +165,6 @@ def test_carrier_has_the_given_value_and_gradient(weight: float, value: float) -
     ("change", "named"),
     [
         ({"method": "ntk"}, "ntk"),
-        ({"method": "gradnorm"}, "gradnorm"),
         ({"variants": [{"name": "rba"}]}, "rba"),
         ({"problem": "poisson-inverse", "problem_params": {}}, "poisson-inverse"),
     ],

@@ -6,7 +6,8 @@ separate runs: the throughput ratio
 with ``t_batched`` the median time of one batched step of the S seeds and ``t_separate`` the
 median time of one ordinary step of one seed (its own forward pass, ``balancer.step``,
 scheduler), the two measured in alternating rounds so that a change of load hits both.  Nothing
-is written: the probe's runs are built in memory and dropped (the global RNG is put back).
+is written: the probe's runs are built in memory and dropped (the global RNG is put back,
+``torch.random.fork_rng``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from autobalance.seeds.support import check_batchable
 from autobalance.seeds.training import _batched_step, _Seed
 from autobalance.threads import choose_threads, using_threads
 
-__all__ = ["AUTO_MIN_SPEEDUP", "measure_speedup"]
+__all__ = ["AUTO_MIN_SPEEDUP", "measure_speedup", "step_times"]
 
 #: ``--batch-seeds auto`` batches when the measured speedup (3) is at least this.
 AUTO_MIN_SPEEDUP = 1.1
@@ -37,35 +38,45 @@ def measure_speedup(configs: Sequence[RunConfig], *, rounds: int = 5, warmup: in
     Raises:
         SeedBatchingError: the runs cannot be batched.
     """
-    check_batchable(configs)
-    rng = torch.get_rng_state()
-    try:
-        with using_threads(choose_threads(configs[0].threads)), torch.random.fork_rng():
-            seeds = []
-            for config in configs:
-                run = TrainingRun(config, Path(os.devnull))
-                seeds.append(_Seed(run, torch.get_rng_state()))
-            single = TrainingRun(configs[0], Path(os.devnull))
-
-            def separate() -> None:
-                batch = single.next_batch()
-                single.balancer.step(single.problem.losses(single.model, batch))
-                single.scheduler.step()
-
-            def batched() -> None:
-                _batched_step(seeds, check=False)
-
-            for _ in range(warmup):
-                batched()
-                separate()
-            times: dict[str, list[float]] = {"batched": [], "separate": []}
-            for _ in range(rounds):
-                for name, step in (("batched", batched), ("separate", separate)):
-                    tic = time.perf_counter()
-                    step()
-                    times[name].append(time.perf_counter() - tic)
-    finally:
-        torch.set_rng_state(rng)
-    t_batched = statistics.median(times["batched"])
-    t_separate = statistics.median(times["separate"])
+    t_batched, t_separate = step_times(configs, rounds=rounds, warmup=warmup)
     return len(configs) * t_separate / t_batched
+
+
+def step_times(
+    configs: Sequence[RunConfig], *, rounds: int = 5, warmup: int = 2
+) -> tuple[float, float]:
+    """Median seconds of one batched step of ``configs`` and of one separate step of the first
+    (module docstring), measured in ``rounds`` alternating rounds after ``warmup`` of each.
+
+    Raises:
+        SeedBatchingError: the runs cannot be batched.
+    """
+    check_batchable(configs)
+    times: dict[str, list[float]] = {"batched": [], "separate": []}
+    with using_threads(choose_threads(configs[0].threads)), torch.random.fork_rng():
+        seeds = []
+        for config in configs:
+            run = TrainingRun(config, Path(os.devnull))
+            seeds.append(_Seed(run, torch.get_rng_state()))
+        single = TrainingRun(configs[0], Path(os.devnull))
+        sync = torch.cuda.synchronize if single.device.type == "cuda" else (lambda: None)
+
+        def separate() -> None:
+            batch = single.next_batch()
+            single.balancer.step(single.problem.losses(single.model, batch))
+            single.scheduler.step()
+
+        def batched() -> None:
+            _batched_step(seeds, check=False)
+
+        for _ in range(warmup):
+            batched()
+            separate()
+        for _ in range(rounds):
+            for name, step in (("batched", batched), ("separate", separate)):
+                sync()
+                tic = time.perf_counter()
+                step()
+                sync()
+                times[name].append(time.perf_counter() - tic)
+    return statistics.median(times["batched"]), statistics.median(times["separate"])

@@ -5,7 +5,7 @@ products for the plain MLP, ``vmap`` otherwise) and every method whose step need
 losses and their first derivatives (:mod:`autobalance.seeds.carriers`).  Refused, each with a
 :class:`SeedBatchingError` that names it and says to run the seeds separately:
 
-* the methods of :data:`UNSUPPORTED_METHODS` (they differentiate more than the loss values);
+* the methods of :data:`UNSUPPORTED_METHODS` (``ntk`` differentiates every pointwise term);
 * any variant (variants keep per-run state over the pointwise terms and the points);
 * problems of :data:`UNSUPPORTED_PROBLEMS` and problems with trainable unknowns of their own;
 * configurations that differ in anything but the seed and the output directory.
@@ -31,8 +31,6 @@ __all__ = [
 UNSUPPORTED_METHODS = {
     "ntk": "it differentiates every pointwise residual term, which a batched step does not hand "
     "to each seed",
-    "gradnorm": "it differentiates the gradient norms with respect to its weights (second "
-    "derivatives of the losses)",
 }
 #: Problems a batched step cannot evaluate, with the reason.
 UNSUPPORTED_PROBLEMS = {
