@@ -12,11 +12,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobalance import nets, problems
+from autobalance import methods, nets, problems
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.runner import train
 from autobalance.experiments.training_run import TrainingRun
 from autobalance.seeds import (
+    UNSUPPORTED_METHODS,
     SeedBatchingError,
     StackedModel,
     carrier,
@@ -251,3 +252,18 @@ def test_sweep_batches_seeds_into_the_same_run_directories(tmp_path: Path) -> No
         assert metrics["rel_l2"] == pytest.approx(off.metrics[name]["rel_l2"], rel=1e-8)
     again = run_sweep(specs, tmp_path / "on", stream=None, batch_seeds="on")
     assert sorted(again.skipped) == sorted(on.metrics) and not again.executed
+
+
+@pytest.mark.parametrize(
+    "method", [m for m in methods.names() if m not in UNSUPPORTED_METHODS and m != "adam"]
+)
+def test_every_supported_method_takes_its_separate_runs_steps(tmp_path: Path, method: str) -> None:
+    params = dict(methods.spec(method).example_params)
+    configs = _configs(method, 2, steps=4, eval_every=4, method_params=params)
+    batched = train_seeds(configs, [tmp_path / "b0", tmp_path / "b1"], progress=False)
+    for config, metrics in zip(configs, batched, strict=True):
+        alone = train(config, tmp_path / f"s{config.seed}", progress=False)
+        assert metrics["status"] == alone["status"] == "ok"
+        a, b = _model(tmp_path / f"b{config.seed}"), _model(tmp_path / f"s{config.seed}")
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-11)
