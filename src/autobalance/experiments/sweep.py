@@ -403,8 +403,10 @@ def run_sweep(
                     **options,
                 }
             )
+        runs = len(jobs)
         jobs = plan_seed_groups(jobs, batch_seeds, progress.show)
-        progress.show(f"starting {len(jobs)} job(s)" if jobs else "every run is complete")
+        grouped = f" as {len(jobs)} jobs" if len(jobs) != runs else ""
+        progress.show(f"starting {runs} run(s){grouped}" if jobs else "every run is complete")
 
         def on_start(job: Job) -> None:
             for run in job.get("seed_group", [job]):  # a group of batched seeds: each run
