@@ -267,3 +267,27 @@ def test_every_supported_method_takes_its_separate_runs_steps(tmp_path: Path, me
         a, b = _model(tmp_path / f"b{config.seed}"), _model(tmp_path / f"s{config.seed}")
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-11)
+
+
+def test_cli_compare_batches_the_seeds_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autobalance.cli.main import main
+
+    argv = ["compare", "helmholtz", "--methods", "adam,autobalance,ntk", "--seeds", "2"]
+    argv += [arg for k, v in SMALL.items() for arg in ("--param", f"{k}={v}")]
+    argv += ["--budget", "backward=12", "--executor", "inline", "--batch-seeds", "on"]
+    argv += ["--set", "net_params.width=6", "--set", "net_params.depth=2"]
+    assert main([*argv, "--out", str(tmp_path), "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "helmholtz/adam ×2 seeds: batched in one process" in err
+    assert "helmholtz/ntk ×2 seeds: separate runs (method 'ntk' is not supported" in err
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
+    assert len(runs) == 6
+    # the backward budget counts each seed's own passes, batched or not
+    counted = {(r["method"], r["steps"], r["backward_passes"], "seed_batch" in r) for r in runs}
+    assert {c for c in counted if c[0] != "ntk"} == {
+        ("adam", 12, 12, True),
+        ("autobalance", 6, 12, True),
+    }
+    assert all(r["status"] == "ok" and "seed_batch" not in r for r in runs if r["method"] == "ntk")
