@@ -108,7 +108,7 @@ def test_per_seed_losses_equal_separate_losses_on_every_problem() -> None:
             alone = problem.losses(models[s], batches[s])
             for loss, value in alone.items():
                 assert float(per_seed[loss][s].detach()) == pytest.approx(
-                    float(value), rel=1e-10
+                    float(value.detach()), rel=1e-10
                 ), (
                     name,
                     loss,
