@@ -89,6 +89,13 @@ SWEEP_FLAGS = (
         help="also checkpoint each run every SECONDS of wall-clock (default 60; 0: off)",
     ),
     Flag.switch("--deterministic", "torch.use_deterministic_algorithms(True) in every run"),
+    Flag.of(
+        "--batch-seeds",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="train the seeds of one configuration as one batched model in one process: on, "
+        "off, or auto (default: when supported and measured faster here)",
+    ),
     Flag.switch("--no-report", "skip the report"),
     Flag.switch("--quiet", "no progress lines"),
 )
@@ -233,6 +240,7 @@ def finish_sweep(specs: Sequence[Any], out: Path, args: argparse.Namespace) -> i
             stream=None if args.quiet else sys.stderr,
             checkpoint_seconds=args.checkpoint_seconds,
             deterministic=args.deterministic,
+            batch_seeds=args.batch_seeds,
         )
     finally:
         executor.close()

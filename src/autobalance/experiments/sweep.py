@@ -354,6 +354,7 @@ def run_sweep(
     stream: TextIO | None = sys.stderr,
     checkpoint_seconds: float | None = None,
     deterministic: bool = False,
+    batch_seeds: str = "off",
 ) -> SweepResult:
     """Run every spec not yet complete under ``out_dir`` (module docstring), then collect them.
 
@@ -365,6 +366,8 @@ def run_sweep(
         stream: where the progress lines go (``None``: silent).
         checkpoint_seconds: wall-clock between a run's checkpoints (default: ``train``'s).
         deterministic: run with ``torch.use_deterministic_algorithms(True)``.
+        batch_seeds: ``"off"``, ``"on"`` or ``"auto"``: train the seeds of one configuration as
+            one batched model (:mod:`autobalance.seeds.sweep_jobs`).
 
     Raises:
         RunInterrupted: SIGINT or SIGTERM arrived; no run was started after it, and the runs
@@ -373,6 +376,7 @@ def run_sweep(
     """
     from autobalance.experiments.io import writable_directory
     from autobalance.experiments.runner import checkpoint_interval
+    from autobalance.seeds.sweep_jobs import execute_sweep_job, plan_seed_groups, split_outcome
 
     if checkpoint_seconds is not None:
         checkpoint_interval(checkpoint_seconds)  # a bad value fails here, not in every run
@@ -412,17 +416,24 @@ def run_sweep(
                     **options,
                 }
             )
-        progress.show(f"starting {len(jobs)} run(s)" if jobs else "every run is complete")
+        runs = len(jobs)
+        jobs = plan_seed_groups(jobs, batch_seeds, progress.show)
+        grouped = f" as {len(jobs)} jobs" if len(jobs) != runs else ""
+        progress.show(f"starting {runs} run(s){grouped}" if jobs else "every run is complete")
 
         def on_start(job: Job) -> None:
-            progress.start(job["name"])
+            for run in job.get("seed_group", [job]):  # a group of batched seeds: each run
+                progress.start(run["name"])
             progress.show(f"{job['name']}: started")
 
         errors: dict[str, str] = {}
         executed: list[str] = []
         # After a stop signal no run starts; those running finish (interrupted) first.
         wanted = itertools.takewhile(lambda job: not stop.requested, jobs)
-        for job, outcome in executor.run(execute_job, wanted, on_start):
+        done = (
+            p for g in executor.run(execute_sweep_job, wanted, on_start) for p in split_outcome(*g)
+        )
+        for job, outcome in done:
             progress.record(outcome, job["name"])
             status = outcome.get("status")
             if status == "skipped":  # completed meanwhile (not by this sweep)
