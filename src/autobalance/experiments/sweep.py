@@ -6,9 +6,8 @@ Layout of a sweep directory ``OUT``::
     OUT/<problem>-<method>-seed<S>-<hash>/       # one run (files of autobalance.experiments.runner)
         attempts.jsonl                           # one line per start: when, resumed from which step
 
-The run directory's name ends with a hash of the run's configuration (only the fields that
-differ from :class:`RunConfig`'s defaults, so a field added later with a default keeps old
-names), so the same configuration always lands in the same directory.
+The run directory's name ends with a hash of the run's non-default configuration fields (a
+field added later with a default keeps old names): one configuration, one directory.
 
 Resume rules, applied to each run when a sweep (re)starts:
 
@@ -25,8 +24,8 @@ its last checkpoint.  On SIGINT or SIGTERM the sweep starts no new run, asks its
 write a checkpoint and stop, and raises
 :class:`~autobalance.experiments.interrupts.RunInterrupted`.  A run that diverges is recorded as
 ``failed`` (its step and loss) and the sweep goes on; a run that raises is reported as an error,
-left incomplete, and retried on restart.  A lock file (``OUT/.sweep.lock``) stops two sweeps
-from working in the same directory at once.
+left incomplete, and retried on restart.  A lock file (``OUT/.sweep.lock``) keeps out a second
+sweep.  ``batch_seeds`` may train the seeds of one configuration as one model.
 """
 
 from __future__ import annotations
@@ -366,8 +365,7 @@ def run_sweep(
         stream: where the progress lines go (``None``: silent).
         checkpoint_seconds: wall-clock between a run's checkpoints (default: ``train``'s).
         deterministic: run with ``torch.use_deterministic_algorithms(True)``.
-        batch_seeds: ``"off"``, ``"on"`` or ``"auto"``: train the seeds of one configuration as
-            one batched model (:mod:`autobalance.seeds.sweep_jobs`).
+        batch_seeds: ``"off"``, ``"on"``, ``"auto"``: seeds as one model (:mod:`autobalance.seeds`).
 
     Raises:
         RunInterrupted: SIGINT or SIGTERM arrived; no run was started after it, and the runs
@@ -416,8 +414,7 @@ def run_sweep(
                     **options,
                 }
             )
-        runs = len(jobs)
-        jobs = plan_seed_groups(jobs, batch_seeds, progress.show)
+        runs, jobs = len(jobs), plan_seed_groups(jobs, batch_seeds, progress.show)
         grouped = f" as {len(jobs)} jobs" if len(jobs) != runs else ""
         progress.show(f"starting {runs} run(s){grouped}" if jobs else "every run is complete")
 
@@ -430,10 +427,8 @@ def run_sweep(
         executed: list[str] = []
         # After a stop signal no run starts; those running finish (interrupted) first.
         wanted = itertools.takewhile(lambda job: not stop.requested, jobs)
-        done = (
-            p for g in executor.run(execute_sweep_job, wanted, on_start) for p in split_outcome(*g)
-        )
-        for job, outcome in done:
+        outcomes = executor.run(execute_sweep_job, wanted, on_start)
+        for job, outcome in (pair for group in outcomes for pair in split_outcome(*group)):
             progress.record(outcome, job["name"])
             status = outcome.get("status")
             if status == "skipped":  # completed meanwhile (not by this sweep)

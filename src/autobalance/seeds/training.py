@@ -332,7 +332,7 @@ def _stacked_gradients(
         totals = [per_seed[k].sum() for k in names]
         return dict(zip(names, per_loss_gradients(names, totals, leaves), strict=True))
     total = torch.stack([per_seed[k].sum() for k in names]).sum()
-    grad = list(torch.autograd.grad(total, leaves, allow_unused=True))
+    grad: list[Tensor | None] = list(torch.autograd.grad(total, leaves, allow_unused=True))
     zeros = [None if g is None else torch.zeros_like(g) for g in grad]
     return {k: grad if j == 0 else zeros for j, k in enumerate(names)}
 
