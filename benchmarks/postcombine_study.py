@@ -255,6 +255,8 @@ class PerLossAdamW:
         self.rule_name = rule
         gram_rules = RULES.names("gram")
         self.rule = RULES.create(rule, **rule_params) if rule in gram_rules else None
+        moment_rules = set(RULES.names("moments")) - {"consensus"}
+        self.moment_rule = RULES.create(rule, **rule_params) if rule in moment_rules else None
         self.ramp = int(rule.split(":")[1]) if rule.startswith("blend:") else 0
         self.m: Tensor | None = None
         self.v: Tensor | None = None
@@ -281,6 +283,8 @@ class PerLossAdamW:
         updates = lr * (self.m / bias1) / (v_hat.sqrt() + EPS)
         if self.rule is not None:
             delta = combine(self.rule, updates, grads, values)
+        elif self.moment_rule is not None:
+            delta = self.moment_rule.combine(updates, self.m, self.v)
         elif self.rule_name == "shared-v":
             delta = shared_second_moment(updates, v_hat, EPS)
         elif self.rule_name == "consensus":

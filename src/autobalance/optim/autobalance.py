@@ -275,7 +275,7 @@ class AutoBalance(torch.optim.Optimizer):
             ]
         if isinstance(rule, MomentRule):
             return [
-                rule.combine(updates, bucket.rule_state.exp_avg)
+                rule.combine(updates, bucket.rule_state.exp_avg, bucket.rule_state.exp_avg_sq)
                 for bucket, (_, _, updates) in zip(self._buckets, advanced, strict=True)
             ]
         gram = sum(updates_grads_gram(u, g) for g, _, u in advanced)
