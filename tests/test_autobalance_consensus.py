@@ -123,10 +123,11 @@ def test_state_dict_round_trip_with_a_rule(combine: str) -> None:
         assert torch.equal(p, q)
 
 
-def test_method_is_registered_and_trains() -> None:
-    assert "autobalance-consensus" in methods.names("multi-state")
+@pytest.mark.parametrize("name", ["autobalance-consensus", "autobalance-floor"])
+def test_method_is_registered_and_trains(name: str) -> None:
+    assert name in methods.names("multi-state")
     theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    balancer = methods.create("autobalance-consensus", [theta], lr=0.05)
+    balancer = methods.create(name, [theta], lr=0.05)
     scales, centers = [[1.0, 1.0], [10.0, 0.1]], [[1.0, 1.0], [-1.0, -1.0]]
     first = sum(v.item() for v in quadratic_losses(theta, scales, centers).values())
     for _ in range(200):

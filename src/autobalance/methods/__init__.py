@@ -51,6 +51,7 @@ from autobalance.methods.weighting import (
     WeightingStep,
 )
 from autobalance.optim.autobalance import AutoBalance
+from autobalance.optim.combine import FlooredVotes
 
 __all__ = [
     "METHODS",
@@ -137,6 +138,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             partial(AutoBalance, base="adamw", combine="consensus"),
             "AutoBalance whose per-loss updates count per coordinate only where they agree with "
             "the summed first moment.",
+        ),
+        "autobalance-floor": (
+            partial(AutoBalance, base="adamw", combine=FlooredVotes(ratio=10.0)),
+            "AutoBalance whose per-loss updates are weighted per coordinate by their gradient "
+            "scale's share of the largest, floored at 1/10 (conflicts decided by magnitude).",
         ),
         "m-config": (
             MConFIG,
