@@ -16,6 +16,7 @@ from autobalance.optim.combine import (
     adam_blend,
     combine,
     floored_votes,
+    protected_consensus,
     shared_second_moment,
     sign_consensus,
     updates_grads_gram,
@@ -23,7 +24,7 @@ from autobalance.optim.combine import (
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
-MOMENTS = ["consensus", "floor"]
+MOMENTS = ["consensus", "floor", "protected"]
 
 
 def T(rows) -> torch.Tensor:
@@ -133,6 +134,19 @@ def test_floored_votes_closed_form() -> None:
     assert RULES.create("floor").ratio == 10.0
 
 
+def test_protected_consensus_closed_form() -> None:
+    # Σ m = (−4, 1): coordinate 0 follows loss 2, coordinate 1 loss 1 (as in the consensus test)
+    u = T([[1.0, -1.0], [-0.5, 2.0]])
+    m = T([[1.0, -1.0], [-5.0, 2.0]])
+    # comparable scales (√v: 1 and 2 at coordinate 0; 1 and 1 at 1): the consensus, R = 10
+    close(protected_consensus(u, m, T([[1.0, 1.0], [4.0, 1.0]]), 10.0), [-0.5, 2.0])
+    # loss 1's scale at coordinate 0 is 1/20 of loss 2's: protected, its update counts (sum)
+    close(protected_consensus(u, m, T([[0.01, 1.0], [4.0, 1.0]]), 10.0), [0.5, 2.0])
+    close(combine_moments("protected", u, m, T([[0.01, 1.0], [4.0, 1.0]])), [0.5, 2.0])
+    # ... but not at R = 50: the consensus again
+    close(protected_consensus(u, m, T([[0.01, 1.0], [4.0, 1.0]]), 50.0), [-0.5, 2.0])
+
+
 def test_adam_blend_ends() -> None:
     eps = 1e-8
     v = T([[1.0, 4.0], [4.0, 1.0]])
@@ -207,6 +221,25 @@ def test_floored_votes_without_a_floor_decide_as_the_summed_moment(UG) -> None:
     d = floored_votes(M / V.sqrt(), V, ratio)
     close(d, M.sum(0) / V.sqrt().max(0).values, tol=1e-9)
     assert bool((d * M.sum(0) >= 0).all())
+
+
+@PROP
+@given(matrices(), st.floats(1.0, 1e3))
+def test_protected_consensus_lies_between_the_consensus_and_the_sum(UG, ratio) -> None:
+    """Each coordinate keeps the consensus' updates plus some opposing ones: the protected."""
+    U, G = UG
+    m = U * (G.abs() + 0.1)
+    V = G**2 + 1e-3  # an update with a zero second moment cannot occur
+    d = protected_consensus(U, m, V, ratio)
+    scale = V.sqrt()
+    kept = (U.sign() == m.sum(0).sign()) | (ratio * scale < scale.max(0).values)
+    close(d, (U * kept).sum(0))
+    close(protected_consensus(U, m, V, 1e300), sign_consensus(U, m))
+    close(protected_consensus(U[:1], m[:1], V[:1], ratio), U[0])  # one loss: Adam
+    # the largest-scale loss is never protected: a coordinate whose scales are all equal is the
+    # consensus there
+    equal = (scale == scale.max(0).values).all(0)
+    close(d[equal], sign_consensus(U, m)[equal])
 
 
 @PROP
@@ -348,6 +381,8 @@ def test_bad_inputs_are_named() -> None:
             RULES.create("floor", ratio=bad)
         with pytest.raises(HyperparameterError, match="ratio"):
             floored_votes(T([[1.0]]), T([[1.0]]), bad)
+        with pytest.raises(HyperparameterError, match="ratio"):
+            RULES.create("protected", ratio=bad)
     with pytest.raises(HyperparameterError, match="ratio"):
         floored_votes(T([[1.0]]), T([[1.0]]), "10")  # type: ignore[arg-type]
     with pytest.raises(HyperparameterError, match="keeps no state"):

@@ -34,6 +34,8 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
 * ``floor`` (:class:`FlooredVotes`, :func:`floored_votes`): each update weighted per coordinate
   by ``max(√v_k / max_j √v_j, 1/R)``: losses whose gradient scale is within a factor ``R`` of the
   largest decide conflicts by magnitude (as one Adam would); the smaller keep ``1/R`` of a vote.
+* ``protected`` (:class:`ProtectedConsensus`, :func:`protected_consensus`): ``consensus`` among
+  losses of comparable gradient scale; a loss more than ``R`` times smaller keeps its vote.
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
@@ -52,6 +54,15 @@ from torch import Tensor
 
 from autobalance.catalog import Catalog
 from autobalance.errors import HyperparameterError
+from autobalance.optim.moment_rules import (
+    FlooredVotes,
+    MomentRule,
+    ProtectedConsensus,
+    SignConsensus,
+    floored_votes,
+    protected_consensus,
+    sign_consensus,
+)
 
 __all__ = [
     "RULES",
@@ -63,12 +74,14 @@ __all__ = [
     "Precedence",
     "ProgressWeighted",
     "ProjectedSum",
+    "ProtectedConsensus",
     "SignConsensus",
     "SumRule",
     "adam_blend",
     "check_update_matrices",
     "combine",
     "floored_votes",
+    "protected_consensus",
     "rule_for",
     "shared_second_moment",
     "sign_consensus",
@@ -278,93 +291,6 @@ def shared_second_moment(updates: Tensor, second_moments: Tensor, eps: float) ->
     return numerators.sum(dim=0) / (second_moments.sum(dim=0).sqrt() + eps)
 
 
-def sign_consensus(updates: Tensor, first_moments: Tensor) -> Tensor:
-    """Per coordinate, the sum of the updates that agree in sign with the summed first moment::
-
-        Δ_i = Σ_k u_{k,i} · [sign u_{k,i} = sign Σ_j m_{j,i}]
-
-    ``m_k`` is loss ``k``'s first moment (the EMA of ``∇L_k``; ``K × P`` like ``updates``).  The
-    first moment is linear in the gradient, so ``Σ_j m_j`` is the first moment of the summed
-    loss, whose sign is the direction of one Adam on the summed loss: every coordinate moves
-    that way, by the per-loss normalised updates of the losses that push that way; the losses
-    that oppose it are left out at that coordinate.  A tie (``Σ_j m_{j,i} = 0``) keeps only
-    zero updates: ``Δ_i = 0``.
-    """
-    consensus = first_moments.sum(dim=0).sign()
-    agree = updates.sign() == consensus
-    return (updates * agree).sum(dim=0)
-
-
-class MomentRule(abc.ABC):
-    """A rule that reads the per-loss first moments and acts per coordinate (Adam bases)."""
-
-    name = ""
-
-    @abc.abstractmethod
-    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
-        """``Δ`` (``P``) from the updates, first and second moments (each ``K × P``)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise HyperparameterError(f"combine rule {self.name!r} keeps no state, got {state}")
-
-
-@dataclass
-class SignConsensus(MomentRule):
-    """Per coordinate, the updates that agree with the summed first moment (sign_consensus)."""
-
-    name = "consensus"
-
-    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
-        return sign_consensus(updates, first_moments)
-
-
-def floored_votes(updates: Tensor, second_moments: Tensor, ratio: float) -> Tensor:
-    """The updates weighted per coordinate by their gradient scale, floored at ``1/ratio``::
-
-        Δ_i = Σ_k w_{k,i} u_{k,i},     w_{k,i} = max(√v_{k,i} / max_j √v_{j,i}, 1/R)
-
-    ``v_k`` is loss ``k``'s second moment (``K × P``; the states advance together, so their bias
-    corrections cancel in the ratio).  With ``u_k = lr·m̂_k/(√v̂_k + ε)`` and ``ε → 0`` a loss
-    whose scale is within ``R`` of the largest contributes ``lr·m̂_k / max_j √v̂_j``: among
-    those, a conflict is decided by the first moments, by magnitude, as one Adam on their sum
-    decides it (the direction of ``Σ_k m_k``).  A loss whose gradient scale is below ``1/R`` of
-    the largest keeps ``1/R`` of its normalised update instead of Adam's vanishing share.
-    ``R = 1``: the paper's sum; ``R → ∞``: every loss over the largest denominator (Adam-like).
-    One loss: Adam exactly.  A coordinate where every ``v_k`` is zero has zero updates and
-    ``Δ_i = 0``.
-    """
-    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio >= 1):
-        raise HyperparameterError(f"ratio must be a finite number ≥ 1, got {ratio!r}")
-    scale = second_moments.clamp(min=0).sqrt()
-    largest = scale.max(dim=0).values
-    share = torch.where(largest > 0, scale / largest.clamp(min=torch.finfo(scale.dtype).tiny), 1.0)
-    return (updates * share.clamp(min=1.0 / ratio)).sum(dim=0)
-
-
-@dataclass
-class FlooredVotes(MomentRule):
-    """Conflicts decided by gradient scale within a factor ``ratio``; below it, ``1/ratio`` votes.
-
-    See :func:`floored_votes`.  ``ratio`` ``R ≥ 1``.
-    """
-
-    name = "floor"
-    ratio: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not (
-            isinstance(self.ratio, int | float) and math.isfinite(self.ratio) and self.ratio >= 1
-        ):
-            raise HyperparameterError(f"ratio must be a finite number ≥ 1, got {self.ratio!r}")
-
-    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
-        return floored_votes(updates, second_moments, float(self.ratio))
-
-
 def adam_blend(
     updates: Tensor, second_moments: Tensor, summed_second_moment: Tensor, eps: float, alpha: float
 ) -> Tensor:
@@ -395,6 +321,7 @@ for _cls in (
     RULES.add(_cls.name, _cls, family="gram")
 RULES.add(SignConsensus.name, SignConsensus, family="moments")
 RULES.add(FlooredVotes.name, FlooredVotes, family="moments")
+RULES.add(ProtectedConsensus.name, ProtectedConsensus, family="moments")
 
 
 def rule_for(combine: Any) -> CombineRule | MomentRule | None:
