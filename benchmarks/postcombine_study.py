@@ -338,6 +338,7 @@ def screen_run(problem: str, rule: str, seed: int, steps: int, eval_every: int, 
             break
         if t % eval_every == 0 or t == steps:
             evals.append({"step": t, "rel_l2": setup.rel_l2()})
+            print(f"  {problem} {rule} step {t}: rel_l2 {evals[-1]['rel_l2']:.3e}", flush=True)
     return {
         "problem": problem,
         "rule": rule,
