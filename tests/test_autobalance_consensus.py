@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from autobalance import AutoBalance, methods
 from autobalance.errors import AutoBalanceError, HyperparameterError, UnknownNameError
-from autobalance.optim.combine import RULES, FlooredVotes
+from autobalance.optim.combine import RULES, FlooredVotes, ProtectedConsensus
 
 PROP = settings(max_examples=25, deadline=None)
 
@@ -60,11 +60,27 @@ def test_floored_votes_first_step_closed_form() -> None:
     )
 
 
+def test_protected_consensus_first_step_closed_form() -> None:
+    # L0 = (θ1 − 1)² + (θ2 − 1)², L1 = 10(θ1 + 1)² + 0.05(θ2 + 1)² at θ = 0: g0 = (−2, −2),
+    # g1 = (20, 0.1), √v̂_k = |g_k|.  R = 15.  Coordinate 1: scales 2 vs 20 (ratio 10 < R), L0
+    # opposes Σ g = 18 and is dropped (consensus); coordinate 2: scales 2 vs 0.1 (ratio 20 > R),
+    # L1 opposes Σ g = −1.9 but is protected: its update counts, as in the paper's sum.
+    lr, eps = 0.1, 1e-8
+    scales, centers = [[1.0, 1.0], [10.0, 0.05]], [[1.0, 1.0], [-1.0, -1.0]]
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = AutoBalance([theta], base="adam", lr=lr, eps=eps, combine=ProtectedConsensus(15.0))
+    opt.step(quadratic_losses(theta, scales, centers))
+    expected = [lr * 20 / (20 + eps), lr * (0.1 / (0.1 + eps) - 2 / (2 + eps))]
+    torch.testing.assert_close(
+        theta.detach(), -torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-15
+    )
+
+
 @PROP
 @given(
     st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
     st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3),
-    st.sampled_from(["consensus", "floor"]),
+    st.sampled_from(["consensus", "floor", "protected"]),
 )
 def test_moment_rules_with_one_loss_are_adam(scales, centers, combine) -> None:
     theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -123,7 +139,9 @@ def test_state_dict_round_trip_with_a_rule(combine: str) -> None:
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("name", ["autobalance-consensus", "autobalance-floor"])
+@pytest.mark.parametrize(
+    "name", ["autobalance-consensus", "autobalance-floor", "autobalance-protected"]
+)
 def test_method_is_registered_and_trains(name: str) -> None:
     assert name in methods.names("multi-state")
     theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)

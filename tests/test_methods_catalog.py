@@ -27,6 +27,7 @@ def test_every_method_is_in_one_catalog_with_a_family_and_a_summary() -> None:
         "autobalance",
         "autobalance-consensus",
         "autobalance-floor",
+        "autobalance-protected",
         "m-config",
         "mtadam",
         "multiadam",

@@ -51,7 +51,7 @@ from autobalance.methods.weighting import (
     WeightingStep,
 )
 from autobalance.optim.autobalance import AutoBalance
-from autobalance.optim.combine import FlooredVotes
+from autobalance.optim.combine import FlooredVotes, ProtectedConsensus
 
 __all__ = [
     "METHODS",
@@ -138,6 +138,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             partial(AutoBalance, base="adamw", combine="consensus"),
             "AutoBalance whose per-loss updates count per coordinate only where they agree with "
             "the summed first moment.",
+        ),
+        "autobalance-protected": (
+            partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
+            "AutoBalance whose per-loss updates are decided per coordinate by the summed first "
+            "moment among losses of comparable gradient scale; a loss 10x smaller keeps its vote.",
         ),
         "autobalance-floor": (
             partial(AutoBalance, base="adamw", combine=FlooredVotes(ratio=10.0)),
