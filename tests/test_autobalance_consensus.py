@@ -80,7 +80,7 @@ def test_protected_consensus_first_step_closed_form() -> None:
 @given(
     st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
     st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3),
-    st.sampled_from(["consensus", "floor", "protected"]),
+    st.sampled_from(["consensus", "consensus-mean", "floor", "protected"]),
 )
 def test_moment_rules_with_one_loss_are_adam(scales, centers, combine) -> None:
     theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -140,7 +140,13 @@ def test_state_dict_round_trip_with_a_rule(combine: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["autobalance-consensus", "autobalance-floor", "autobalance-protected"]
+    "name",
+    [
+        "autobalance-consensus",
+        "autobalance-consensus-mean",
+        "autobalance-floor",
+        "autobalance-protected",
+    ],
 )
 def test_method_is_registered_and_trains(name: str) -> None:
     assert name in methods.names("multi-state")

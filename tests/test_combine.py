@@ -14,6 +14,7 @@ from autobalance.errors import HyperparameterError, UnknownNameError
 from autobalance.optim.combine import (
     RULES,
     adam_blend,
+    averaged_consensus,
     combine,
     floored_votes,
     protected_consensus,
@@ -24,7 +25,7 @@ from autobalance.optim.combine import (
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
-MOMENTS = ["consensus", "floor", "protected"]
+MOMENTS = ["consensus", "consensus-mean", "floor", "protected"]
 
 
 def T(rows) -> torch.Tensor:
@@ -134,6 +135,15 @@ def test_floored_votes_closed_form() -> None:
     assert RULES.create("floor").ratio == 10.0
 
 
+def test_averaged_consensus_closed_form() -> None:
+    # Σ m = (−3.5, 4): coordinate 0 keeps loss 2 alone, coordinate 1 the mean of losses 2 and 3
+    u = T([[1.0, -1.0], [-0.5, 2.0], [0.5, 3.0]])
+    m = T([[1.0, -1.0], [-5.0, 2.0], [0.5, 3.0]])
+    close(averaged_consensus(u, m), [-0.5, 2.5])
+    close(combine_moments("consensus-mean", u, m), [-0.5, 2.5])
+    close(averaged_consensus(T([[1.0], [-1.0]]), T([[1.0], [-1.0]])), [0.0])  # a tie: nothing
+
+
 def test_protected_consensus_closed_form() -> None:
     # Σ m = (−4, 1): coordinate 0 follows loss 2, coordinate 1 loss 1 (as in the consensus test)
     u = T([[1.0, -1.0], [-0.5, 2.0]])
@@ -221,6 +231,20 @@ def test_floored_votes_without_a_floor_decide_as_the_summed_moment(UG) -> None:
     d = floored_votes(M / V.sqrt(), V, ratio)
     close(d, M.sum(0) / V.sqrt().max(0).values, tol=1e-9)
     assert bool((d * M.sum(0) >= 0).all())
+
+
+@PROP
+@given(matrices())
+def test_averaged_consensus_has_the_consensus_direction_and_one_updates_length(UG) -> None:
+    U, G = UG
+    m = U * (G.abs() + 0.1)
+    d = averaged_consensus(U, m)
+    assert bool((d * sign_consensus(U, m) >= 0).all())
+    assert bool((d.abs() <= U.abs().max(0).values + 1e-12).all())
+    agree = (U.sign() == m.sum(0).sign()).sum(0)
+    close(d * agree.clamp(min=1), sign_consensus(U, m))
+    same = (U > 0).all(0) | (U < 0).all(0)
+    close(d[same], U.mean(0)[same])
 
 
 @PROP

@@ -139,6 +139,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             "AutoBalance whose per-loss updates count per coordinate only where they agree with "
             "the summed first moment.",
         ),
+        "autobalance-consensus-mean": (
+            partial(AutoBalance, base="adamw", combine="consensus-mean"),
+            "AutoBalance whose per-loss updates that agree per coordinate with the summed first "
+            "moment are averaged (one Adam's step length).",
+        ),
         "autobalance-protected": (
             partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
             "AutoBalance whose per-loss updates are decided per coordinate by the summed first "

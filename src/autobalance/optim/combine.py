@@ -31,6 +31,8 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
 * ``consensus`` (:class:`SignConsensus`, :func:`sign_consensus`): per coordinate, only the
   updates that agree in sign with the summed first moment (the direction of one Adam on the
   summed loss), summed.  The rule of the ``autobalance-consensus`` method.
+* ``consensus-mean`` (:class:`AveragedConsensus`, :func:`averaged_consensus`): the consensus
+  direction, the mean (not the sum) of the agreeing updates: one Adam's step length.
 * ``floor`` (:class:`FlooredVotes`, :func:`floored_votes`): each update weighted per coordinate
   by ``max(√v_k / max_j √v_j, 1/R)``: losses whose gradient scale is within a factor ``R`` of the
   largest decide conflicts by magnitude (as one Adam would); the smaller keep ``1/R`` of a vote.
@@ -55,10 +57,12 @@ from torch import Tensor
 from autobalance.catalog import Catalog
 from autobalance.errors import HyperparameterError
 from autobalance.optim.moment_rules import (
+    AveragedConsensus,
     FlooredVotes,
     MomentRule,
     ProtectedConsensus,
     SignConsensus,
+    averaged_consensus,
     floored_votes,
     protected_consensus,
     sign_consensus,
@@ -66,6 +70,7 @@ from autobalance.optim.moment_rules import (
 
 __all__ = [
     "RULES",
+    "AveragedConsensus",
     "CombineRule",
     "ConflictFreeUpdates",
     "DescentCone",
@@ -78,6 +83,7 @@ __all__ = [
     "SignConsensus",
     "SumRule",
     "adam_blend",
+    "averaged_consensus",
     "check_update_matrices",
     "combine",
     "floored_votes",
@@ -320,6 +326,7 @@ for _cls in (
 ):
     RULES.add(_cls.name, _cls, family="gram")
 RULES.add(SignConsensus.name, SignConsensus, family="moments")
+RULES.add(AveragedConsensus.name, AveragedConsensus, family="moments")
 RULES.add(FlooredVotes.name, FlooredVotes, family="moments")
 RULES.add(ProtectedConsensus.name, ProtectedConsensus, family="moments")
 

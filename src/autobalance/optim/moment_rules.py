@@ -21,10 +21,12 @@ from torch import Tensor
 from autobalance.errors import HyperparameterError
 
 __all__ = [
+    "AveragedConsensus",
     "FlooredVotes",
     "MomentRule",
     "ProtectedConsensus",
     "SignConsensus",
+    "averaged_consensus",
     "floored_votes",
     "protected_consensus",
     "sign_consensus",
@@ -100,6 +102,31 @@ def floored_votes(updates: Tensor, second_moments: Tensor, ratio: float) -> Tens
     largest = scale.max(dim=0).values
     share = torch.where(largest > 0, scale / largest.clamp(min=torch.finfo(scale.dtype).tiny), 1.0)
     return (updates * share.clamp(min=1.0 / ratio)).sum(dim=0)
+
+
+def averaged_consensus(updates: Tensor, first_moments: Tensor) -> Tensor:
+    """The consensus rule with one update's length: the agreeing updates averaged, not summed::
+
+        Δ_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i}),
+        a_{k,i} = [sign u_{k,i} = sign Σ_j m_{j,i}]
+
+    The direction is :func:`sign_consensus`'s (one Adam's on the summed loss); the length is
+    the mean of the agreeing normalised updates, so ``|Δ_i| ≤ max_k |u_{k,i}| ≲ lr`` as in one
+    Adam (the sum can reach ``K · lr`` where ``K`` noisy losses happen to agree).  Where every
+    update agrees it is the mean of the updates; one loss: Adam exactly.
+    """
+    agree = (updates.sign() == first_moments.sum(dim=0).sign()).to(updates.dtype)
+    return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
+
+
+@dataclass
+class AveragedConsensus(MomentRule):
+    """The consensus direction with the mean of the agreeing updates (averaged_consensus)."""
+
+    name = "consensus-mean"
+
+    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
+        return averaged_consensus(updates, first_moments)
 
 
 def protected_consensus(
