@@ -255,6 +255,8 @@ class PerLossAdamW:
         self.rule_name = rule
         gram_rules = RULES.names("gram")
         self.rule = RULES.create(rule, **rule_params) if rule in gram_rules else None
+        moment_rules = set(RULES.names("moments")) - {"consensus"}
+        self.moment_rule = RULES.create(rule, **rule_params) if rule in moment_rules else None
         self.ramp = int(rule.split(":")[1]) if rule.startswith("blend:") else 0
         self.m: Tensor | None = None
         self.v: Tensor | None = None
@@ -281,6 +283,8 @@ class PerLossAdamW:
         updates = lr * (self.m / bias1) / (v_hat.sqrt() + EPS)
         if self.rule is not None:
             delta = combine(self.rule, updates, grads, values)
+        elif self.moment_rule is not None:
+            delta = self.moment_rule.combine(updates, self.m, self.v)
         elif self.rule_name == "shared-v":
             delta = shared_second_moment(updates, v_hat, EPS)
         elif self.rule_name == "consensus":
@@ -334,6 +338,7 @@ def screen_run(problem: str, rule: str, seed: int, steps: int, eval_every: int, 
             break
         if t % eval_every == 0 or t == steps:
             evals.append({"step": t, "rel_l2": setup.rel_l2()})
+            print(f"  {problem} {rule} step {t}: rel_l2 {evals[-1]['rel_l2']:.3e}", flush=True)
     return {
         "problem": problem,
         "rule": rule,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from autobalance import AutoBalance, methods
 from autobalance.errors import AutoBalanceError, HyperparameterError, UnknownNameError
-from autobalance.optim.combine import RULES
+from autobalance.optim.combine import RULES, FlooredVotes, ProtectedConsensus
 
 PROP = settings(max_examples=25, deadline=None)
 
@@ -43,15 +43,49 @@ def test_consensus_first_step_closed_form() -> None:
         )
 
 
+def test_floored_votes_first_step_closed_form() -> None:
+    # The losses of the test above; √v̂_k = |g_k| at step 1: scales (2, 2) and (20, 0.2).
+    # R = 4, coordinate 1: L0's share 2/20 is floored at 1/4; coordinate 2: L1's 0.1 → 1/4.
+    lr, eps = 0.1, 1e-8
+    scales, centers = [[1.0, 1.0], [10.0, 0.1]], [[1.0, 1.0], [-1.0, -1.0]]
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = AutoBalance([theta], base="adam", lr=lr, eps=eps, combine=FlooredVotes(ratio=4.0))
+    opt.step(quadratic_losses(theta, scales, centers))
+    expected = [
+        lr * (20 / (20 + eps) - 0.25 * 2 / (2 + eps)),
+        lr * (0.25 * 0.2 / (0.2 + eps) - 2 / (2 + eps)),
+    ]
+    torch.testing.assert_close(
+        theta.detach(), -torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-15
+    )
+
+
+def test_protected_consensus_first_step_closed_form() -> None:
+    # L0 = (θ1 − 1)² + (θ2 − 1)², L1 = 10(θ1 + 1)² + 0.05(θ2 + 1)² at θ = 0: g0 = (−2, −2),
+    # g1 = (20, 0.1), √v̂_k = |g_k|.  R = 15.  Coordinate 1: scales 2 vs 20 (ratio 10 < R), L0
+    # opposes Σ g = 18 and is dropped (consensus); coordinate 2: scales 2 vs 0.1 (ratio 20 > R),
+    # L1 opposes Σ g = −1.9 but is protected: its update counts, as in the paper's sum.
+    lr, eps = 0.1, 1e-8
+    scales, centers = [[1.0, 1.0], [10.0, 0.05]], [[1.0, 1.0], [-1.0, -1.0]]
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = AutoBalance([theta], base="adam", lr=lr, eps=eps, combine=ProtectedConsensus(15.0))
+    opt.step(quadratic_losses(theta, scales, centers))
+    expected = [lr * 20 / (20 + eps), lr * (0.1 / (0.1 + eps) - 2 / (2 + eps))]
+    torch.testing.assert_close(
+        theta.detach(), -torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-15
+    )
+
+
 @PROP
 @given(
     st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
     st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3),
+    st.sampled_from(["consensus", "consensus-mean", "floor", "protected"]),
 )
-def test_consensus_with_one_loss_is_adam(scales, centers) -> None:
+def test_moment_rules_with_one_loss_are_adam(scales, centers, combine) -> None:
     theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     ref = theta.detach().clone().requires_grad_(True)
-    opt = AutoBalance([theta], base="adam", lr=0.05, combine="consensus")
+    opt = AutoBalance([theta], base="adam", lr=0.05, combine=combine)
     adam = torch.optim.Adam([ref], lr=0.05)
     for _ in range(5):
         opt.step(quadratic_losses(theta, [scales], [centers]))
@@ -105,10 +139,19 @@ def test_state_dict_round_trip_with_a_rule(combine: str) -> None:
         assert torch.equal(p, q)
 
 
-def test_method_is_registered_and_trains() -> None:
-    assert "autobalance-consensus" in methods.names("multi-state")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "autobalance-consensus",
+        "autobalance-consensus-mean",
+        "autobalance-floor",
+        "autobalance-protected",
+    ],
+)
+def test_method_is_registered_and_trains(name: str) -> None:
+    assert name in methods.names("multi-state")
     theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    balancer = methods.create("autobalance-consensus", [theta], lr=0.05)
+    balancer = methods.create(name, [theta], lr=0.05)
     scales, centers = [[1.0, 1.0], [10.0, 0.1]], [[1.0, 1.0], [-1.0, -1.0]]
     first = sum(v.item() for v in quadratic_losses(theta, scales, centers).values())
     for _ in range(200):

@@ -14,7 +14,10 @@ from autobalance.errors import HyperparameterError, UnknownNameError
 from autobalance.optim.combine import (
     RULES,
     adam_blend,
+    averaged_consensus,
     combine,
+    floored_votes,
+    protected_consensus,
     shared_second_moment,
     sign_consensus,
     updates_grads_gram,
@@ -22,7 +25,7 @@ from autobalance.optim.combine import (
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
-MOMENTS = ["consensus"]
+MOMENTS = ["consensus", "consensus-mean", "floor", "protected"]
 
 
 def T(rows) -> torch.Tensor:
@@ -33,8 +36,10 @@ def close(a: torch.Tensor, b, tol: float = 1e-9) -> None:
     torch.testing.assert_close(a, b if isinstance(b, torch.Tensor) else T(b), rtol=tol, atol=tol)
 
 
-def combine_moments(name: str, U: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    return RULES.create(name).combine(U, M)
+def combine_moments(
+    name: str, U: torch.Tensor, M: torch.Tensor, V: torch.Tensor | None = None, **kw
+) -> torch.Tensor:
+    return RULES.create(name, **kw).combine(U, M, torch.ones_like(U) if V is None else V)
 
 
 def run(name: str, U, G=None, values=None, **kw) -> torch.Tensor:
@@ -115,6 +120,43 @@ def test_sign_consensus_closed_form() -> None:
     close(sign_consensus(T([[1.0], [-1.0]]), T([[1.0], [-1.0]])), [0.0])
 
 
+def test_floored_votes_closed_form() -> None:
+    # √v: loss 1 (2, 1), loss 2 (0.1, 1); R = 10: w2 = (max(0.1/2, 1/10), 1) = (0.1, 1), w1 = 1
+    u = T([[1.0, -1.0], [-0.5, 2.0]])
+    v = T([[4.0, 1.0], [0.01, 1.0]])
+    close(floored_votes(u, v, 10.0), [1.0 - 0.05, 1.0])
+    close(combine_moments("floor", u, u, v, ratio=10.0), [0.95, 1.0])
+    # R large: Adam-like, every update scaled by √v_k / max_j √v_j: (1 − 0.5·0.05, −1 + 2)
+    close(floored_votes(u, v, 1e6), [1.0 - 0.025, 1.0])
+    # R = 1: the paper's sum
+    close(floored_votes(u, v, 1.0), u.sum(0))
+    # a coordinate nobody reaches (v = 0 for every loss) has zero updates and moves by 0
+    close(floored_votes(T([[0.0], [0.0]]), T([[0.0], [0.0]]), 10.0), [0.0])
+    assert RULES.create("floor").ratio == 10.0
+
+
+def test_averaged_consensus_closed_form() -> None:
+    # Σ m = (−3.5, 4): coordinate 0 keeps loss 2 alone, coordinate 1 the mean of losses 2 and 3
+    u = T([[1.0, -1.0], [-0.5, 2.0], [0.5, 3.0]])
+    m = T([[1.0, -1.0], [-5.0, 2.0], [0.5, 3.0]])
+    close(averaged_consensus(u, m), [-0.5, 2.5])
+    close(combine_moments("consensus-mean", u, m), [-0.5, 2.5])
+    close(averaged_consensus(T([[1.0], [-1.0]]), T([[1.0], [-1.0]])), [0.0])  # a tie: nothing
+
+
+def test_protected_consensus_closed_form() -> None:
+    # Σ m = (−4, 1): coordinate 0 follows loss 2, coordinate 1 loss 1 (as in the consensus test)
+    u = T([[1.0, -1.0], [-0.5, 2.0]])
+    m = T([[1.0, -1.0], [-5.0, 2.0]])
+    # comparable scales (√v: 1 and 2 at coordinate 0; 1 and 1 at 1): the consensus, R = 10
+    close(protected_consensus(u, m, T([[1.0, 1.0], [4.0, 1.0]]), 10.0), [-0.5, 2.0])
+    # loss 1's scale at coordinate 0 is 1/20 of loss 2's: protected, its update counts (sum)
+    close(protected_consensus(u, m, T([[0.01, 1.0], [4.0, 1.0]]), 10.0), [0.5, 2.0])
+    close(combine_moments("protected", u, m, T([[0.01, 1.0], [4.0, 1.0]])), [0.5, 2.0])
+    # ... but not at R = 50: the consensus again
+    close(protected_consensus(u, m, T([[0.01, 1.0], [4.0, 1.0]]), 50.0), [-0.5, 2.0])
+
+
 def test_adam_blend_ends() -> None:
     eps = 1e-8
     v = T([[1.0, 4.0], [4.0, 1.0]])
@@ -161,6 +203,67 @@ def test_sign_consensus_moves_with_the_summed_moment(UG) -> None:
     assert bool((d * summed >= 0).all())
     same = (U > 0).all(0) | (U < 0).all(0)
     close(d[same], U.sum(0)[same])
+
+
+@PROP
+@given(matrices(), st.floats(1.0, 1e3))
+def test_floored_votes_weights_lie_between_the_floor_and_one(UG, ratio) -> None:
+    """Δ = Σ_k w_k ⊙ u_k with 1/R ≤ w ≤ 1 and w = 1 for the largest scale; rows permute freely."""
+    U, G = UG
+    V = G**2 + 1e-3
+    d = floored_votes(U, V, ratio)
+    w = torch.clamp(V.sqrt() / V.sqrt().max(0).values, min=1 / ratio)
+    assert bool((w >= 1 / ratio - 1e-12).all()) and bool((w <= 1.0).all())
+    assert bool((w.max(0).values == 1.0).all())
+    close(d, (w * U).sum(0), tol=1e-9)
+    perm = torch.randperm(U.shape[0])
+    close(floored_votes(U[perm], V[perm], ratio), d, tol=1e-9)
+    close(floored_votes(U[:1], V[:1], ratio), U[0])  # one loss: its own update (Adam)
+
+
+@PROP
+@given(matrices())
+def test_floored_votes_without_a_floor_decide_as_the_summed_moment(UG) -> None:
+    """R → ∞ and u_k = m_k/√v_k: Δ = Σ_k m_k / max_j √v_j, the direction of Σ_k m_k."""
+    M, G = UG
+    V = G**2 + 1e-3
+    ratio = 1e9  # below every share here (√v ≥ 0.03, ≤ 10)
+    d = floored_votes(M / V.sqrt(), V, ratio)
+    close(d, M.sum(0) / V.sqrt().max(0).values, tol=1e-9)
+    assert bool((d * M.sum(0) >= 0).all())
+
+
+@PROP
+@given(matrices())
+def test_averaged_consensus_has_the_consensus_direction_and_one_updates_length(UG) -> None:
+    U, G = UG
+    m = U * (G.abs() + 0.1)
+    d = averaged_consensus(U, m)
+    assert bool((d * sign_consensus(U, m) >= 0).all())
+    assert bool((d.abs() <= U.abs().max(0).values + 1e-12).all())
+    agree = (U.sign() == m.sum(0).sign()).sum(0)
+    close(d * agree.clamp(min=1), sign_consensus(U, m))
+    same = (U > 0).all(0) | (U < 0).all(0)
+    close(d[same], U.mean(0)[same])
+
+
+@PROP
+@given(matrices(), st.floats(1.0, 1e3))
+def test_protected_consensus_lies_between_the_consensus_and_the_sum(UG, ratio) -> None:
+    """Each coordinate keeps the consensus' updates plus some opposing ones: the protected."""
+    U, G = UG
+    m = U * (G.abs() + 0.1)
+    V = G**2 + 1e-3  # an update with a zero second moment cannot occur
+    d = protected_consensus(U, m, V, ratio)
+    scale = V.sqrt()
+    kept = (U.sign() == m.sum(0).sign()) | (ratio * scale < scale.max(0).values)
+    close(d, (U * kept).sum(0))
+    close(protected_consensus(U, m, V, 1e300), sign_consensus(U, m))
+    close(protected_consensus(U[:1], m[:1], V[:1], ratio), U[0])  # one loss: Adam
+    # the largest-scale loss is never protected: a coordinate whose scales are all equal is the
+    # consensus there
+    equal = (scale == scale.max(0).values).all(0)
+    close(d[equal], sign_consensus(U, m)[equal])
 
 
 @PROP
@@ -297,6 +400,15 @@ def test_bad_inputs_are_named() -> None:
         adam_blend(T([[1.0]]), T([[1.0]]), T([1.0]), 1e-8, 1.5)
     with pytest.raises(UnknownNameError, match="upgrad"):
         RULES.create("upgrd")
+    for bad in (0.5, math.inf, math.nan):
+        with pytest.raises(HyperparameterError, match="ratio"):
+            RULES.create("floor", ratio=bad)
+        with pytest.raises(HyperparameterError, match="ratio"):
+            floored_votes(T([[1.0]]), T([[1.0]]), bad)
+        with pytest.raises(HyperparameterError, match="ratio"):
+            RULES.create("protected", ratio=bad)
+    with pytest.raises(HyperparameterError, match="ratio"):
+        floored_votes(T([[1.0]]), T([[1.0]]), "10")  # type: ignore[arg-type]
     with pytest.raises(HyperparameterError, match="keeps no state"):
         RULES.create("sum").load_state_dict({"x": 1})
 

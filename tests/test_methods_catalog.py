@@ -26,6 +26,9 @@ def test_every_method_is_in_one_catalog_with_a_family_and_a_summary() -> None:
     assert set(methods.names("multi-state")) == {
         "autobalance",
         "autobalance-consensus",
+        "autobalance-consensus-mean",
+        "autobalance-floor",
+        "autobalance-protected",
         "m-config",
         "mtadam",
         "multiadam",

@@ -51,6 +51,7 @@ from autobalance.methods.weighting import (
     WeightingStep,
 )
 from autobalance.optim.autobalance import AutoBalance
+from autobalance.optim.combine import FlooredVotes, ProtectedConsensus
 
 __all__ = [
     "METHODS",
@@ -147,6 +148,21 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             partial(AutoBalance, base="adamw", combine="consensus"),
             "AutoBalance whose per-loss updates count per coordinate only where they agree with "
             "the summed first moment.",
+        ),
+        "autobalance-consensus-mean": (
+            partial(AutoBalance, base="adamw", combine="consensus-mean"),
+            "AutoBalance whose per-loss updates that agree per coordinate with the summed first "
+            "moment are averaged (one Adam's step length).",
+        ),
+        "autobalance-protected": (
+            partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
+            "AutoBalance whose per-loss updates are decided per coordinate by the summed first "
+            "moment among losses of comparable gradient scale; a loss 10x smaller keeps its vote.",
+        ),
+        "autobalance-floor": (
+            partial(AutoBalance, base="adamw", combine=FlooredVotes(ratio=10.0)),
+            "AutoBalance whose per-loss updates are weighted per coordinate by their gradient "
+            "scale's share of the largest, floored at 1/10 (conflicts decided by magnitude).",
         ),
         "m-config": (
             MConFIG,

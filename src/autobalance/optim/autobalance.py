@@ -89,8 +89,9 @@ class AutoBalance(torch.optim.Optimizer):
             them exactly; any other base runs as one stock instance per state.
         combine: "sum" (default, the paper's rule), "mean", a mapping from state name to a
             fixed weight, or a post-combine rule of :mod:`autobalance.optim.combine` by name
-            ("consensus", "upgrad", "config", "descent-cone", "progress") or as an instance.
-            Rules that read the first moments ("consensus") need an Adam or AdamW base.
+            ("consensus", "consensus-mean", "upgrad", "config", ...) or as an instance.
+            Rules that read the Adam moments ("consensus", "consensus-mean", "floor",
+            "protected") need an Adam or AdamW base.
         groups: optional mapping from a group name to loss names that share one state
             (MultiAdam-style grouping; also caps memory with many losses).  Losses not listed
             keep a state of their own, named after the loss.  May also be a callable that
@@ -286,7 +287,7 @@ class AutoBalance(torch.optim.Optimizer):
             ]
         if isinstance(rule, MomentRule):
             return [
-                rule.combine(updates, bucket.rule_state.exp_avg)
+                rule.combine(updates, bucket.rule_state.exp_avg, bucket.rule_state.exp_avg_sq)
                 for bucket, (_, _, updates) in zip(self._buckets, advanced, strict=True)
             ]
         # an optimizer has at least one bucket, so the sum is an array, never sum's start value 0

@@ -31,6 +31,13 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
 * ``consensus`` (:class:`SignConsensus`, :func:`sign_consensus`): per coordinate, only the
   updates that agree in sign with the summed first moment (the direction of one Adam on the
   summed loss), summed.  The rule of the ``autobalance-consensus`` method.
+* ``consensus-mean`` (:class:`AveragedConsensus`, :func:`averaged_consensus`): the consensus
+  direction, the mean (not the sum) of the agreeing updates: one Adam's step length.
+* ``floor`` (:class:`FlooredVotes`, :func:`floored_votes`): each update weighted per coordinate
+  by ``max(√v_k / max_j √v_j, 1/R)``: losses whose gradient scale is within a factor ``R`` of the
+  largest decide conflicts by magnitude (as one Adam would); the smaller keep ``1/R`` of a vote.
+* ``protected`` (:class:`ProtectedConsensus`, :func:`protected_consensus`): ``consensus`` among
+  losses of comparable gradient scale; a loss more than ``R`` times smaller keeps its vote.
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
@@ -49,21 +56,38 @@ from torch import Tensor
 
 from autobalance.catalog import Catalog
 from autobalance.errors import HyperparameterError
+from autobalance.optim.moment_rules import (
+    AveragedConsensus,
+    FlooredVotes,
+    MomentRule,
+    ProtectedConsensus,
+    SignConsensus,
+    averaged_consensus,
+    floored_votes,
+    protected_consensus,
+    sign_consensus,
+)
 
 __all__ = [
     "RULES",
+    "AveragedConsensus",
     "CombineRule",
     "ConflictFreeUpdates",
     "DescentCone",
+    "FlooredVotes",
     "MomentRule",
     "Precedence",
     "ProgressWeighted",
     "ProjectedSum",
+    "ProtectedConsensus",
     "SignConsensus",
     "SumRule",
     "adam_blend",
+    "averaged_consensus",
     "check_update_matrices",
     "combine",
+    "floored_votes",
+    "protected_consensus",
     "rule_for",
     "shared_second_moment",
     "sign_consensus",
@@ -273,50 +297,6 @@ def shared_second_moment(updates: Tensor, second_moments: Tensor, eps: float) ->
     return numerators.sum(dim=0) / (second_moments.sum(dim=0).sqrt() + eps)
 
 
-def sign_consensus(updates: Tensor, first_moments: Tensor) -> Tensor:
-    """Per coordinate, the sum of the updates that agree in sign with the summed first moment::
-
-        Δ_i = Σ_k u_{k,i} · [sign u_{k,i} = sign Σ_j m_{j,i}]
-
-    ``m_k`` is loss ``k``'s first moment (the EMA of ``∇L_k``; ``K × P`` like ``updates``).  The
-    first moment is linear in the gradient, so ``Σ_j m_j`` is the first moment of the summed
-    loss, whose sign is the direction of one Adam on the summed loss: every coordinate moves
-    that way, by the per-loss normalised updates of the losses that push that way; the losses
-    that oppose it are left out at that coordinate.  A tie (``Σ_j m_{j,i} = 0``) keeps only
-    zero updates: ``Δ_i = 0``.
-    """
-    consensus = first_moments.sum(dim=0).sign()
-    agree = updates.sign() == consensus
-    return (updates * agree).sum(dim=0)
-
-
-class MomentRule(abc.ABC):
-    """A rule that reads the per-loss first moments and acts per coordinate (Adam bases)."""
-
-    name = ""
-
-    @abc.abstractmethod
-    def combine(self, updates: Tensor, first_moments: Tensor) -> Tensor:
-        """``Δ`` (``P``) from the updates and first moments (each ``K × P``)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise HyperparameterError(f"combine rule {self.name!r} keeps no state, got {state}")
-
-
-@dataclass
-class SignConsensus(MomentRule):
-    """Per coordinate, the updates that agree with the summed first moment (sign_consensus)."""
-
-    name = "consensus"
-
-    def combine(self, updates: Tensor, first_moments: Tensor) -> Tensor:
-        return sign_consensus(updates, first_moments)
-
-
 def adam_blend(
     updates: Tensor, second_moments: Tensor, summed_second_moment: Tensor, eps: float, alpha: float
 ) -> Tensor:
@@ -346,6 +326,9 @@ for _cls in (
 ):
     RULES.add(_cls.name, _cls, family="gram")
 RULES.add(SignConsensus.name, SignConsensus, family="moments")
+RULES.add(AveragedConsensus.name, AveragedConsensus, family="moments")
+RULES.add(FlooredVotes.name, FlooredVotes, family="moments")
+RULES.add(ProtectedConsensus.name, ProtectedConsensus, family="moments")
 
 
 def rule_for(combine: Any) -> CombineRule | MomentRule | None:
