@@ -168,6 +168,9 @@ def test_carrier_has_the_given_value_and_gradient(weight: float, value: float) -
         ({"method": "ntk"}, "ntk"),
         ({"variants": [{"name": "rba"}]}, "rba"),
         ({"problem": "poisson-inverse", "problem_params": {}}, "poisson-inverse"),
+        ({"method": "soap"}, "soap"),
+        ({"method": "autobalance", "method_params": {"base": "soap"}}, "base 'soap'"),
+        ({"phases": ["lbfgs:iters=5"]}, "training phases"),
     ],
 )
 def test_unsupported_runs_are_refused_by_name(change: dict, named: str) -> None:

@@ -14,9 +14,8 @@ summed first moment); ``θ ← θ − Δ``.
 Decoupled weight decay (AdamW) is a property of the parameters, not of a loss: it is applied
 once per step, ``θ ← θ(1 − lr·λ)``, before the combined update, as ``torch.optim.AdamW`` does.
 
-Data-parallel training: with ``process_group=`` every rank's per-loss gradients (computed or
-given) and loss values are averaged over the ranks before the states see them
-(:mod:`autobalance.distributed`), so the states and parameters stay equal on every rank.
+Data-parallel training: with ``process_group=`` every rank's per-loss gradients and loss values
+are averaged over the ranks before the states see them (:mod:`autobalance.distributed`).
 
 Usage::
 
@@ -51,7 +50,7 @@ from autobalance.optim.bases import (
     resolve_base,
 )
 from autobalance.optim.buckets import Bucket, make_buckets
-from autobalance.optim.combine import MomentRule, rule_for, updates_grads_gram
+from autobalance.optim.combine import CombineRule, MomentRule, rule_for, updates_grads_gram
 from autobalance.optim.layout import (
     Combine,
     Groups,
@@ -117,7 +116,7 @@ class AutoBalance(torch.optim.Optimizer):
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
         base: type[torch.optim.Optimizer] | str = torch.optim.AdamW,
         *,
-        combine: Combine = "sum",
+        combine: Combine | CombineRule | MomentRule = "sum",
         groups: GroupsArg = None,
         nonfinite: str = "raise",
         retain_graph: bool | None = None,
@@ -127,7 +126,7 @@ class AutoBalance(torch.optim.Optimizer):
         base_cls = resolve_base(base)
         base_kwargs = {**named_base_defaults(base), **base_kwargs}
         self._combine_rule = rule_for(combine)
-        if self._combine_rule is None:
+        if not isinstance(combine, CombineRule | MomentRule) and self._combine_rule is None:
             check_combine(combine)
         if not callable(groups):
             check_groups(groups)
@@ -303,7 +302,8 @@ class AutoBalance(torch.optim.Optimizer):
     @property
     def _layout_combine(self) -> Combine:
         """What the layout's combine weights come from: unit weights under a rule."""
-        return "sum" if self._combine_rule is not None else self._combine
+        combine, ruled = self._combine, self._combine_rule is not None
+        return "sum" if ruled or isinstance(combine, CombineRule | MomentRule) else combine
 
     def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
         """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""

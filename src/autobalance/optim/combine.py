@@ -238,11 +238,14 @@ class Precedence(CombineRule):
         K, uu, gg, _ = _split(gram)
         order = sorted(range(K), key=lambda k: (-gg[k, k], k))
         rows = np.eye(K)  # rows[k]: u'_k = rows[k] @ U
+        # An update projected to (numerically) nothing leaves the others alone: a scale-relative
+        # threshold, so that the rule stays linear in U under rounding.
+        tiny = 1e-12 * float(np.max(np.diag(uu), initial=0.0))
         for pos, k in enumerate(order):
             for j in order[:pos]:
                 inner = rows[k] @ uu @ rows[j]
                 norm_sq = rows[j] @ uu @ rows[j]
-                if inner < 0 and norm_sq > 0:
+                if inner < 0 and norm_sq > tiny:
                     rows[k] = rows[k] - (inner / norm_sq) * rows[j]
         return rows.sum(axis=0), np.zeros(K)
 
