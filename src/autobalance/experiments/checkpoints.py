@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from autobalance.errors import AutoBalanceError, ConfigError
 from autobalance.experiments.budget import Budget
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.runs import RunFileError
+
+if TYPE_CHECKING:
+    from autobalance.step_info import StepInfo
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -147,6 +150,16 @@ class Progress:
     evals: list[dict[str, Any]] = field(default_factory=list)
     loss_names: list[str] = field(default_factory=list)
     final_losses: dict[str, float] = field(default_factory=dict)
+
+    def advance(self, info: StepInfo, seconds: float) -> None:
+        """Count one more step that took ``seconds``: its backward passes, skip and losses."""
+        self.wall_s += seconds
+        self.step += 1
+        self.backward_passes += info.backward_passes
+        self.skipped_steps += int(info.skipped)
+        self.final_losses = info.values
+        if not self.loss_names:
+            self.loss_names = list(info.losses)
 
     @classmethod
     def names(cls) -> list[str]:

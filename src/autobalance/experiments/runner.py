@@ -261,13 +261,7 @@ def _train_loop(
                 break
             run.variants.after_step(p.step + 1)
             run.scheduler.step()
-            p.wall_s += time.perf_counter() - tic  # StepInfo's floats already synchronised
-            p.step += 1
-            p.backward_passes += info.backward_passes
-            p.skipped_steps += int(info.skipped)
-            p.final_losses = info.values
-            if not p.loss_names:
-                p.loss_names = list(info.losses)
+            p.advance(info, time.perf_counter() - tic)  # StepInfo's floats already synchronised
             if callback is not None:
                 callback(info)
             p.wall_s = agreed.sync(p.wall_s, saved_at)  # unchanged in one process

@@ -241,13 +241,7 @@ def _record(seed: _Seed, outcome: StepInfo | dict[str, Any], lr: float, share_s:
         seed.failure = outcome
         return
     info = outcome
-    p.wall_s += share_s
-    p.step += 1
-    p.backward_passes += info.backward_passes
-    p.skipped_steps += int(info.skipped)
-    p.final_losses = info.values
-    if not p.loss_names:
-        p.loss_names = list(info.losses)
+    p.advance(info, share_s)
     last = p.step == cfg.steps or seed.out_of_budget()
     if p.step % cfg.log_every == 0 or p.step == 1 or last:
         p.history.append(history_row(info, lr) | {"step": p.step})
