@@ -159,7 +159,11 @@ def test_a_resumed_run_may_change_its_threads(tmp_path: Path, cores: Callable[[i
     runner.train(tiny(threads=1, steps=2), tmp_path, progress=False)
     metrics = runner.train(tiny(threads=2, steps=4), tmp_path, progress=False, resume=True)
     assert metrics["steps"] == 4 and metrics["threads"] == 2
-    with pytest.raises(ConfigError, match=r"\(lr\); only 'steps' and 'threads' may change"):
+    with pytest.raises(
+        ConfigError,
+        match=r"lr \(saved 0.001, given 0.5\).*only steps, budget, checkpoint_every, threads "
+        "may change",
+    ):
         runner.train(tiny(lr=0.5, steps=5), tmp_path, progress=False, resume=True)
 
 
