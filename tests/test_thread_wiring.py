@@ -227,10 +227,11 @@ def test_run_threads_flag_with_a_configuration_file(
     assert main(["run", "--config", str(config), *out]) == 0
     assert threads_seen == [3] * 3
     threads_seen.clear()
-    assert main(["run", "--config", str(config), "--threads", "2", *out]) == 0
+    again = [*out, "--overwrite"]  # the same directory: replaced, as a reused one is refused
+    assert main(["run", "--config", str(config), "--threads", "2", *again]) == 0
     assert threads_seen == [2] * 3
     threads_seen.clear()
-    assert main(["run", "--config", str(config), "--set", "threads=1", *out]) == 0
+    assert main(["run", "--config", str(config), "--set", "threads=1", *again]) == 0
     assert threads_seen == [1] * 3
 
 
