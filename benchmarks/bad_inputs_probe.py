@@ -695,8 +695,11 @@ def _report_cases() -> list[Case]:
              setup=damaged(lambda r: _set_metric(r, "status", "weird")),
              check=flagged("weird")),
         Case("report", "metrics.json without rel_l2", [report], expect="handled",
-             setup=damaged(lambda r: _drop_metric(r, "rel_l2")),
+             setup=_then(damaged(lambda r: _drop_metric(r, "rel_l2")),
+                         lambda w: _finished(w, "other", "--lr", "0.03")),
              check=_message("rel_l2")),
+        Case("report", "metrics.json without rel_l2, the only run", [report], code=2,
+             setup=damaged(lambda r: _drop_metric(r, "rel_l2")), check=_message("rel_l2")),
         Case("report", "metrics.json with rel_l2 null", [report], expect="handled",
              setup=damaged(lambda r: _set_metric(r, "rel_l2", None)),
              check=_message("rel_l2")),
@@ -1028,7 +1031,8 @@ def _classify_cli(case: Case, result: Result, work: Path) -> tuple[str, str]:
     if case.expect == "error":
         if result.code == 0:
             return "silent", "exit status 0"
-        if not line and not result.err.strip().startswith("interrupted"):
+        interrupted = any(ln.startswith("interrupted") for ln in result.err.splitlines())
+        if not line and not interrupted:
             return "unclear", f"exit {result.code} without an error line: {result.err[-300:]}"
         if case.code is not None and result.code != case.code:
             return "wrong code", f"exit {result.code}, expected {case.code}: {line}"

@@ -138,3 +138,14 @@ def test_cli_run_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "'seedd'" in capsys.readouterr().err
     assert main(["run"]) == 2
     assert "PROBLEM" in capsys.readouterr().err
+
+
+def test_cli_run_of_a_config_naming_no_problem_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty (or cut) configuration file does not start the default problem."""
+    path = tmp_path / "run.toml"
+    path.write_text("")
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "names no problem" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["run", "--set", "steps=3", "--out", str(tmp_path / "o")]) == 2

@@ -161,7 +161,8 @@ def test_a_resumed_run_may_change_its_threads(tmp_path: Path, cores: Callable[[i
     assert metrics["steps"] == 4 and metrics["threads"] == 2
     with pytest.raises(
         ConfigError,
-        match=r"lr \(saved 0.001, given 0.5\).*only steps, budget, checkpoint_every, threads",
+        match=r"lr \(saved 0.001, given 0.5\).*only steps, budget, checkpoint_every, threads "
+        "may change",
     ):
         runner.train(tiny(lr=0.5, steps=5), tmp_path, progress=False, resume=True)
 
@@ -226,10 +227,11 @@ def test_run_threads_flag_with_a_configuration_file(
     assert main(["run", "--config", str(config), *out]) == 0
     assert threads_seen == [3] * 3
     threads_seen.clear()
-    assert main(["run", "--config", str(config), "--threads", "2", *out, "--overwrite"]) == 0
+    again = [*out, "--overwrite"]  # the same directory: replaced, as a reused one is refused
+    assert main(["run", "--config", str(config), "--threads", "2", *again]) == 0
     assert threads_seen == [2] * 3
     threads_seen.clear()
-    assert main(["run", "--config", str(config), "--set", "threads=1", *out, "--overwrite"]) == 0
+    assert main(["run", "--config", str(config), "--set", "threads=1", *again]) == 0
     assert threads_seen == [1] * 3
 
 

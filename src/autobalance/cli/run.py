@@ -274,6 +274,14 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
     from autobalance.errors import ConfigError
 
     if args.config or args.set or args.preset:
+        from autobalance.experiments.config_files import load_mapping
+
+        named = args.problem is not None or any(i.startswith("problem=") for i in args.set or ())
+        if not named and "problem" not in (load_mapping(args.config) if args.config else {}):
+            raise ConfigError(  # an empty or cut file must not start the default problem
+                f'the configuration names no problem: give a PROBLEM, problem = "..." in '
+                f"{args.config or 'a --config file'}, or --set problem=NAME"
+            )
         return _config_from_file_args(args)
     if args.problem is None:
         raise ConfigError("give a PROBLEM, or --config FILE")

@@ -141,6 +141,10 @@ def load_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {str(file)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {str(file)!r} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     try:
         data = parse_text(text, suffix)
     except ConfigError:

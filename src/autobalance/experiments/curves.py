@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -113,12 +114,14 @@ def error_curves_figure(
 
 
 def _readable(paths: Sequence[Path]) -> list[dict[str, np.ndarray]]:
+    """The tables that can be read; each one left out is named in a ``RuntimeWarning``."""
     tables = []
     for p in paths:
         try:
             tables.append(read_table(p))
-        except RunFileError:
-            continue
+        except RunFileError as exc:
+            if p.exists():  # a missing table is the run's own (incomplete) state, reported
+                warnings.warn(f"{exc}; left out of the figures", RuntimeWarning, stacklevel=2)
     return tables
 
 
