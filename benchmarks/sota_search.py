@@ -29,6 +29,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -44,6 +45,57 @@ from autobalance.metrics import error_metrics
 from autobalance.phases import PhaseRecord, create_phase, parse_phase, problem_objective, run_phase
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The recipes of docs/results/sota-search, by name: ``--recipe NAME --seed S --out DIR``.
+RECIPES: dict[str, list[str]] = {
+    "helmholtz-sota": [
+        "--problem", "helmholtz", "--set", "n_residual=2000", "--set", "n_boundary=400",
+        "--width", "30", "--depth", "2", "--variant", "hard_constraint", "--steps", "1000",
+        "--phase", "ssbroyden:iters=100000",
+    ],
+    "burgers-sota": [
+        "--problem", "burgers", "--set", "n_residual=4000", "--width", "20", "--depth", "3",
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=250",
+    ],
+    "klein-gordon-sota": [
+        "--problem", "klein-gordon", "--set", "n_residual=2000", "--width", "20", "--depth", "3",
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+    "wave-sota": [
+        "--problem", "wave", "--set", "n_residual=2000", "--width", "30", "--depth", "3",
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+    "reaction-diffusion-sota": [
+        "--problem", "reaction-diffusion", "--set", "n_residual=2000", "--width", "20",
+        "--depth", "3", "--net-param", 'periodic={"x": 6.283185307179586}',
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+    "kovasznay-sota": [
+        "--problem", "kovasznay", "--width", "30", "--depth", "3",
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+    "convection-sota": [
+        "--problem", "convection", "--set", "n_residual=3000", "--width", "30", "--depth", "3",
+        "--net-param", 'periodic={"x": 6.283185307179586}',
+        "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+    "allen-cahn-sota": [
+        "--problem", "allen-cahn", "--set", "n_residual=4000", "--width", "30", "--depth", "3",
+        "--net-param", 'periodic={"x": 2.0}', "--variant", "hard_constraint", "--steps", "500",
+        "--phase", "ssbroyden:iters=100000,redraw_every=250",
+    ],
+    "poisson-inverse-sota": [
+        "--problem", "poisson-inverse", "--width", "20", "--depth", "3",
+        "--variant", "hard_constraint", "--steps", "1000",
+        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+    ],
+}  # fmt: skip
 
 
 def parse_value(text: str) -> Any:
@@ -98,6 +150,7 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
         "net_params": net_params,
         "variants": [{"name": v} for v in args.variant],
         "dtype": args.dtype,
+        "sampler": args.sampler,
         "method": args.method,
         "method_params": key_values(args.method_param),
         "lr": args.lr,
@@ -134,6 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r = recipe(args)
     dtype = DTYPES[args.dtype]
     problem = problems.create(args.problem, **r["problem_params"])
+    problem.use_sampler(args.sampler)
     torch.manual_seed(args.seed)
     net = nets.create(
         args.net, problem.in_dim, problem.out_dim, input_names=problem.input_names,
@@ -266,6 +320,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--net-param", action="append", default=[], help="network k=v")
     parser.add_argument("--variant", action="append", default=[], choices=variants.names())
+    parser.add_argument("--sampler", default="uniform", help="collocation point sampler")
     parser.add_argument("--dtype", default="float64", choices=sorted(DTYPES))
     parser.add_argument("--method", default="adam", choices=methods.names())
     parser.add_argument("--method-param", action="append", default=[], help="method k=v")
@@ -279,7 +334,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for NAME-seedS.json")
     parser.add_argument("--table", type=Path, default=None, help="print the table of a folder")
     parser.add_argument("--key", default="rel_l2", help="error key of --table")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="a recipe's arguments first")
     args = parser.parse_args()
+    if args.recipe:  # the recipe's arguments, then the command line's (its --phase replace)
+        given = RECIPES[args.recipe]
+        if args.phase:
+            pairs = zip(given[::2], given[1::2], strict=True)
+            given = [item for pair in pairs if pair[0] != "--phase" for item in pair]
+        args = parser.parse_args([*given, "--name", args.recipe, *sys.argv[1:]])
     if args.table:
         print(table(args.table, args.key))
         return
