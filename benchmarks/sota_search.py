@@ -284,6 +284,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def runs_csv(directory: Path) -> str:
+    """CSV, one row per run: recipe, seed, errors, wall and CPU seconds, iterations, evaluations."""
+    head = "recipe,problem,seed,rel_l2,rel_l2_a,wall_s,cpu_s,first_order_steps,phase_iterations"
+    lines = [head + ",function_evaluations,load_average_1min,recipe_json"]
+    for path in sorted(directory.glob("*.json")):
+        d = json.loads(path.read_text())
+        iterations = sum(row.get("iterations", 0) for row in d["rows"])
+        spec = json.dumps(d["recipe"]).replace('"', '""')
+        lines.append(
+            f"{d['name']},{d['recipe']['problem']},{d['seed']},{d['final']['rel_l2']:.4e},"
+            f"{d['final'].get('rel_l2_a', float('nan')):.4e},{d['wall_seconds']:.0f},"
+            f"{d.get('cpu_seconds', float('nan')):.0f},{d['first_order_steps']},{iterations},"
+            f'{d["evaluations"]},{d["load_average"][0]:.1f},"{spec}"'
+        )
+    return "\n".join(lines) + "\n"
+
+
 def table(directory: Path, key: str) -> str:
     """Markdown: one line per recipe name, errors per seed and mean ± std."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -334,6 +351,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for NAME-seedS.json")
     parser.add_argument("--table", type=Path, default=None, help="print the table of a folder")
     parser.add_argument("--key", default="rel_l2", help="error key of --table")
+    parser.add_argument("--csv", type=Path, default=None, help="with --table: write runs CSV")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a recipe's arguments first")
     args = parser.parse_args()
     if args.recipe:  # the recipe's arguments, then the command line's (its --phase replace)
@@ -344,6 +362,8 @@ def main() -> None:
         args = parser.parse_args([*given, "--name", args.recipe, *sys.argv[1:]])
     if args.table:
         print(table(args.table, args.key))
+        if args.csv:
+            write_atomic(args.csv, runs_csv(args.table))
         return
     record = run(args)
     if args.out:
