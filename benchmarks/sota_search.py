@@ -60,8 +60,7 @@ RECIPES: dict[str, list[str]] = {
     ],
     "klein-gordon-sota": [
         "--problem", "klein-gordon", "--set", "n_residual=2000", "--width", "20", "--depth", "3",
-        "--variant", "hard_constraint", "--steps", "500",
-        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+        "--variant", "hard_constraint", "--steps", "500", "--phase", "ssbroyden:iters=500",
     ],
     "wave-sota": [
         "--problem", "wave", "--set", "n_residual=2000", "--width", "30", "--depth", "3",
@@ -70,8 +69,7 @@ RECIPES: dict[str, list[str]] = {
     ],
     "reaction-diffusion-sota": [
         "--problem", "reaction-diffusion", "--set", "n_residual=2000", "--width", "20",
-        "--depth", "3", "--net-param", 'periodic={"x": 6.283185307179586}',
-        "--variant", "hard_constraint", "--steps", "500",
+        "--depth", "3", "--net-param", 'periodic={"x": 6.283185307179586}', "--steps", "1000",
         "--phase", "ssbroyden:iters=100000,redraw_every=500",
     ],
     "kovasznay-sota": [
