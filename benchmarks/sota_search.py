@@ -80,7 +80,7 @@ RECIPES: dict[str, list[str]] = {
     "convection-sota": [
         "--problem", "convection", "--set", "n_residual=3000", "--width", "30", "--depth", "3",
         "--net-param", 'periodic={"x": 6.283185307179586}',
-        "--variant", "hard_constraint", "--steps", "500",
+        "--variant", "hard_constraint", "--variant", "causal", "--steps", "500",
         "--phase", "ssbroyden:iters=100000,redraw_every=500",
     ],
     "allen-cahn-sota": [
