@@ -300,29 +300,56 @@ def runs_csv(directory: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table(directory: Path, key: str) -> str:
-    """Markdown: one line per recipe name, errors per seed and mean ± std."""
+#: Issue 14's targets: (error key, relative L2 at most), mean over 3 seeds.
+TARGETS: dict[str, tuple[str, float]] = {
+    "helmholtz": ("rel_l2", 1e-4),
+    "kovasznay": ("rel_l2", 1e-4),
+    "reaction-diffusion": ("rel_l2", 1e-3),
+    "klein-gordon": ("rel_l2", 1e-3),
+    "burgers": ("rel_l2", 1e-3),
+    "wave": ("rel_l2", 1e-2),
+    "allen-cahn": ("rel_l2", 1e-2),
+    "convection": ("rel_l2", 1e-2),
+    "poisson-inverse": ("rel_l2_a", 1e-2),
+}
+
+
+def table(directory: Path) -> str:
+    """Markdown: one line per recipe name, the target's error per seed and mean ± std."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(directory.glob("*.json")):
         data = json.loads(path.read_text())
         runs[data["name"]].append(data)
     lines = [
-        f"| recipe | problem | {key} per seed | mean ± std | wall s (max) | evaluations (mean) |",
-        "| --- | --- | --- | --- | ---: | ---: |",
+        "| recipe | error (target) | per seed | mean ± std | met | wall s | CPU s | "
+        "phase iterations | phase evaluations |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, group in runs.items():
         group.sort(key=lambda d: d["seed"])
-        values = [d["final"].get(key, d["final"]["rel_l2"]) for d in group]
+        key, target = TARGETS[group[0]["recipe"]["problem"]]
+        values = [d["final"][key] for d in group]
         seeds = ", ".join(f"{d['seed']}: {v:.1e}" for d, v in zip(group, values, strict=True))
-        spread = (
-            f"{statistics.mean(values):.1e} ± {statistics.stdev(values):.1e}"
-            if len(values) > 1
-            else "—"
-        )
+        mean = statistics.mean(values)
+        spread = f"{mean:.1e} ± {statistics.stdev(values):.1e}" if len(values) > 1 else "—"
+        met = "yes" if mean <= target else "no"
+        if len(values) < 3:
+            met += f" ({len(values)} seed{'s' if len(values) > 1 else ''})"
+
+        def span(field: str, group: list[dict[str, Any]] = group) -> str:
+            known = [d[field] for d in group if d[field] == d[field]]  # not NaN
+            if not known:
+                return "—"
+            low, high = min(known), max(known)
+            return f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+
+        for d in group:
+            d["iterations"] = sum(row.get("iterations", 0) for row in d["rows"])
+            d["cpu"] = d.get("cpu_seconds", float("nan"))
         lines.append(
-            f"| {name} | {group[0]['recipe']['problem']} | {seeds} | {spread} | "
-            f"{max(d['wall_seconds'] for d in group):.0f} | "
-            f"{statistics.mean(d['evaluations'] for d in group):.0f} |"
+            f"| {name} | {key} (≤ {target:.0e}) | {seeds} | {spread} | {met} | "
+            f"{span('wall_seconds')} | {span('cpu')} | {span('iterations')} | "
+            f"{span('evaluations')} |"
         )
     return "\n".join(lines)
 
@@ -349,7 +376,6 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="folder for NAME-seedS.json")
     parser.add_argument("--table", type=Path, default=None, help="print the table of a folder")
-    parser.add_argument("--key", default="rel_l2", help="error key of --table")
     parser.add_argument("--csv", type=Path, default=None, help="with --table: write runs CSV")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a recipe's arguments first")
     args = parser.parse_args()
@@ -360,7 +386,7 @@ def main() -> None:
             given = [item for pair in pairs if pair[0] != "--phase" for item in pair]
         args = parser.parse_args([*given, "--name", args.recipe, *sys.argv[1:]])
     if args.table:
-        print(table(args.table, args.key))
+        print(table(args.table))
         if args.csv:
             write_atomic(args.csv, runs_csv(args.table))
         return
