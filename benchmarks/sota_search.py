@@ -69,8 +69,9 @@ RECIPES: dict[str, list[str]] = {
     ],
     "reaction-diffusion-sota": [
         "--problem", "reaction-diffusion", "--set", "n_residual=2000", "--width", "20",
-        "--depth", "3", "--variant", "hard_constraint", "--variant", "causal", "--steps", "500",
-        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+        "--depth", "3", "--net-param", 'periodic={"x": 6.283185307179586}',
+        "--variant", "hard_constraint", "--variant", "causal", "--steps", "500",
+        "--phase", "ssbroyden:iters=1500,redraw_every=500",
     ],
     "kovasznay-sota": [
         "--problem", "kovasznay", "--width", "30", "--depth", "3",
