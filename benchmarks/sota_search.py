@@ -91,8 +91,7 @@ RECIPES: dict[str, list[str]] = {
     ],
     "poisson-inverse-sota": [
         "--problem", "poisson-inverse", "--width", "20", "--depth", "3",
-        "--variant", "hard_constraint", "--steps", "1000",
-        "--phase", "ssbroyden:iters=100000,redraw_every=500",
+        "--variant", "hard_constraint", "--steps", "1000", "--phase", "ssbroyden:iters=250",
     ],
 }  # fmt: skip
 
