@@ -47,7 +47,7 @@ def test_every_problem_has_a_documented_sota_recipe_that_validates() -> None:
 def test_preset_configs_are_copies() -> None:
     first = preset_config("sota", "burgers")
     first["net_params"]["width"] = 1
-    assert preset_config("sota", "burgers")["net_params"]["width"] == 30
+    assert preset_config("sota", "burgers")["net_params"]["width"] == 20
 
 
 def test_unknown_preset_and_problem_without_a_recipe_are_clear_errors() -> None:
@@ -65,7 +65,7 @@ def test_cli_preset_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["dtype"], config["lr_decay"], config["resample_every"]) == ("float64", 1.0, 0)
-    assert config["net_params"]["width"] == 5 and config["net_params"]["depth"] == 3
+    assert config["net_params"]["width"] == 5 and config["net_params"]["depth"] == 2
     assert config["problem_params"]["n_residual"] == 32 and config["steps"] == 3
     assert config["phases"] == [{"name": "lbfgs", "iters": 2}]  # --then replaces the preset's
     metrics = json.loads((out / "metrics.json").read_text())
@@ -98,7 +98,7 @@ def test_a_suite_experiment_takes_a_preset_under_its_own_keys() -> None:
     }
     (spec,) = expand_suite(data, "mine").runs
     assert spec.config.method == "adam"  # the preset's method when none is listed
-    assert (spec.config.lr, spec.config.steps) == (3e-3, 3000)  # the experiment, the preset
-    assert spec.config.net_params["width"] == 40
+    assert (spec.config.lr, spec.config.steps) == (3e-3, 500)  # the experiment, the preset
+    assert spec.config.net_params["width"] == 30
     with pytest.raises(ConfigError, match="experiment 'x'.*preset"):
         expand_suite({"experiments": [{"name": "x", "preset": "nope"}]}, "mine")
