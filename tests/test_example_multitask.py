@@ -12,7 +12,6 @@ import contextlib
 import io
 import math
 import runpy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ SMALL += ["--n-test", "1024"]
 @pytest.fixture(scope="module")
 def example() -> dict[str, Any]:
     return runpy.run_path(str(EXAMPLE))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """A 32-unit network: one thread is faster than two, and does not wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(example: dict[str, Any], argv: list[str]) -> tuple[dict[str, dict[str, float]], str]:

@@ -31,15 +31,6 @@ from autobalance.errors import ConfigError, LossNameError
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "deepxde_helmholtz.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small networks: one thread is faster than two, and does not wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def adapter() -> Iterator[ModuleType]:
     device, dtype = torch.get_default_device(), torch.get_default_dtype()

@@ -13,7 +13,7 @@ import contextlib
 import io
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 EXAMPLES_README = Path(__file__).resolve().parents[1] / "examples" / "README.md"
 METHODS = ["adam", "autobalance", "pcgrad", "dwa"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small networks: one thread is faster than two, and does not wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 LR = 1e-2
