@@ -160,3 +160,53 @@ def test_a_nonfinite_start_is_a_named_error() -> None:
     phase = create_phase("bfgs", [x])
     with pytest.raises(NonFiniteLossError, match="'bad'"):
         phase.step(objective)
+
+
+def _quadratic_objective(x: torch.Tensor) -> Objective:
+    """``½ xᵀ A x − bᵀx`` with ``A``, ``b`` taken from the batch (a redraw changes them)."""
+
+    def losses(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"q": 0.5 * x @ batch["A"] @ x - batch["b"] @ x}
+
+    return Objective(losses=losses, batch=_quadratic_batch(0))
+
+
+def _quadratic_batch(iteration: int) -> dict[str, torch.Tensor]:
+    """A well-conditioned objective up to iteration 4, then one 1e4 times stiffer."""
+    scale = 1.0 if iteration < 4 else 1e4
+    return {"A": scale * _spd(5, 3 + iteration), "b": torch.ones(5, dtype=torch.float64)}
+
+
+@pytest.mark.parametrize("name", ["bfgs", "ssbfgs", "ssbroyden"])
+def test_a_redraw_restarts_the_inverse_hessian(name: str) -> None:
+    """After a redraw the curvature pairs belong to the old objective: ``H`` restarts at ``I``
+    (then rescaled by the next update), unless ``reset_on_redraw=false``."""
+    x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    spec = parse_phase(f"{name}:iters=4,redraw_every=4")
+    phase = create_phase(spec, [x])
+    run_phase(phase, _quadratic_objective(x), spec, redraw=_quadratic_batch)
+    assert phase.updates == 4 and not torch.equal(phase.H, torch.eye(5, dtype=torch.float64))
+    phase.points_changed(4)
+    assert phase.updates == 0 and phase.redraw_resets == 1 and phase.resets == 0
+    torch.testing.assert_close(phase.H, torch.eye(5, dtype=torch.float64), rtol=0, atol=0)
+    kept = create_phase(parse_phase(f"{name}:iters=4,reset_on_redraw=false"), [x])
+    kept.H = 2.0 * kept.H
+    kept.points_changed(4)
+    assert kept.redraw_resets == 0 and float(kept.H[0, 0]) == 2.0
+
+
+@pytest.mark.parametrize("name", ["bfgs", "ssbfgs", "ssbroyden"])
+def test_after_a_redraw_to_a_stiffer_objective_the_phase_still_converges(name: str) -> None:
+    """Five iterations on one objective, then the points change to one 1e4 times stiffer;
+    restarted, the phase reaches the new minimiser ``A⁻¹b``, and the record counts the
+    restart."""
+    x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    phase = create_phase(parse_phase(name), [x])
+    objective = _quadratic_objective(x)
+    run_phase(phase, objective, parse_phase(f"{name}:iters=5"))
+    phase.points_changed()
+    stiff = _quadratic_batch(4)
+    result = run_phase(phase, objective.with_batch(stiff), parse_phase(f"{name}:iters=60"))
+    expected = torch.linalg.solve(stiff["A"], stiff["b"])
+    torch.testing.assert_close(x.detach(), expected, rtol=1e-7, atol=1e-12)
+    assert phase.history[-1].extra["redraw_resets"] == 1, result.reason

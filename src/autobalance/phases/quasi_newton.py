@@ -22,8 +22,15 @@ Deviations and safeguards, each rare: the first step (``H = I``) is tried at len
 parameter space, ``α₀ = min(1, 1/‖p‖)`` (SciPy's BFGS does the same), later steps at ``α₀ = 1``;
 an update with ``yᵀs ≤ 1e-12·‖s‖‖y‖`` is skipped; if ``p`` is not a descent direction, or the
 line search finds no decrease, ``H`` is reset to ``I`` and the iteration retried once along
-``−g`` before the phase stops.  When the points are redrawn ``H`` is kept (it estimates the
-curvature of a nearby objective) and the gradient is re-evaluated on the new points.
+``−g`` before the phase stops.
+
+When the points are redrawn the objective changes: the pairs ``(s, y)`` that built ``H`` belong
+to the old one, and the self-scaling factors ``1/τ ≥ 1`` may have grown ``H`` along directions
+where the new objective is much stiffer (a wave run blew up after a redraw at iteration 3000).
+So a redraw restarts the method (``reset_on_redraw=True``, the default): ``H = I``, the next
+update rescales it again (Eq. 6.20) and the first step is tried at ``α₀ = min(1, 1/‖p‖)``:
+quasi-Newton on a new objective starts afresh.  ``reset_on_redraw=False`` keeps ``H`` across
+redraws (the behaviour before: it then stands for the curvature of a nearby objective).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class DenseQuasiNewton(Phase):
         max_line_search: the most evaluations of one line search.
         tolerance_grad: stop when ``max |g_i|`` falls to this.
         initial_scale: rescale ``H₀ = I`` to ``(yᵀs / yᵀy) I`` before the first update.
+        reset_on_redraw: restart from ``H = I`` when the points are redrawn (module docstring).
     """
 
     name: ClassVar[str] = ""
@@ -74,6 +82,7 @@ class DenseQuasiNewton(Phase):
         max_line_search: int = 25,
         tolerance_grad: float = 1e-14,
         initial_scale: bool = True,
+        reset_on_redraw: bool = True,
     ) -> None:
         super().__init__(params)
         where = f"phase {self.name!r}"
@@ -90,20 +99,33 @@ class DenseQuasiNewton(Phase):
         self.max_line_search = int(max_line_search)
         self.tolerance_grad = float(tolerance_grad)
         self.initial_scale = bool(initial_scale)
+        self.reset_on_redraw = bool(reset_on_redraw)
         self.H = torch.eye(self.n, dtype=self.dtype, device=self.device)
         self.updates = 0  # updates of H since the last reset
         self.skipped = 0
-        self.resets = 0
+        self.resets = 0  # restarts after a failed line search
+        self.redraw_resets = 0  # restarts because the points were redrawn
 
     @staticmethod
     def update(H: Tensor, s: Tensor, y: Tensor, g: Tensor, alpha: float) -> Tensor:
         """The inverse-Hessian update rule ``(H, s, y, g, α) -> H⁺``."""
         raise NotImplementedError
 
-    def _reset(self) -> None:
+    def _restart(self) -> None:
+        """``H = I`` and no update yet (the next one rescales ``H`` again)."""
         self.H = torch.eye(self.n, dtype=self.dtype, device=self.device)
         self.updates = 0
+
+    def _reset(self) -> None:
+        self._restart()
         self.resets += 1
+
+    def points_changed(self, iteration: int | None = None) -> None:
+        """The points were redrawn: restart from ``H = I`` (with ``reset_on_redraw``)."""
+        super().points_changed(iteration)
+        if self.reset_on_redraw:
+            self._restart()
+            self.redraw_resets += 1
 
     def _search(
         self, objective: Objective, start: Evaluation, p: Tensor
@@ -139,7 +161,7 @@ class DenseQuasiNewton(Phase):
         start = self._start(objective)
         g = start.grad
         assert g is not None
-        extra = {"updates_skipped": float(self.skipped), "resets": float(self.resets)}
+        extra = self._extra()
         if float(g.abs().max()) <= self.tolerance_grad:
             self.stop_reason = f"gradient below tolerance_grad={self.tolerance_grad:g}"
             return start, 0.0, extra
@@ -171,8 +193,14 @@ class DenseQuasiNewton(Phase):
         # The parameters hold the last point the line search tried; set the accepted one.
         assign_flat(self.params, after.x)
         self.evaluator.remember(after)
-        extra = {"updates_skipped": float(self.skipped), "resets": float(self.resets)}
-        return after, alpha, extra
+        return after, alpha, self._extra()
+
+    def _extra(self) -> dict[str, float]:
+        return {
+            "updates_skipped": float(self.skipped),
+            "resets": float(self.resets),
+            "redraw_resets": float(self.redraw_resets),
+        }
 
     def _method_state(self) -> dict[str, Any]:
         return {
@@ -180,6 +208,7 @@ class DenseQuasiNewton(Phase):
             "updates": self.updates,
             "skipped": self.skipped,
             "resets": self.resets,
+            "redraw_resets": self.redraw_resets,
         }
 
     def _load_method_state(self, state: dict[str, Any]) -> None:
@@ -187,6 +216,7 @@ class DenseQuasiNewton(Phase):
         self.updates = int(state["updates"])
         self.skipped = int(state["skipped"])
         self.resets = int(state["resets"])
+        self.redraw_resets = int(state.get("redraw_resets", 0))
 
 
 class BFGSPhase(DenseQuasiNewton):
