@@ -4,7 +4,9 @@ One run = one recipe at one seed: the problem (with its parameters: point counts
 a network (``mlp``/``modified_mlp``/``pirate`` with width, depth, Fourier features...), variants
 (``hard_constraint``...), a dtype, ``--steps`` steps of a first-order method (any method of the
 catalog, ``adam`` or ``autobalance``...) on points drawn once, then each ``--phase`` in order
-(spec strings of :mod:`autobalance.phases`, e.g. ``ssbroyden:iters=100000,redraw_every=500``).
+(spec strings of :mod:`autobalance.phases`, e.g. ``ssbroyden:iters=100000,redraw_every=500``)
+on the plain losses (variants that reweight losses act in the first-order steps only, as in the
+runner).
 ``--budget`` caps the wall time of the whole run: each phase gets at most what is left (its
 ``max_seconds`` is lowered to it).  Points of a phase with ``redraw_every`` are redrawn from a
 generator seeded by ``(seed, iteration)``, so a rerun is the same run.
@@ -244,7 +246,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
 
-        result = run_phase(phase, problem_objective(seen, model, batch), spec, redraw=redraw,
+        # The phases minimise the plain losses, as the runner's do (with the network's hard
+        # constraint in place): causal and RBA weights carry no gradient (problem_objective).
+        result = run_phase(phase, problem_objective(problem, model, batch), spec, redraw=redraw,
                            callback=log)  # fmt: skip
         counts = phase.evaluations
         err = errors(problem, model, dtype)

@@ -152,6 +152,60 @@ def test_causal_weights_by_hand() -> None:
     torch.testing.assert_close(grad, 2 * scale * r.detach())
 
 
+@pytest.mark.parametrize("name", ["causal", "rba"])
+def test_a_phase_objective_refuses_weights_recomputed_without_gradient(name: str) -> None:
+    """Causal weights and RBA multipliers are recomputed from the residuals at every
+    evaluation, without gradient: the weighted loss moves with θ but its autograd gradient does
+    not follow, so a line search on it is ill-posed.  A phase objective refuses them by name."""
+    from autobalance.phases import problem_objective
+
+    torch.manual_seed(0)
+    problem = Advection()
+    batch = problem.sample(torch.Generator().manual_seed(0), "cpu", torch.float64)
+    stack = variants.from_specs([{"name": "gpinn", "coordinates": ["x"]}, {"name": name}])
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    model = stack.setup(problem, net)
+    with pytest.raises(ConfigError, match=f"variant '{name}' recomputes its loss weights"):
+        problem_objective(problem, model, batch, variants=stack)
+    # The ill-posedness itself: the loss's slope along a direction is not its autograd
+    # directional derivative.
+    theta = [p.detach().clone() for p in model.parameters()]
+    direction = [torch.randn_like(p) for p in theta]
+
+    def along(alpha: float) -> Tensor:
+        with torch.no_grad():
+            for p, p0, d in zip(model.parameters(), theta, direction, strict=True):
+                p.copy_(p0 + alpha * d)
+        weighted = stack.variants[1].transform_losses(problem.losses(model, batch), 0)
+        return weighted["residual"]
+
+    along(0.0)  # RBA: multipliers of the first call
+    loss = along(0.0)
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    pairs = zip(grads, direction, strict=True)
+    slope = sum(float((g * d).sum()) for g, d in pairs if g is not None)
+    finite = (float(along(1e-4).detach()) - float(along(-1e-4).detach())) / 2e-4
+    assert abs(finite - slope) > 1e-3 * abs(slope)
+
+
+def test_a_phase_objective_applies_variants_with_a_gradient() -> None:
+    """gPINN adds a loss that is an ordinary function of θ: the phase objective has it."""
+    from autobalance.phases import problem_objective
+
+    torch.manual_seed(0)
+    problem = Advection()
+    batch = problem.sample(torch.Generator().manual_seed(0), "cpu", torch.float64)
+    stack = variants.from_specs([{"name": "gpinn", "coordinates": ["x"]}])
+    model = stack.setup(problem, nets.create("mlp", 2, 1, width=8, depth=2).double())
+    objective = problem_objective(problem, model, batch, variants=stack)
+    expected = stack.transform_losses(problem.losses(model, batch), 0)
+    got = objective.losses(batch)
+    assert list(got) == ["residual", "initial", "residual_grad"] == list(expected)
+    for key, value in got.items():
+        torch.testing.assert_close(value, expected[key])
+    assert set(objective.residuals(batch)) == set(expected)  # type: ignore[misc]
+
+
 def test_causal_needs_a_time_input() -> None:
     with pytest.raises(ConfigError, match="problem 'helmholtz' has no time input 't'"):
         variants.create("causal").setup(small_helmholtz(), nn.Linear(2, 1))

@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from autobalance.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autobalance.variants.stack import VariantStack
 
 __all__ = ["Batch", "HasLosses", "LossesFn", "Objective", "ResidualsFn", "problem_objective"]
 
@@ -82,13 +85,25 @@ def problem_objective(
     batch: Batch,
     *,
     weights: Mapping[str, float] | None = None,
+    variants: VariantStack | None = None,
 ) -> Objective:
     """The :class:`Objective` of a PDE problem (``autobalance.problems``) and a network.
 
-    ``losses(batch) = problem.losses(model, batch)`` and ``residuals(batch)`` its ``pointwise``
-    terms (a :class:`~autobalance.losses.NamedLosses` carries them).
+    ``losses(batch) = problem.losses(model, batch)``, transformed by ``variants`` when given
+    (their ``transform_losses`` at step 0: e.g. RBA's multipliers, fixed during the phase), and
+    ``residuals(batch)`` its ``pointwise`` terms (a :class:`~autobalance.losses.NamedLosses`
+    carries them).
+
+    Raises:
+        ConfigError: a variant's losses are no objective a phase can minimise (causal
+            weighting: weights recomputed at every evaluation, without gradient).
     """
-    losses_of = problem.losses
+    if variants is not None:
+        variants.check_phase_objective("training phase objective")
+
+    def losses_of(net: Callable[[Tensor], Tensor], points: Batch) -> Mapping[str, Tensor]:
+        named = problem.losses(net, points)
+        return named if variants is None else variants.transform_losses(named, 0)  # type: ignore[arg-type]
 
     def losses(points: Batch) -> Mapping[str, Tensor]:
         return losses_of(model, points)

@@ -57,6 +57,12 @@ class Variant:
 
     #: The name the variant is catalogued under (``variants.create(name)``).
     name: ClassVar[str] = ""
+    #: Whether :meth:`transform_losses` is a function of the parameters whose gradient autograd
+    #: returns, so that a training phase (line searches, quasi-Newton pairs) can minimise the
+    #: transformed losses.  ``False`` for weights recomputed from the residuals at every call
+    #: and detached (causal weighting): the loss a line search sees then moves with the
+    #: parameters but its gradient does not follow.
+    defines_phase_objective: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         validate(self.where(), self)

@@ -7,6 +7,10 @@ chunks ``t_1 < ... < t_M`` and ``L_r(t_i)`` the mean squared residual of chunk `
     L_r = (1/M) Σ_i w_i L_r(t_i),     w_i = exp(−ε Σ_{k<i} L_r(t_k))   (w without gradient)
 
 so a later time only counts once every earlier time is resolved.
+
+The weights depend on the parameters but carry no gradient, so the weighted loss is not an
+objective a line search can minimise (its slope is not the derivative of its values): training
+phases refuse it (:func:`~autobalance.phases.problem_objective`) and minimise the plain losses.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class CausalWeighting(Variant):
     """
 
     name = "causal"
+    #: The weights are recomputed from the residuals at each call and carry no gradient.
+    defines_phase_objective = False
 
     time: str = "t"
     chunks: int = param(32, AtLeast(1))

@@ -6,7 +6,9 @@ informed neural networks", CMAME 421, 2024, Eq. (9)-(10)::
     λ_i ← γ λ_i + η |r_i| / max_j |r_j|          (no gradient through λ)
     L = mean_i (λ_i r_i)²
 
-The multipliers are updated from the current residuals and then used in the same step's loss.
+The multipliers are updated from the current residuals and then used in the same step's loss,
+so the weighted loss carries no gradient through them and changes at every call: training
+phases refuse it (:func:`~autobalance.phases.problem_objective`) and minimise the plain losses.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class ResidualAttention(Variant):
     """
 
     name = "rba"
+    #: The multipliers are updated from the residuals at each call and carry no gradient.
+    defines_phase_objective = False
 
     loss: str = "residual"
     gamma: float = param(0.999, Between(0.0, 1.0, closed="[)"))

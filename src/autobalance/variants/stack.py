@@ -51,6 +51,18 @@ class VariantStack:
             losses = variant.transform_losses(losses, step)
         return losses
 
+    def check_phase_objective(self, where: str) -> None:
+        """Raise ``ConfigError`` when a variant's transformed losses cannot be a training
+        phase's objective (:attr:`~autobalance.variants.base.Variant.defines_phase_objective`)."""
+        for variant in self.variants:
+            if not variant.defines_phase_objective:
+                raise ConfigError(
+                    f"{where}: {variant.where()} recomputes its loss weights from the residuals "
+                    "at every evaluation and gives them no gradient, so the weighted loss is not "
+                    "an objective a line search can minimise. Apply it in the first-order steps "
+                    "only; training phases minimise the plain losses"
+                )
+
     def named_parameters(self) -> dict[str, nn.Parameter]:
         """Extra parameters for the balancer, named ``"<index>.<variant>.<k>"``."""
         return {
