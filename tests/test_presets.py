@@ -4,9 +4,11 @@ the ``sota`` suite built from them."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from autobalance import nets, problems
 from autobalance.cli.main import main
@@ -102,3 +104,36 @@ def test_a_suite_experiment_takes_a_preset_under_its_own_keys() -> None:
     assert spec.config.net_params["width"] == 30
     with pytest.raises(ConfigError, match="experiment 'x'.*preset"):
         expand_suite({"experiments": [{"name": "x", "preset": "nope"}]}, "mine")
+
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("problem", sorted(SOTA))
+def test_every_sota_preset_builds_and_runs_in_miniature(
+    problem: str, device: str, tmp_path: Path
+) -> None:
+    """Each preset's whole configuration (network, embeddings, variants, dtype, its phase with a
+    redraw) built and run for 2 first-order steps and 2 phase iterations on ``device``: the
+    path a full run takes, on few points.  On CUDA (the lead's GPU) this checks that nothing
+    in the recipe makes CPU-only tensors."""
+    preset = preset_config("sota", problem)
+    spec = parse_phase(preset["phases"][0])
+    tiny_phase = {**spec.to_mapping(), "iters": 2, "redraw_every": 1, "max_seconds": 0.0}
+    small = {k: min(v, 64) for k, v in preset["problem_params"].items() if k.startswith("n_")}
+    overrides = {
+        "steps": 2,
+        "phases": [tiny_phase],
+        "problem_params": {**preset["problem_params"], **small},
+        "device": device,
+        "eval_every": 1,
+        "log_every": 1,
+    }
+    config = RunConfig.from_dict({**preset, **overrides})
+    metrics = runner.train(config, tmp_path, progress=False)
+    assert metrics["status"] == "ok", metrics.get("failure")
+    assert metrics["phase_iterations"] == 2 and metrics["phases"][0]["name"] == spec.name
+    assert math.isfinite(metrics["rel_l2"])
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["dtype"], saved["device"]) == ("float64", device)

@@ -210,3 +210,41 @@ def test_smoke_training_reduces_the_error(tmp_path: Path) -> None:
     assert metrics["status"] == "ok" and metrics["steps"] == 200
     assert set(metrics["final_losses"]) == {"residual", "initial", "boundary"}
     assert metrics["rel_l2"] < 0.5 * metrics["initial"]["rel_l2"]
+
+
+def _slope_jump(problem: ReactionDiffusion, t: float) -> float:
+    """``u_x(0, t) − u_x(2π, t)`` of the hard-constrained output with ``N = 0``."""
+    x = torch.tensor([[0.0, t], [2 * math.pi, t]], dtype=torch.float64, requires_grad=True)
+    u = problem.hard_constraint(x, torch.zeros(2, 1, dtype=torch.float64))
+    (du,) = torch.autograd.grad(u.sum(), x)
+    return float(du[0, 0] - du[1, 0])
+
+
+def test_periodic_lift_keeps_the_initial_condition_and_removes_the_slope_jump() -> None:
+    """``u = u0 + (1 − e^{−t/δ})(ū0 − u0) + tN``: exactly ``u0`` at ``t = 0``, the slope jump
+    of ``u0`` at ``x = 0 ≡ 2π`` (``2 · 16/π · e^{−8}``) scaled by ``e^{−t/δ}``; ``δ = 0`` is the
+    plain ``u0 + tN``."""
+    plain, lifted = ReactionDiffusion(), ReactionDiffusion(periodic_lift=0.02)
+    x = torch.linspace(0, 2 * math.pi, 17, dtype=torch.float64)[:, None]
+    at_zero = torch.cat([x, torch.zeros_like(x)], dim=1)
+    output = torch.randn(17, 1, dtype=torch.float64)
+    assert torch.equal(lifted.hard_constraint(at_zero, output), lifted.initial_values(x))
+    jump = 2 * 16 / math.pi * math.exp(-8)
+    for t in (0.0, 0.01, 0.05, 0.5):
+        assert _slope_jump(plain, t) == pytest.approx(jump, rel=1e-12)
+        assert _slope_jump(lifted, t) == pytest.approx(jump * math.exp(-t / 0.02), rel=1e-9)
+    # ū0 is 2π-periodic with its derivative, and within e^{-8} of u0.
+    ends = torch.tensor([[0.0], [2 * math.pi]], dtype=torch.float64, requires_grad=True)
+    bar = lifted.periodic_initial_values(ends).detach()
+    (slope,) = torch.autograd.grad(lifted.periodic_initial_values(ends).sum(), ends)
+    assert float(bar[0] - bar[1]) == pytest.approx(0.0, abs=1e-15)
+    assert float(slope[0] - slope[1]) == pytest.approx(0.0, abs=1e-15)
+    gap = lifted.periodic_initial_values(x) - lifted.initial_values(x)
+    assert float(gap.min()) >= 0 and float(gap.max()) == pytest.approx(math.exp(-8), rel=1e-12)
+    t = torch.full_like(x, 0.3)
+    points = torch.cat([x, t], dim=1)
+    torch.testing.assert_close(
+        plain.hard_constraint(points, output), lifted.initial_values(x) + 0.3 * output
+    )
+    with pytest.raises(ConfigError, match="periodic_lift"):
+        ReactionDiffusion(periodic_lift=-1.0)
