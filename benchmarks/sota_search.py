@@ -70,7 +70,8 @@ RECIPES: dict[str, list[str]] = {
         "--phase", "ssbroyden:iters=100000,redraw_every=500",
     ],
     "reaction-diffusion-sota": [
-        "--problem", "reaction-diffusion", "--set", "n_residual=2000", "--width", "20",
+        "--problem", "reaction-diffusion", "--set", "n_residual=2000",
+        "--set", "periodic_lift=0.02", "--width", "20",
         "--depth", "3", "--net-param", 'periodic={"x": 6.283185307179586}',
         "--variant", "hard_constraint", "--variant", "causal", "--steps", "500",
         "--phase", "ssbroyden:iters=1500,redraw_every=500",
