@@ -178,30 +178,44 @@ def _quadratic_batch(iteration: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["bfgs", "ssbfgs", "ssbroyden"])
-def test_a_redraw_restarts_the_inverse_hessian(name: str) -> None:
-    """After a redraw the curvature pairs belong to the old objective: ``H`` restarts at ``I``
-    (then rescaled by the next update), unless ``reset_on_redraw=false``."""
+def test_a_redraw_keeps_a_positive_definite_inverse_hessian_and_resets_any_other(
+    name: str,
+) -> None:
+    """After a redraw ``H`` is symmetrised and kept while positive definite, restarted at ``I``
+    when not (the code of Urbán et al.), and always restarted with ``reset_on_redraw=true``."""
     x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    spec = parse_phase(f"{name}:iters=4,redraw_every=4")
+    spec = parse_phase(f"{name}:iters=4")
     phase = create_phase(spec, [x])
-    run_phase(phase, _quadratic_objective(x), spec, redraw=_quadratic_batch)
-    assert phase.updates == 4 and not torch.equal(phase.H, torch.eye(5, dtype=torch.float64))
+    run_phase(phase, _quadratic_objective(x), spec)
+    assert phase.updates == 4
+    skew = torch.zeros(5, 5, dtype=torch.float64)
+    skew[0, 1], skew[1, 0] = 1e-3, -1e-3
+    built = phase.H.clone()
+    phase.H = built + skew
     phase.points_changed(4)
+    assert phase.updates == 4 and phase.redraw_resets == 0
+    torch.testing.assert_close(phase.H, built, rtol=0, atol=1e-15)  # symmetrised, kept
+    eye = torch.eye(5, dtype=torch.float64)
+    phase.H = built - 2 * float(torch.linalg.eigvalsh(built).max()) * eye  # negative definite
+    phase.points_changed(8)
     assert phase.updates == 0 and phase.redraw_resets == 1 and phase.resets == 0
-    torch.testing.assert_close(phase.H, torch.eye(5, dtype=torch.float64), rtol=0, atol=0)
-    kept = create_phase(parse_phase(f"{name}:iters=4,reset_on_redraw=false"), [x])
-    kept.H = 2.0 * kept.H
-    kept.points_changed(4)
-    assert kept.redraw_resets == 0 and float(kept.H[0, 0]) == 2.0
+    torch.testing.assert_close(phase.H, eye, rtol=0, atol=0)
+    always = create_phase(parse_phase(f"{name}:iters=4,reset_on_redraw=true"), [x])
+    always.H = 2.0 * always.H
+    always.points_changed(4)
+    assert always.redraw_resets == 1 and torch.equal(always.H, eye)
 
 
+@pytest.mark.parametrize("reset", [False, True])
 @pytest.mark.parametrize("name", ["bfgs", "ssbfgs", "ssbroyden"])
-def test_after_a_redraw_to_a_stiffer_objective_the_phase_still_converges(name: str) -> None:
-    """Five iterations on one objective, then the points change to one 1e4 times stiffer;
-    restarted, the phase reaches the new minimiser ``A⁻¹b``, and the record counts the
-    restart."""
+def test_after_a_redraw_to_a_stiffer_objective_the_phase_still_converges(
+    name: str, reset: bool
+) -> None:
+    """Five iterations on one objective, then the points change to one 1e4 times stiffer; with
+    ``H`` kept or restarted the phase reaches the new minimiser ``A⁻¹b``, and the record
+    counts the restarts."""
     x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    phase = create_phase(parse_phase(name), [x])
+    phase = create_phase(parse_phase(f"{name}:reset_on_redraw={reset}"), [x])
     objective = _quadratic_objective(x)
     run_phase(phase, objective, parse_phase(f"{name}:iters=5"))
     phase.points_changed()
@@ -209,4 +223,4 @@ def test_after_a_redraw_to_a_stiffer_objective_the_phase_still_converges(name: s
     result = run_phase(phase, objective.with_batch(stiff), parse_phase(f"{name}:iters=60"))
     expected = torch.linalg.solve(stiff["A"], stiff["b"])
     torch.testing.assert_close(x.detach(), expected, rtol=1e-7, atol=1e-12)
-    assert phase.history[-1].extra["redraw_resets"] == 1, result.reason
+    assert phase.history[-1].extra["redraw_resets"] == int(reset), result.reason
