@@ -237,13 +237,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     {"iteration": record.iteration, "loss": record.loss,
                      "functions": record.evaluations.functions,
                      "seconds": time.perf_counter() - started,
-                     "cpu_seconds": time.process_time() - cpu_started, **e}
+                     "cpu_seconds": time.process_time() - cpu_started, **record.extra, **e}
                 )  # fmt: skip
                 print(
                     f"    {record.iteration:6d}  rel. L2 {e['rel_l2']:.3e}  loss "
                     f"{record.loss:.3e}  {record.evaluations.functions} f  "
                     f"{time.perf_counter() - started:.0f} s "
-                    f"({time.process_time() - cpu_started:.0f} s cpu)",
+                    f"({time.process_time() - cpu_started:.0f} s cpu)"
+                    + "".join(f"  {k} {v:g}" for k, v in record.extra.items()),
                     flush=True,
                 )
 
