@@ -14,11 +14,11 @@ accurate and competitive can PINNs be?", J. Comput. Phys. 2025; Kiyani et al.,
 arXiv:2501.16371), with no loss weighting at all.
 
 Measured with ``benchmarks/sota_search.py`` (``docs/results/sota-search``; the library API, the
-same recipe; a 2-core CPU loaded 10-18, runs capped at 840 s): rel. L2 Helmholtz 1.8e-5 ± 1.0e-5
+same recipe; a loaded 2-core CPU, runs capped at 840 s): rel. L2 Helmholtz 1.8e-5 ± 1.0e-5
 (3 seeds), Klein-Gordon 1.5e-8 ± 9.5e-9 (3), Kovasznay 2.0e-5 and 2.3e-7 (2), Burgers 6.9e-4,
-2.3e-3, 6.7e-4 (3: the mean misses 1e-3), wave 8.3e-3 and one diverged seed, reaction-diffusion
-1.1e-3 (3; capped by its hard constraint's slope jump), poisson-inverse ``a`` 2.4e-2 (1);
-convection and Allen-Cahn have no working recipe (first guesses, marked so in their ``why``).
+2.3e-3, 6.7e-4 (3: the mean misses 1e-3), reaction-diffusion 7.2e-5 ± 1.1e-5 (3; with the
+periodic lift of its hard constraint), wave 2.3e-2 ± 3.1e-2 (3; a miss), poisson-inverse ``a``
+2.4e-2 (1); convection and Allen-Cahn have no working recipe (marked so in their ``why``).
 Every recipe stops at its iteration count or at ``max_seconds`` (780 s, so that a run, Adam
 steps included, ends within 15 minutes on a loaded machine), whichever comes first.
 """
