@@ -90,7 +90,7 @@ RECIPES: dict[str, list[str]] = {
     "allen-cahn-sota": [
         "--problem", "allen-cahn", "--set", "n_residual=4000", "--width", "30", "--depth", "3",
         "--net-param", 'periodic={"x": 2.0}', "--variant", "hard_constraint", "--steps", "500",
-        "--phase", "ssbroyden:iters=100000,redraw_every=250",
+        "--phase", "ssbroyden:iters=2000,redraw_every=250",
     ],
     "poisson-inverse-sota": [
         "--problem", "poisson-inverse", "--width", "20", "--depth", "3",

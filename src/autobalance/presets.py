@@ -153,12 +153,14 @@ SOTA: dict[str, Preset] = {
         _recipe(
             500,
             {"n_residual": 4000},
-            _ssbroyden(6000, 250),
+            _ssbroyden(2000, 250),
             width=30,
             depth=3,
             net_params={"periodic": {"x": 2.0}},
         ),
-        f"{_GUESS}: {_WHY}, with a 2-periodic embedding in x (not run).",
+        f"{_WHY}, with a 2-periodic embedding in x and 4000 points redrawn every 250 "
+        "iterations; no causal weighting needed.  Measured: SEEDS_AC.",
+        measured=True,
         target=1e-2,
     ),
     "convection": Preset(
