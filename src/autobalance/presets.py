@@ -173,8 +173,9 @@ SOTA: dict[str, Preset] = {
             depth=3,
             net_params=_PERIODIC_2PI,
         ),
-        f"{_GUESS}: {_WHY}, with a 2π-periodic embedding in x (beta = 30: the recipe with "
-        "causal weighting failed, rel. L2 17).",
+        f"{_GUESS}: {_WHY}, with a 2π-periodic embedding in x (beta = 30: fails, rel. L2 >= 1; "
+        "with causal weights in the phase 17, with causal weighting in 2000 Adam steps and the "
+        "plain loss in the phase 1.1: a wrong low-residual solution).",
         target=1e-2,
     ),
     "poisson-inverse": Preset(
