@@ -60,7 +60,7 @@ _HARD = [{"name": "hard_constraint"}]
 
 def _recipe(
     steps: int,
-    points: dict[str, int],
+    problem_params: dict[str, Any],
     phase: str,
     *,
     width: int,
@@ -69,7 +69,8 @@ def _recipe(
     variants: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Adam for ``steps`` steps at lr 1e-3 (constant) on one fixed point set, float64, the
-    problem's hard constraint (its initial and boundary conditions hold exactly), then ``phase``."""
+    problem's hard constraint (its initial and boundary conditions hold exactly), then ``phase``;
+    ``problem_params``: point counts and other problem parameters."""
     return {
         "net": "mlp",
         "net_params": {"width": width, "depth": depth, **(net_params or {})},
@@ -79,7 +80,7 @@ def _recipe(
         "steps": steps,
         "dtype": "float64",
         "resample_every": 0,
-        "problem_params": dict(points),
+        "problem_params": dict(problem_params),
         "phases": [phase],
         "variants": list(_HARD if variants is None else variants),
         "eval_every": 500,
