@@ -5,9 +5,9 @@ separate runs: the throughput ratio
 
 with ``t_batched`` the median time of one batched step of the S seeds and ``t_separate`` the
 median time of one ordinary step of one seed (its own forward pass, ``balancer.step``,
-scheduler), the two measured in alternating rounds so that a change of load hits both.  Nothing
-is written: the probe's runs are built in memory and dropped (the global RNG is put back,
-``torch.random.fork_rng``).
+scheduler), the two measured in alternating rounds so that a change of load hits both.  On a
+GPU the clock is read after ``torch.cuda.synchronize()``.  Nothing is written: the probe's runs
+are built in memory and dropped (the global RNG is put back, ``torch.random.fork_rng``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from autobalance.seeds.support import check_batchable
 from autobalance.seeds.training import _batched_step, _Seed
 from autobalance.threads import choose_threads, using_threads
 
-__all__ = ["AUTO_MIN_SPEEDUP", "measure_speedup", "step_times"]
+__all__ = ["AUTO_MIN_SPEEDUP", "measure_speedup", "step_times", "step_times_by_size"]
 
 #: ``--batch-seeds auto`` batches when the measured speedup (3) is at least this.
 AUTO_MIN_SPEEDUP = 1.1
@@ -51,11 +51,38 @@ def step_times(
     Raises:
         SeedBatchingError: the runs cannot be batched.
     """
+    batched, separate = step_times_by_size(configs, [len(configs)], rounds=rounds, warmup=warmup)
+    return batched[len(configs)], separate
+
+
+def step_times_by_size(
+    configs: Sequence[RunConfig],
+    sizes: Sequence[int],
+    *,
+    rounds: int = 5,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[int, float], float]:
+    """Median seconds of one batched step of the first ``S`` runs of ``configs`` for every ``S``
+    in ``sizes``, and of one separate step of the first run (module docstring).
+
+    The runs are built once; each round takes one batched step of every size, then one separate
+    step (``warmup`` rounds first, not timed).  A batched step of the first ``S`` seeds advances
+    those seeds only, so the seeds' states drift apart in step count: harmless for timing.
+
+    Raises:
+        SeedBatchingError: the runs cannot be batched.
+        ValueError: a size is not between 1 and ``len(configs)``.
+    """
     check_batchable(configs)
-    times: dict[str, list[float]] = {"batched": [], "separate": []}
+    bad = [s for s in sizes if not 1 <= s <= len(configs)]
+    if bad or not sizes:
+        raise ValueError(f"sizes must lie between 1 and {len(configs)} seeds, got {list(sizes)}")
+    times: dict[int | str, list[float]] = {s: [] for s in sizes}
+    times["separate"] = []
     with using_threads(choose_threads(configs[0].threads)), torch.random.fork_rng():
         seeds = []
-        for config in configs:
+        for config in configs[: max(sizes)]:
             run = TrainingRun(config, Path(os.devnull))
             seeds.append(_Seed(run, torch.get_rng_state()))
         single = TrainingRun(configs[0], Path(os.devnull))
@@ -66,17 +93,20 @@ def step_times(
             single.balancer.step(single.problem.losses(single.model, batch))
             single.scheduler.step()
 
-        def batched() -> None:
-            _batched_step(seeds, check=False)
-
+        steps: list[tuple[int | str, Callable[[], object]]] = [
+            (s, lambda s=s: _batched_step(seeds[:s], check=False)) for s in sizes
+        ]
+        steps.append(("separate", separate))
         for _ in range(warmup):
-            batched()
-            separate()
+            for _, step in steps:
+                step()
         for _ in range(rounds):
-            for name, step in (("batched", batched), ("separate", separate)):
+            for name, step in steps:
                 sync()
-                tic = time.perf_counter()
+                tic = clock()
                 step()
                 sync()
-                times[name].append(time.perf_counter() - tic)
-    return statistics.median(times["batched"]), statistics.median(times["separate"])
+                times[name].append(clock() - tic)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    separate_s = medians.pop("separate")
+    return {int(s): t for s, t in medians.items()}, separate_s
