@@ -22,6 +22,7 @@ import torch
 
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.training_run import TrainingRun
+from autobalance.seeds.fused import fuse_seeds
 from autobalance.seeds.support import check_batchable
 from autobalance.seeds.training import _batched_step, _Seed
 from autobalance.threads import choose_threads, using_threads
@@ -66,9 +67,11 @@ def step_times_by_size(
     """Median seconds of one batched step of the first ``S`` runs of ``configs`` for every ``S``
     in ``sizes``, and of one separate step of the first run (module docstring).
 
-    The runs are built once; each round takes one batched step of every size, then one separate
-    step (``warmup`` rounds first, not timed).  A batched step of the first ``S`` seeds advances
-    those seeds only, so the seeds' states drift apart in step count: harmless for timing.
+    The runs are built once and take one batched step together; then each round takes one
+    batched step of every size, then one separate step (``warmup`` rounds first, not timed).
+    Each size steps as training does: with its own fused optimizer of its seeds where the method
+    allows one (:mod:`autobalance.seeds.fused`; never written back), else through the seeds'
+    balancers (whose states then drift apart in step count: harmless for timing).
 
     Raises:
         SeedBatchingError: the runs cannot be batched.
@@ -93,8 +96,10 @@ def step_times_by_size(
             single.balancer.step(single.problem.losses(single.model, batch))
             single.scheduler.step()
 
+        _batched_step(seeds, check=False)  # every seed's first step: the loss names are fixed
+        engines = {s: fuse_seeds([seed.run.balancer for seed in seeds[:s]]) for s in sizes}
         steps: list[tuple[int | str, Callable[[], object]]] = [
-            (s, lambda s=s: _batched_step(seeds[:s], check=False)) for s in sizes
+            (s, lambda s=s: _batched_step(seeds[:s], check=False, fused=engines[s])) for s in sizes
         ]
         steps.append(("separate", separate))
         for _ in range(warmup):
