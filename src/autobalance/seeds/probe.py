@@ -8,6 +8,15 @@ median time of one ordinary step of one seed (its own forward pass, ``balancer.s
 scheduler), the two measured in alternating rounds so that a change of load hits both.  On a
 GPU the clock is read after ``torch.cuda.synchronize()``.  Nothing is written: the probe's runs
 are built in memory and dropped (the global RNG is put back, ``torch.random.fork_rng``).
+
+Where every run starts a process of its own (a sweep's local or Ray workers), S separate runs
+also pay S start-ups (a Python process importing torch and autobalance) where the batched runs
+pay one; over ``N`` steps the predicted ratio of the whole runs is
+
+    speedup_runs = S · (N · t_separate + c) / (N · t_batched + c)                     (4)
+
+with ``c`` = :data:`PROCESS_START_S`.  ``--batch-seeds auto`` batches a group when (4) is at
+least :data:`AUTO_MIN_SPEEDUP` (``c = 0`` for runs executed in the sweep's own process).
 """
 
 from __future__ import annotations
@@ -27,10 +36,29 @@ from autobalance.seeds.support import check_batchable
 from autobalance.seeds.training import _batched_step, _Seed
 from autobalance.threads import choose_threads, using_threads
 
-__all__ = ["AUTO_MIN_SPEEDUP", "measure_speedup", "step_times", "step_times_by_size"]
+__all__ = [
+    "AUTO_MIN_SPEEDUP",
+    "PROCESS_START_S",
+    "measure_speedup",
+    "run_speedup",
+    "step_times",
+    "step_times_by_size",
+]
 
-#: ``--batch-seeds auto`` batches when the measured speedup (3) is at least this.
+#: ``--batch-seeds auto`` batches when the predicted speedup (4) is at least this.
 AUTO_MIN_SPEEDUP = 1.1
+#: CPU seconds of one run's process start: ``python -c "import torch,
+#: autobalance.experiments.runner"`` took 2.3-2.5 s of CPU time (user + sys, 3 tries) on the
+#: 2-core development machine (torch 2.13 CPU); wall time is larger under load, as the steps' is.
+PROCESS_START_S = 2.5
+
+
+def run_speedup(
+    seeds: int, t_batched: float, t_separate: float, steps: int, start_s: float = 0.0
+) -> float:
+    """The predicted throughput ratio (4) of ``seeds`` runs of ``steps`` steps batched against
+    separate (``start_s``: one process start, 0 where the runs share a process)."""
+    return seeds * (steps * t_separate + start_s) / (steps * t_batched + start_s)
 
 
 def measure_speedup(configs: Sequence[RunConfig], *, rounds: int = 5, warmup: int = 2) -> float:
