@@ -44,9 +44,17 @@ from autobalance.optim.autobalance import AutoBalance
 from autobalance.optim.state_check import STATE_DICT_KEY
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
-__all__ = ["FusedSeeds", "fuse_seeds"]
+__all__ = ["FusedSeeds", "fuse_seeds", "may_fuse"]
 
 _ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def may_fuse(balancer: Any) -> bool:
+    """Whether ``balancer``'s method is one that :func:`fuse_seeds` fuses (it may still refuse
+    a particular set of seeds: see there)."""
+    if isinstance(balancer, SummedLoss):
+        return type(balancer.optimizer) in _ADAM_FAMILY
+    return isinstance(balancer, AutoBalance) and balancer.base in _ADAM_FAMILY
 
 
 def fuse_seeds(balancers: Sequence[Any]) -> FusedSeeds | None:
@@ -54,13 +62,13 @@ def fuse_seeds(balancers: Sequence[Any]) -> FusedSeeds | None:
     method is not elementwise (module docstring), they have not taken a step yet, or their step
     counts or states differ in a way one update cannot carry."""
     first = balancers[0]
+    if not may_fuse(first) or any(type(b) is not type(first) for b in balancers):
+        return None
     if any(b.steps_taken < 1 for b in balancers) or len({b.steps_taken for b in balancers}) > 1:
         return None
-    if any(type(b) is not type(first) for b in balancers):
-        return None
-    if isinstance(first, SummedLoss) and type(first.optimizer) in _ADAM_FAMILY:
+    if isinstance(first, SummedLoss):
         engine: FusedSeeds = _FusedSummed(balancers)
-    elif isinstance(first, AutoBalance) and first.base in _ADAM_FAMILY and _fixed_weights(first):
+    elif _fixed_weights(first):
         engine = _FusedAutoBalance(balancers)
     else:
         return None

@@ -55,7 +55,7 @@ from autobalance.experiments.training_run import TrainingRun
 from autobalance.gradients import per_loss_gradients
 from autobalance.methods.single import SummedLoss
 from autobalance.seeds.carriers import carrier
-from autobalance.seeds.fused import FusedSeeds, fuse_seeds
+from autobalance.seeds.fused import FusedSeeds, fuse_seeds, may_fuse
 from autobalance.seeds.stacked import StackedModel, interleave, per_seed_losses
 from autobalance.seeds.support import SeedBatchingError, check_batchable
 from autobalance.step_info import StepInfo
@@ -118,7 +118,8 @@ class _SeedBatch:
             self.fused = None
         if self.fused is None and not self.gave_up:
             balancers = [s.run.balancer for s in active]
-            if all(b.steps_taken >= 1 for b in balancers):
+            self.gave_up = not may_fuse(balancers[0])
+            if not self.gave_up and all(b.steps_taken >= 1 for b in balancers):
                 self.fused = fuse_seeds(balancers)
                 self.members = [id(s) for s in active]
                 self.gave_up = self.fused is None
