@@ -8,6 +8,11 @@ Each step, for the seeds still running::
     G_k     = ∂ Σ_s L_k^(s) / ∂θ_stack                      # one backward per loss, eq. (1)
     info_s  = balancer_s.step({k: carrier(L_k^(s), G_k[s])}) for every s    # eq. (2)
 
+or, from the second step on, where the method's update is elementwise per coordinate (Adam and
+AdamW on the summed loss, AutoBalance over Adam/AdamW with fixed weights), one step of a fused
+optimizer of all seeds on the stacked parameters (:mod:`autobalance.seeds.fused`), written back
+to each seed's network before every evaluation and to its balancer before every checkpoint.
+
 Every seed keeps the objects a separate run builds (:class:`TrainingRun`: its network drawn from
 its own seed, its points from its own generator, its balancer, scheduler, global-RNG state,
 progress and checkpoints), so a seed's run directory holds the same files as a separate run's,
