@@ -28,6 +28,8 @@ from autobalance.seeds import (
 )
 
 SMALL = {"n_residual": 32, "n_boundary": 16, "n_eval": 11}
+#: Methods whose seeds take one fused optimizer step (autobalance.seeds.fused).
+FUSED = {"adam", "adamw", "autobalance", "multiadam"}
 NET = {"width": 8, "depth": 2}
 
 
@@ -82,6 +84,12 @@ def test_batched_seeds_equal_separate_runs(tmp_path: Path, method: str) -> None:
             _csv(tmp_path / f"s{config.seed}/history.csv"),
         )
         assert rows_b[0] == rows_s[0] and len(rows_b) == len(rows_s)
+        for row_b, row_s in zip(rows_b[1:], rows_s[1:], strict=True):  # statistics included
+            assert [float(v) for v in row_b] == pytest.approx(
+                [float(v) for v in row_s], rel=1e-7, abs=1e-12, nan_ok=True
+            )
+        # one fused optimizer for all seeds where the method is elementwise (seeds.fused)
+        assert metrics["seed_batch"]["fused_optimizer"] is (method in FUSED)
         assert {p.name for p in (tmp_path / f"b{config.seed}").iterdir()} == {
             p.name for p in (tmp_path / f"s{config.seed}").iterdir()
         }
@@ -294,3 +302,68 @@ def test_cli_compare_batches_the_seeds_when_asked(
         ("autobalance", 6, 12, True),
     }
     assert all(r["status"] == "ok" and "seed_batch" not in r for r in runs if r["method"] == "ntk")
+
+
+@pytest.mark.parametrize("method", ["adamw", "autobalance"])
+def test_fused_state_is_written_back_at_checkpoints_and_evaluations(
+    tmp_path: Path, method: str
+) -> None:
+    # checkpoints every 7 steps and evaluations every 5 write the fused state back mid-run; the
+    # runs continue fused and end where separate runs end, every evaluation included
+    configs = _configs(method, 2, steps=20, checkpoint_every=7, eval_every=5)
+    batched = train_seeds(configs, [tmp_path / "b0", tmp_path / "b1"], progress=False)
+    for config, metrics in zip(configs, batched, strict=True):
+        assert metrics["seed_batch"]["fused_optimizer"] is True
+        alone = train(config, tmp_path / f"s{config.seed}", progress=False)
+        a = torch.load(tmp_path / f"b{config.seed}/checkpoint.pt", weights_only=True)
+        b = torch.load(tmp_path / f"s{config.seed}/checkpoint.pt", weights_only=True)
+        for key in a["model"]:
+            torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-9, atol=1e-11)
+        saved_b, saved_s = a["balancer"], b["balancer"]
+        state_b = saved_b.get("optimizer", saved_b)["state"]
+        state_s = saved_s.get("optimizer", saved_s)["state"]
+        assert state_b.keys() == state_s.keys()
+        for i in state_s:
+            for key, value in state_s[i].items():
+                torch.testing.assert_close(state_b[i][key], value, rtol=1e-9, atol=1e-13)
+        evals_b = _csv(tmp_path / f"b{config.seed}/eval.csv")
+        evals_s = _csv(tmp_path / f"s{config.seed}/eval.csv")
+        assert [r[0] for r in evals_b] == [r[0] for r in evals_s]  # steps 0, 5, 10, 15, 20
+        assert metrics["rel_l2"] == pytest.approx(alone["rel_l2"], rel=1e-8)
+
+
+def test_auto_batches_by_the_predicted_speedup_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autobalance.experiments.executors import InlineExecutor, LocalExecutor
+    from autobalance.seeds import probe, sweep_jobs
+
+    # eq. (4): 8 · (2000 · 12.5 ms + 2.5 s) / (2000 · 100 ms + 2.5 s) = 220 / 202.5
+    assert probe.run_speedup(8, 0.1, 0.0125, 2000, 2.5) == pytest.approx(220 / 202.5)
+    assert probe.run_speedup(4, 0.03, 0.01, 100, 0.0) == pytest.approx(4 / 3)
+    monkeypatch.setattr(sweep_jobs, "step_times", lambda configs: (0.1, 0.0135))
+    jobs = [
+        {"name": f"helmholtz-adam-seed{c.seed}", "config": c.to_dict(), "run_dir": "x"}
+        for c in _configs("adam", 8, steps=2000)
+    ]
+    lines: list[str] = []
+    # 1.08× from the steps alone: separate runs in one process...
+    planned = sweep_jobs.plan_seed_groups(jobs, "auto", lines.append, InlineExecutor())
+    assert len(planned) == 8 and "separate runs" in lines[-1] and "1.08× predicted" in lines[-1]
+    # ...batched when every separate run would start its own process (2.5 s each): 1.17×
+    local = LocalExecutor(2)
+    planned = sweep_jobs.plan_seed_groups(jobs, "auto", lines.append, local)
+    assert len(planned) == 1 and planned[0]["seed_group"] == jobs
+    assert "batched in one process" in lines[-1] and "1.17× predicted" in lines[-1]
+    assert "2.5 s per run's process start" in lines[-1]
+
+
+def test_step_times_by_size_measures_every_size_from_one_set_of_runs() -> None:
+    from autobalance.seeds.probe import step_times_by_size
+
+    configs = _configs("autobalance", 3, dtype="float32")
+    batched, separate = step_times_by_size(configs, [1, 3], rounds=2, warmup=1)
+    assert sorted(batched) == [1, 3] and separate > 0
+    assert all(t > 0 for t in batched.values())
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        step_times_by_size(configs, [4])

@@ -414,7 +414,7 @@ def run_sweep(
                     **options,
                 }
             )
-        runs, jobs = len(jobs), plan_seed_groups(jobs, batch_seeds, progress.show)
+        runs, jobs = len(jobs), plan_seed_groups(jobs, batch_seeds, progress.show, executor)
         grouped = f" as {len(jobs)} jobs" if len(jobs) != runs else ""
         progress.show(f"starting {runs} run(s){grouped}" if jobs else "every run is complete")
 

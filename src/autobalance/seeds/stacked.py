@@ -93,14 +93,16 @@ class StackedModel:
 
     The stacked parameters :attr:`leaves` (``(S, *shape)``, one per parameter of the networks,
     in ``named_parameters`` order) are fresh leaves that require grad: gradients with respect to
-    them are the seeds' gradients stacked, eq. (1).  Built anew each step (the per-seed networks
-    are what the per-seed optimizers update).
+    them are the seeds' gradients stacked, eq. (1).  Built anew each step, from the per-seed
+    networks (what the per-seed optimizers update) or from ``leaves``, stacked parameters kept
+    by one optimizer of all seeds (:mod:`autobalance.seeds.fused`; the leaves share their
+    storage, so that optimizer's in-place update is the next step's parameters).
 
     Raises:
         ValueError: the networks differ in architecture (parameter names or shapes).
     """
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    def __init__(self, models: Sequence[nn.Module], leaves: Sequence[Tensor] | None = None) -> None:
         if not models:
             raise ValueError("StackedModel needs at least one network")
         named = [dict(m.named_parameters()) for m in models]
@@ -111,9 +113,15 @@ class StackedModel:
         self.seeds = len(models)
         self.names = list(named[0])
         with torch.no_grad():
-            self.leaves = [
-                torch.stack([n[k].detach() for n in named]).requires_grad_() for k in self.names
-            ]
+            if leaves is None:
+                stacked = [torch.stack([n[k].detach() for n in named]) for k in self.names]
+            else:
+                stacked = [t.detach() for t in leaves]
+                if [tuple(t.shape) for t in stacked] != [
+                    (self.seeds, *named[0][k].shape) for k in self.names
+                ]:
+                    raise ValueError("the given stacked parameters do not fit the networks")
+            self.leaves = [t.requires_grad_() for t in stacked]
             buffers = [dict(m.named_buffers()) for m in models]
             self.buffers = {k: torch.stack([b[k] for b in buffers]) for k in buffers[0]}
         linears = _plain_mlp_layers(models[0])

@@ -8,8 +8,11 @@ directories, with the same files, as the separate runs would write.
 * ``on``: every group of two or more runs that can be batched
   (:func:`~autobalance.seeds.support.batching_problem`) is one job;
 * ``auto`` (the commands' default): a group is one job when batching is supported *and*
-  measured faster in this process (:func:`~autobalance.seeds.probe.measure_speedup` at least
-  :data:`~autobalance.seeds.probe.AUTO_MIN_SPEEDUP`).
+  predicted faster from step times measured in this process
+  (:func:`~autobalance.seeds.probe.step_times`, eq. (4) of :mod:`autobalance.seeds.probe`: the
+  step-time ratio and, where each run starts its own process, the start-ups the batched runs
+  save; at least :data:`~autobalance.seeds.probe.AUTO_MIN_SPEEDUP`).  One line per group says
+  what was chosen and the numbers it was chosen by.
 
 A group job resumes like separate runs: complete runs are skipped, and the rest continue from
 their checkpoints when all are at the same step (else, and whenever batching refuses the runs,
@@ -28,10 +31,10 @@ from typing import Any
 
 from autobalance.errors import ConfigError
 from autobalance.experiments.config import RunConfig
-from autobalance.experiments.executors import Job, Outcome
+from autobalance.experiments.executors import Executor, InlineExecutor, Job, Outcome
 from autobalance.experiments.interrupts import RunInterrupted
 from autobalance.experiments.runs import RunFileError
-from autobalance.seeds.probe import AUTO_MIN_SPEEDUP, measure_speedup
+from autobalance.seeds.probe import AUTO_MIN_SPEEDUP, PROCESS_START_S, run_speedup, step_times
 from autobalance.seeds.support import SeedBatchingError, batching_problem
 
 __all__ = ["BATCH_SEEDS_MODES", "execute_sweep_job", "plan_seed_groups", "split_outcome"]
@@ -45,10 +48,15 @@ def _group_key(config: dict[str, Any]) -> str:
 
 
 def plan_seed_groups(
-    jobs: Sequence[Job], mode: str, show: Callable[[str], None] = lambda _: None
+    jobs: Sequence[Job],
+    mode: str,
+    show: Callable[[str], None] = lambda _: None,
+    executor: Executor | None = None,
 ) -> list[Job]:
     """``jobs`` with each group of batchable seeds replaced by one group job (module docstring);
-    ``show`` receives one line per group saying what was chosen and why."""
+    ``show`` receives one line per group saying what was chosen and why.  ``executor``: where
+    the jobs will run; ``None`` or an :class:`InlineExecutor` runs them in this process (no
+    process start-ups to save, ``c = 0`` in eq. (4))."""
     if mode not in BATCH_SEEDS_MODES:
         raise ConfigError(
             f"invalid batch-seeds mode {mode!r}: expected one of {', '.join(BATCH_SEEDS_MODES)}"
@@ -59,6 +67,8 @@ def plan_seed_groups(
     for job in jobs:
         groups.setdefault(_group_key(job["config"]), []).append(job)
     out: list[Job] = []
+    inline = executor is None or isinstance(executor, InlineExecutor)
+    start_s = 0.0 if inline else PROCESS_START_S
     for members in groups.values():
         if len(members) < 2:
             out += members
@@ -66,17 +76,24 @@ def plan_seed_groups(
         configs = [RunConfig.from_dict(job["config"]) for job in members]
         label = f"{configs[0].problem}/{configs[0].method} ×{len(members)} seeds"
         reason = batching_problem(configs)
-        speedup = None
+        speedup, measured = None, ""
         if reason is None and mode == "auto":
-            speedup = measure_speedup(configs)
+            t_batched, t_separate = step_times(configs)
+            n = len(configs)
+            speedup = run_speedup(n, t_batched, t_separate, configs[0].steps, start_s)
+            measured = (
+                f"steps measured here: {n} seeds batched {1e3 * t_batched:.1f} ms, one seed "
+                f"{1e3 * t_separate:.1f} ms, {n * t_separate / t_batched:.2f}× the throughput"
+                + (f"; with {start_s:g} s per run's process start" if start_s else "")
+                + f": {speedup:.2f}× predicted over {configs[0].steps} steps"
+            )
             if speedup < AUTO_MIN_SPEEDUP:
-                reason = f"measured {speedup:.2f}× the throughput of separate runs"
+                reason = f"{measured}, below {AUTO_MIN_SPEEDUP:g}×"
         if reason is not None:
             show(f"{label}: separate runs ({reason})")
             out += members
             continue
-        measured = "" if speedup is None else f" (measured {speedup:.2f}× the throughput)"
-        show(f"{label}: batched in one process{measured}")
+        show(f"{label}: batched in one process" + (f" ({measured})" if measured else ""))
         seeds = ",".join(str(c.seed) for c in configs)
         name = f"{members[0]['name'].rsplit('-seed', 1)[0]}-seeds{seeds}"
         out.append({"name": name, "seed_group": list(members), "speedup": speedup})

@@ -8,6 +8,11 @@ Each step, for the seeds still running::
     G_k     = ∂ Σ_s L_k^(s) / ∂θ_stack                      # one backward per loss, eq. (1)
     info_s  = balancer_s.step({k: carrier(L_k^(s), G_k[s])}) for every s    # eq. (2)
 
+or, from the second step on, where the method's update is elementwise per coordinate (Adam and
+AdamW on the summed loss, AutoBalance over Adam/AdamW with fixed weights), one step of a fused
+optimizer of all seeds on the stacked parameters (:mod:`autobalance.seeds.fused`), written back
+to each seed's network before every evaluation and to its balancer before every checkpoint.
+
 Every seed keeps the objects a separate run builds (:class:`TrainingRun`: its network drawn from
 its own seed, its points from its own generator, its balancer, scheduler, global-RNG state,
 progress and checkpoints), so a seed's run directory holds the same files as a separate run's,
@@ -27,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,7 @@ from autobalance.experiments.training_run import TrainingRun
 from autobalance.gradients import per_loss_gradients
 from autobalance.methods.single import SummedLoss
 from autobalance.seeds.carriers import carrier
+from autobalance.seeds.fused import FusedSeeds, fuse_seeds, may_fuse
 from autobalance.seeds.stacked import StackedModel, interleave, per_seed_losses
 from autobalance.seeds.support import SeedBatchingError, check_batchable
 from autobalance.step_info import StepInfo
@@ -96,6 +102,47 @@ class _Seed:
             yield
         finally:
             self.rng = torch.get_rng_state()
+
+
+class _SeedBatch:
+    """Steps of the running seeds: with one fused optimizer for all of them where their method
+    allows it (:mod:`autobalance.seeds.fused`; from their second step, until the set of running
+    seeds changes or a step is NaN/Inf for some seed), else through each seed's balancer."""
+
+    def __init__(self) -> None:
+        self.fused: FusedSeeds | None = None
+        self.members: list[int] = []
+        self.gave_up = False
+        #: Whether some step of this batch was taken by a fused optimizer.
+        self.used_fused = False
+
+    def step(self, active: list[_Seed], *, check: bool) -> list[StepInfo | dict[str, Any]]:
+        """One batched step of ``active`` (:func:`_batched_step`)."""
+        if self.fused is not None and self.members != [id(s) for s in active]:
+            self.fused.write_back()
+            self.fused = None
+        if self.fused is None and not self.gave_up:
+            balancers = [s.run.balancer for s in active]
+            self.gave_up = not may_fuse(balancers[0])
+            if not self.gave_up and all(b.steps_taken >= 1 for b in balancers):
+                self.fused = fuse_seeds(balancers)
+                self.members = [id(s) for s in active]
+                self.gave_up = self.fused is None
+        outcomes, fused = _batched_step(active, check=check, fused=self.fused)
+        if self.fused is not None and not fused:  # written back: the seeds' balancers go on
+            self.fused, self.gave_up = None, True
+        self.used_fused = self.used_fused or fused
+        return outcomes
+
+    def write_models(self) -> None:
+        """The seeds' networks hold their current parameters (before an evaluation)."""
+        if self.fused is not None:
+            self.fused.write_models()
+
+    def write_back(self) -> None:
+        """The seeds' networks and balancers hold their current state (before a checkpoint)."""
+        if self.fused is not None:
+            self.fused.write_back()
 
 
 def train_seeds(
@@ -197,6 +244,7 @@ def _train_loop(
     sync = torch.cuda.synchronize if seeds[0].run.device.type == "cuda" else (lambda: None)
     batched_ms: list[float] = []
     checked = False
+    batch = _SeedBatch()
     try:
         while not stop.requested:
             active = [s for s in seeds if s.running()]
@@ -204,17 +252,18 @@ def _train_loop(
                 break
             lrs = [s.run.balancer.optimizer.param_groups[0]["lr"] for s in active]
             tic = time.perf_counter()
-            outcomes = _batched_step(active, check=not checked)
+            outcomes = batch.step(active, check=not checked)
             sync()
             elapsed = time.perf_counter() - tic
             checked = True
             batched_ms.append(1e3 * elapsed)
             by_time = time.monotonic() - saved_at >= every_s
             for seed, outcome, lr in zip(active, outcomes, lrs, strict=True):
-                _record(seed, outcome, lr, elapsed / len(active))
+                _record(seed, outcome, lr, elapsed / len(active), batch.write_models)
             p0 = active[0].run.progress
             by_steps = cfg.checkpoint_every and p0.step % cfg.checkpoint_every == 0
             if by_steps or by_time:
+                batch.write_back()
                 for seed in active:
                     if seed.running():
                         with seed.own_rng():
@@ -224,6 +273,7 @@ def _train_loop(
             bar.update(1)
     finally:
         bar.close()
+        batch.write_back()
     if stop.requested and any(s.running() for s in seeds):
         for seed in seeds:
             with seed.own_rng():
@@ -231,10 +281,16 @@ def _train_loop(
         first = seeds[0].run
         raise RunInterrupted(stop.signal_name, str(first.out), first.progress.step)
     step_ms = sorted(batched_ms)[len(batched_ms) // 2] if batched_ms else math.nan
-    return [_finish(seed, len(seeds), step_ms) for seed in seeds]
+    return [_finish(seed, len(seeds), step_ms, batch.used_fused) for seed in seeds]
 
 
-def _record(seed: _Seed, outcome: StepInfo | dict[str, Any], lr: float, share_s: float) -> None:
+def _record(
+    seed: _Seed,
+    outcome: StepInfo | dict[str, Any],
+    lr: float,
+    share_s: float,
+    before_eval: Callable[[], None],
+) -> None:
     """A seed's bookkeeping after a batched step (as the runner's loop does after a step)."""
     run, p, cfg = seed.run, seed.run.progress, seed.run.config
     if isinstance(outcome, dict):
@@ -246,10 +302,11 @@ def _record(seed: _Seed, outcome: StepInfo | dict[str, Any], lr: float, share_s:
     if p.step % cfg.log_every == 0 or p.step == 1 or last:
         p.history.append(history_row(info, lr) | {"step": p.step})
     if p.step % cfg.eval_every == 0 or last:
+        before_eval()
         run.evaluate()
 
 
-def _finish(seed: _Seed, seeds: int, step_ms: float) -> dict[str, Any]:
+def _finish(seed: _Seed, seeds: int, step_ms: float, fused: bool) -> dict[str, Any]:
     """A seed's last evaluation, checkpoint, figure and metrics."""
     run = seed.run
     if seed.failure is not None:
@@ -265,18 +322,22 @@ def _finish(seed: _Seed, seeds: int, step_ms: float) -> dict[str, Any]:
     metrics["seed_batch"] = {
         "seeds": seeds,
         "batched_step_ms": step_ms,
+        "fused_optimizer": fused,
         "wall_s": "each batched step's time divided equally among the seeds it advanced",
     }
     return metrics
 
 
-def _batched_step(active: list[_Seed], *, check: bool) -> list[StepInfo | dict[str, Any]]:
+def _batched_step(
+    active: list[_Seed], *, check: bool, fused: FusedSeeds | None = None
+) -> tuple[list[StepInfo | dict[str, Any]], bool]:
     """One step of every seed in ``active``: a StepInfo, or a failure record for a seed whose
-    loss or gradient became NaN/Inf."""
+    loss or gradient became NaN/Inf; and whether ``fused`` took it (else it was written back
+    and every seed's balancer took its step)."""
     runs = [s.run for s in active]
     n = len(runs)
     batch = interleave([run.next_batch() for run in runs])
-    stacked = StackedModel([run.model for run in runs])
+    stacked = StackedModel([run.model for run in runs], None if fused is None else fused.stacked)
     named = runs[0].problem.losses(stacked, batch)
     pointwise = getattr(named, "pointwise", {})
     missing = [k for k in named if k not in pointwise]
@@ -291,6 +352,13 @@ def _batched_step(active: list[_Seed], *, check: bool) -> list[StepInfo | dict[s
     names = list(per_seed)
     grads = _stacked_gradients(names, per_seed, stacked.leaves, summed=_summed(runs[0]))
     del named, pointwise, batch
+    if fused is not None:
+        infos = fused.step(grads, per_seed)
+        if infos is not None:
+            for seed in active:
+                seed.run.scheduler.step()
+            return list(infos), True
+        fused.write_back()
     values = {k: v.detach() for k, v in per_seed.items()}
     outcomes: list[StepInfo | dict[str, Any]] = []
     for i, seed in enumerate(active):
@@ -309,7 +377,7 @@ def _batched_step(active: list[_Seed], *, check: bool) -> list[StepInfo | dict[s
             continue
         seed.run.scheduler.step()
         outcomes.append(info)
-    return outcomes
+    return outcomes, False
 
 
 def _summed(run: TrainingRun) -> bool:
