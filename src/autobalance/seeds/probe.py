@@ -21,6 +21,7 @@ least :data:`AUTO_MIN_SPEEDUP` (``c = 0`` for runs executed in the sweep's own p
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -127,7 +128,8 @@ def step_times_by_size(
         _batched_step(seeds, check=False)  # every seed's first step: the loss names are fixed
         engines = {s: fuse_seeds([seed.run.balancer for seed in seeds[:s]]) for s in sizes}
         steps: list[tuple[int | str, Callable[[], object]]] = [
-            (s, lambda s=s: _batched_step(seeds[:s], check=False, fused=engines[s])) for s in sizes
+            (s, functools.partial(_batched_step, seeds[:s], check=False, fused=engines[s]))
+            for s in sizes
         ]
         steps.append(("separate", separate))
         for _ in range(warmup):

@@ -124,7 +124,9 @@ class _SeedBatch:
         if self.fused is None and not self.gave_up:
             balancers = [s.run.balancer for s in active]
             self.gave_up = not may_fuse(balancers[0])
-            if not self.gave_up and all(b.steps_taken >= 1 for b in balancers):
+            # only fusable methods (AutoBalance, Adam on the sum, MultiAdam) count their steps
+            taken = [int(getattr(b, "steps_taken", 0)) for b in balancers]
+            if not self.gave_up and min(taken) >= 1:
                 self.fused = fuse_seeds(balancers)
                 self.members = [id(s) for s in active]
                 self.gave_up = self.fused is None
