@@ -215,13 +215,15 @@ class AutoBalance(torch.optim.Optimizer):
         """
         num_losses, num_states = len(layout.loss_names), layout.num_states
         matrices = []
-        grad_gram = torch.zeros(num_losses, num_losses, dtype=torch.float64)
+        grad_gram: Tensor | None = None
         for bucket in self._buckets:
             rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
             matrix = bucket.flatten_rows(rows)
             reached = bucket.reached_rows(rows)
             matrices.append((matrix, reached))
-            grad_gram += (matrix @ matrix.T).to(torch.float64).cpu()
+            gram = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
+            grad_gram = gram if grad_gram is None else grad_gram + gram
+        assert grad_gram is not None  # an optimizer has at least one bucket
         for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
             if not math.isfinite(sq):
                 return self._front.refuse(
@@ -247,11 +249,12 @@ class AutoBalance(torch.optim.Optimizer):
             self._buckets, matrices, advanced, deltas, strict=True
         ):
             group = self.param_groups[bucket.group_index]
-            self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
+            self._decay_once(bucket, group, state_reached)
             torch._foreach_sub_(bucket.params, bucket.split(delta))
             stacked = torch.cat([updates, delta.unsqueeze(0)])
-            products = torch.cat([stacked @ matrix.T, stacked @ stacked.T], dim=1)
-            update_gram += products.to(torch.float64).cpu()
+            # one product for both blocks, Z [M; Z]ᵀ
+            products = stacked @ torch.cat([matrix, stacked]).T
+            update_gram += products.to(device="cpu", dtype=torch.float64)
         return build_step_info(
             self._front.finish(layout.loss_names),
             values,
@@ -305,12 +308,17 @@ class AutoBalance(torch.optim.Optimizer):
         combine, ruled = self._combine, self._combine_rule is not None
         return "sum" if ruled or isinstance(combine, CombineRule | MomentRule) else combine
 
-    def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
-        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
+    def _decay_once(self, bucket: Bucket, group: dict[str, Any], state_reached: Tensor) -> None:
+        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on the parameters that
+        some state reaches (``state_reached``: ``(S, P)`` bool)."""
         weight_decay = float(group.get("weight_decay", 0.0))
         if weight_decay == 0 or not self._rule.decoupled:
             return
-        decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
+        if bucket.is_all_reached(state_reached):
+            decayed = bucket.params
+        else:
+            reached = state_reached.any(dim=0).tolist()
+            decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
         if decayed:
             torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
 

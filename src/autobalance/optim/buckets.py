@@ -62,6 +62,10 @@ class Bucket:
             return mask
         return torch.tensor([[g is not None for g in row] for row in rows], dtype=torch.bool)
 
+    def is_all_reached(self, mask: Tensor) -> bool:
+        """Whether ``mask`` is the cached all-true mask of :meth:`reached_rows` (no device op)."""
+        return any(mask is cached for cached in self._all_reached.values())
+
     def flatten(self, tensors: Sequence[Tensor | None]) -> Tensor:
         """Concatenate one tensor per parameter (``None`` counts as zeros) into a vector."""
         return torch.cat(
