@@ -250,7 +250,7 @@ class AutoBalance(torch.optim.Optimizer):
         ):
             group = self.param_groups[bucket.group_index]
             self._decay_once(bucket, group, state_reached)
-            torch._foreach_sub_(bucket.params, bucket.split(delta))
+            bucket.subtract(delta)
             stacked = torch.cat([updates, delta.unsqueeze(0)])
             # one product for both blocks, Z [M; Z]ᵀ
             products = stacked @ torch.cat([matrix, stacked]).T
@@ -314,11 +314,7 @@ class AutoBalance(torch.optim.Optimizer):
         weight_decay = float(group.get("weight_decay", 0.0))
         if weight_decay == 0 or not self._rule.decoupled:
             return
-        if bucket.is_all_reached(state_reached):
-            decayed = bucket.params
-        else:
-            reached = state_reached.any(dim=0).tolist()
-            decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
+        decayed = bucket.reached_params(state_reached)
         if decayed:
             torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
 
