@@ -1,27 +1,43 @@
 """Per-loss gradients, each from its own backward pass, freeing every graph as soon as possible.
 
-``∇L_k`` for each named loss is one ``torch.autograd.grad`` call.  When two losses share part of
-their autograd graph (e.g. one forward pass feeds both), the earlier call must retain the graph;
-when they do not (separate forward passes, the usual PINN case), retaining would keep the whole
-graph alive until the caller drops the loss, so it is freed instead.  Sharing is detected by
-walking the graphs once (:func:`retain_flags`: 0.1-0.3 ms for the shipped problems' graphs of
-100-350 nodes, about half of it creating the Python objects of the nodes).
+``∇L_k`` for each named loss is one call into torch's autograd engine (:func:`loss_gradient`:
+the numbers of ``torch.autograd.grad``, without its per-call argument processing).  When two
+losses share part of their autograd graph (e.g. one forward pass feeds both), the earlier call
+must retain the graph; when they do not (separate forward passes, the usual PINN case),
+retaining would keep the whole graph alive until the caller drops the loss, so it is freed
+instead.  Sharing is detected by walking the graphs once (:func:`retain_flags`: ~75 µs for
+convection's 82 nodes, about half of it creating the Python objects of the nodes; 2-3% of that
+problem's step in place).
+
+The walk is not replaced by a cached sharing structure: no cheap test proves that this step's
+graphs share what the last step's did, and a wrong guess cannot be undone.  Guessing "not
+shared" where a later loss does share frees the buffers that loss needs (its backward then
+fails and the graph is gone; the gradients are never wrong, the step is lost); guessing
+"shared" for every loss is always exact but keeps the earlier losses' graphs alive until the
+caller drops the losses, i.e. through the runner's evaluation and next forward pass.
 
 What it costs (``benchmarks/step_time.py``, one CPU thread, 4×50 MLP, default points):
 
 * losses from separate forward passes (every shipped problem but Kovasznay): the K calls
-  traverse disjoint graphs, every node once, as one backward of the summed loss does; what they
-  add is the engine's fixed cost per call (~20-100 µs) and the walk: 3-13% of the backward at
-  the default sizes, the most on the smallest problem (convection);
+  traverse disjoint graphs, every node once, as one backward of the summed loss does
+  (``nodes Σ/∪ = flops Σ/∪ = 1``); with the direct engine calls the K backward passes take
+  0.98-1.00× ``torch.autograd.grad`` of the sum, and the walk adds 2-3% on the smallest
+  problem (convection) and less on the others;
 * losses that share a forward pass (Kovasznay's ``momentum_x``, ``momentum_y``,
-  ``continuity``): the shared part (the network and its first derivatives) is traversed once per
-  loss that reaches it.  That is the arithmetic of K separate cotangents, ``Σ_k |graph_k|``
-  against ``|∪_k graph_k|`` (1.3× the backward of the sum there), not overhead: no exact method
-  gives K gradients for less.  The alternative, one batched vector-Jacobian product
-  (``autograd.grad(stack(L), θ, eye(K), is_grads_batched=True)``), measured 2-3.6× the backward
-  of the sum on Kovasznay at 16 to 2048 points and ~4× on the disjoint problems (vmap carries
-  all K rows through every node, those only one loss reaches included, and adds copies), so it
-  is not used; ``benchmarks/step_time.py --batched`` measures it again (e.g. on a GPU).
+  ``continuity``): the shared part (the network and its derivative fields) is traversed once per
+  loss that reaches it.  That is the arithmetic of K separate cotangents, not overhead: counted
+  on the default problem, ``Σ_k |graph_k| = 335`` nodes against ``|∪_k graph_k| = 260``, and
+  1.07e9 against 7.56e8 matrix-product FLOPs in the backward passes (1.415×); measured, K plain
+  backward passes take 1.345× the one of the sum (40.3 against 30.4 ms, forward pass 16.0 ms).
+  An AutoBalance step there therefore costs at least ``1 + 0.345 × 30.4 / 47 ≈ 1.22``× an Adam
+  step on the sum (47 ms) on this CPU, whatever the optimizer's own overhead: the ≤ 1.05 target
+  is not reachable with exact per-loss gradients for Kovasznay.  The alternative, one batched
+  vector-Jacobian product (``autograd.grad(stack(L), θ, eye(K), is_grads_batched=True)``),
+  measured 2-3.6× the backward of the sum on Kovasznay at 16 to 2048 points and ~4× on the
+  disjoint problems (vmap carries all K rows through every node, those only one loss reaches
+  included, and adds copies), so it is not used; ``benchmarks/step_time.py --batched``
+  measures it again (e.g. on a GPU), and its ``nodes Σ/∪``, ``flops Σ/∪`` and ``bound``
+  columns recount the bound.
 
 Every multi-loss optimizer and method takes its per-loss gradients from here:
 :func:`per_loss_gradients` (one backward pass per loss), :func:`checked_gradients` (gradients the
