@@ -138,6 +138,8 @@ def test_loss_gradient_leaves_other_cases_to_autograd_grad(
     x = torch.tensor([0.3, -1.2], dtype=F64, requires_grad=True)
     with pytest.raises(RuntimeError, match="only for scalar outputs"):
         loss_gradient(x * 2, (x,), retain=False)
+    with pytest.raises(RuntimeError, match="real scalar outputs"):
+        loss_gradient((x * 1j).sum(), (x,), retain=False)
     log = gradients._AUTOGRAD_LOG
     level = log.level
     log.setLevel(logging.DEBUG)  # setLevel, not the attribute: it clears the logger's cache

@@ -155,12 +155,13 @@ def loss_gradient(
     directly with the cotangent ``1``: what ``torch.autograd.grad`` does after its argument
     processing, which costs 15-50 µs a call (measured: 3-5% of a convection step with K = 3).
     Anything else (a GPU loss, whose backward runs on device threads that need the caller's
-    context; a non-scalar loss, which ``torch.autograd.grad`` refuses) goes through
+    context; a non-scalar or complex loss, which ``torch.autograd.grad`` refuses) goes through
     ``torch.autograd.grad`` itself.
     """
     if (
         _ENGINE is None
         or loss.numel() != 1
+        or not loss.is_floating_point()
         or loss.device.type != "cpu"
         or has_torch_function((loss, *inputs))
         or _AUTOGRAD_LOG.isEnabledFor(logging.DEBUG)
