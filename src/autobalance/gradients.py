@@ -113,28 +113,36 @@ def retain_flags(losses: Sequence[Tensor]) -> list[bool]:
     several losses is walked once, and the first loss's walk stops at its first shared node.
     """
     flags = [False] * len(losses)
-    later: set[Node] = set()
+    if len(losses) < 2:
+        return flags
+    # Every node walked so far and the loss whose walk reached it first: one dictionary lookup
+    # per edge tells "new", "mine" and "a later loss's" apart.
+    owner: dict[Node, int] = {}
+    seen_by = owner.get
     leaf_type = _leaf_node_type()
     for k in range(len(losses) - 1, -1, -1):
         root = losses[k].grad_fn
-        if root is None or len(losses) == 1:
+        if root is None:
             continue
-        if root in later:
+        if root in owner:
             flags[k] = True
             continue
-        mine: set[Node] = {root}
+        owner[root] = k
         stack = [root]
-        pop, push, add = stack.pop, stack.append, mine.add
-        while stack and not (k == 0 and flags[0]):
+        pop, push = stack.pop, stack.append
+        while stack:
             for child, _ in pop().next_functions:
-                if child is None or child in mine or type(child) is leaf_type:
+                if child is None:
                     continue
-                if child in later:
+                by = seen_by(child)
+                if by is None:
+                    if type(child) is not leaf_type:
+                        owner[child] = k
+                        push(child)
+                elif by != k:
                     flags[k] = True
-                    continue
-                add(child)
-                push(child)
-        later |= mine
+                    if k == 0:  # nothing walks after the first loss
+                        return flags
     return flags
 
 
