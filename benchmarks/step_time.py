@@ -45,6 +45,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autobalance import methods, nets, problems
+from autobalance.errors import HyperparameterError
 from autobalance.gradients import graph_nodes, per_loss_gradients
 
 Step = Callable[[], None]
@@ -91,7 +92,12 @@ def multi_gradient_methods(setup: Setup) -> list[str]:
         params = list(model.parameters()) + list(setup.problem.unknowns().values())
         balancer = methods.create(name, params, **method_kwargs(setup, name))
         losses = setup.problem.losses(model, setup.points(seed=1)())
-        if balancer.step(losses).needs_grad_matrix:
+        try:
+            info = balancer.step(losses)
+        except HyperparameterError as exc:  # e.g. no loss named as the method requires
+            print(f"note: {name} left out on {setup.problem.name}: {exc}", file=sys.stderr)
+            continue
+        if info.needs_grad_matrix:
             found.append(name)
     return found
 

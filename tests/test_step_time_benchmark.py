@@ -87,3 +87,14 @@ def test_all_methods_are_those_that_take_per_loss_gradients(step_time) -> None:
     )
     assert {"autobalance", "multiadam", "mtadam", "upgrad", "pcgrad", "sum"} <= set(found)
     assert not {"adam", "m-config", "dwa", "ew"} & set(found)  # one backward pass a step
+
+
+def test_all_methods_leave_out_a_method_the_losses_do_not_fit(
+    step_time, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr-annealing needs a loss named like a PDE residual; Kovasznay has none."""
+    found = step_time.multi_gradient_methods(
+        step_time.make_setup("kovasznay", 8, 2, torch.device("cpu"))
+    )
+    assert "lr-annealing" not in found and "autobalance" in found
+    assert "lr-annealing left out on kovasznay" in capsys.readouterr().err
