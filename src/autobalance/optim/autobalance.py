@@ -215,15 +215,13 @@ class AutoBalance(torch.optim.Optimizer):
         """
         num_losses, num_states = len(layout.loss_names), layout.num_states
         matrices = []
-        grad_gram: Tensor | None = None
+        grad_gram = torch.zeros(num_losses, num_losses, dtype=torch.float64)
         for bucket in self._buckets:
             rows = [[per_loss[k][i] for i in bucket.indices] for k in range(num_losses)]
             matrix = bucket.flatten_rows(rows)
             reached = bucket.reached_rows(rows)
             matrices.append((matrix, reached))
-            gram = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
-            grad_gram = gram if grad_gram is None else grad_gram + gram
-        assert grad_gram is not None  # an optimizer has at least one bucket
+            grad_gram += (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
         for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
             if not math.isfinite(sq):
                 return self._front.refuse(
@@ -252,8 +250,7 @@ class AutoBalance(torch.optim.Optimizer):
             self._decay_once(bucket, group, state_reached)
             bucket.subtract(delta)
             stacked = torch.cat([updates, delta.unsqueeze(0)])
-            # one product for both blocks, Z [M; Z]ᵀ
-            products = stacked @ torch.cat([matrix, stacked]).T
+            products = stacked @ torch.cat([matrix, stacked]).T  # Z [M; Z]ᵀ in one product
             update_gram += products.to(device="cpu", dtype=torch.float64)
         return build_step_info(
             self._front.finish(layout.loss_names),
@@ -309,8 +306,7 @@ class AutoBalance(torch.optim.Optimizer):
         return "sum" if ruled or isinstance(combine, CombineRule | MomentRule) else combine
 
     def _decay_once(self, bucket: Bucket, group: dict[str, Any], state_reached: Tensor) -> None:
-        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on the parameters that
-        some state reaches (``state_reached``: ``(S, P)`` bool)."""
+        """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
         weight_decay = float(group.get("weight_decay", 0.0))
         if weight_decay == 0 or not self._rule.decoupled:
             return
