@@ -276,7 +276,9 @@ def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dic
 
 def print_tables(results: list[dict]) -> None:
     method_names = [m for m in results[0]["methods"] if m != BASELINE]
-    header = f"{'problem':<20}{'K':>3}{'adam ms':>10}" + "".join(f"{m:>13}" for m in method_names)
+    widths = [max(13, len(m) + 2) for m in method_names]
+    header = f"{'problem':<20}{'K':>3}{'adam ms':>10}"
+    header += "".join(f"{m:>{w}}" for m, w in zip(method_names, widths, strict=True))
     print("\nstep time, ratio to Adam on the sum (median of the paired ratios)")
     print(header)
     for res in results:
@@ -284,8 +286,8 @@ def print_tables(results: list[dict]) -> None:
             f"{res['problem']:<20}{res['losses']:>3}{res['methods'][BASELINE]['median_ms']:>10.2f}"
         )
         row += "".join(
-            f"{res['methods'][m]['ratio']:>13.3f}" if m in res["methods"] else f"{'-':>13}"
-            for m in method_names
+            f"{res['methods'][m]['ratio']:>{w}.3f}" if m in res["methods"] else f"{'-':>{w}}"
+            for m, w in zip(method_names, widths, strict=True)
         )
         print(row)
     batched = BATCHED in results[0]["gradients"]
