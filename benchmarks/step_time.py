@@ -13,10 +13,16 @@ shared with other processes.
 A second table isolates the per-loss gradients (:func:`autobalance.gradients.per_loss_gradients`)
 from the optimizers: the time of the forward pass alone, of the forward pass plus one backward of
 the summed loss, and of the forward pass plus the per-loss gradients; ``per-loss ÷ sum`` compares
-the two backward parts (the forward pass subtracted).
+the two backward parts (the forward pass subtracted).  It also counts what K separate cotangents
+must do where losses share a forward pass: the autograd nodes ``Σ_k |graph_k|`` against
+``|∪_k graph_k|``, and the same for the matrix-product FLOPs of the backward passes
+(``torch.utils.flop_counter``); the FLOP ratio is the lower bound of ``per-loss ÷ sum`` for exact
+per-loss gradients, and ``bound`` turns it into the least AutoBalance/Adam step-time ratio, ``1 +
+(flops ratio − 1) × backward ÷ Adam step``.
 
     python benchmarks/step_time.py                                   # every problem, 1 thread
     python benchmarks/step_time.py --problems kovasznay helmholtz --rounds 11 --json out.json
+    python benchmarks/step_time.py --methods all --rounds 3          # every multi-gradient method
     python benchmarks/step_time.py --device cuda --threads 4
 
 Run with GLIBC_TUNABLES set as in the Makefile (``make bench`` does): glibc's default malloc
@@ -36,9 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from autobalance import methods, nets, problems
-from autobalance.gradients import per_loss_gradients
+from autobalance.errors import HyperparameterError
+from autobalance.gradients import graph_nodes, per_loss_gradients
 
 Step = Callable[[], None]
 #: The baseline every ratio is taken against.
@@ -49,6 +57,8 @@ DEFAULT_METHODS = ("autobalance", "multiadam", "mtadam", "upgrad")
 #: The gradient-only cases of the second table (``--batched`` adds "batched VJP").
 GRADIENT_CASES = ("forward", "sum backward", "per-loss")
 BATCHED = "batched VJP"
+#: ``--methods all``: every method that takes the per-loss gradients.
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,73 @@ def make_setup(name: str, width: int, depth: int, device: torch.device) -> Setup
     return Setup(problem, model.to(device), device, torch.float32)
 
 
+def multi_gradient_methods(setup: Setup) -> list[str]:
+    """Every catalogued method that takes the per-loss gradients (``needs_grad_matrix`` at its
+    first step on this problem), in catalogue order."""
+    found = []
+    for name in methods.names():
+        model = copy.deepcopy(setup.model)
+        params = list(model.parameters()) + list(setup.problem.unknowns().values())
+        balancer = methods.create(name, params, **method_kwargs(setup, name))
+        losses = setup.problem.losses(model, setup.points(seed=1)())
+        try:
+            info = balancer.step(losses)
+        except HyperparameterError as exc:  # e.g. no loss named as the method requires
+            print(f"note: {name} left out on {setup.problem.name}: {exc}", file=sys.stderr)
+            continue
+        if info.needs_grad_matrix:
+            found.append(name)
+    return found
+
+
+def method_kwargs(setup: Setup, name: str) -> dict[str, object]:
+    """``lr=1e-3`` and the method's example hyperparameters, fitted to the problem's losses
+    (the ``fixed`` method's weights name them)."""
+    kwargs: dict[str, object] = {**methods.spec(name).example_params, "lr": 1e-3}
+    if "weights" in kwargs:
+        kwargs["weights"] = dict.fromkeys(setup.problem.loss_names, 1.0)
+    return kwargs
+
+
+def graph_cost(setup: Setup) -> dict[str, float]:
+    """Autograd nodes and backward matrix-product FLOPs: ``Σ_k`` over the losses' own graphs
+    and for the union (one backward of the sum), and their ratios."""
+    model = copy.deepcopy(setup.model)
+    params = list(model.parameters())
+    losses = setup.problem.losses(model, setup.points(seed=2)())
+    graphs = [graph_nodes(loss) for loss in losses.values()]
+    union = set().union(*graphs)
+
+    def flops(run: Callable[[], object]) -> int:
+        with FlopCounterMode(display=False) as counter:
+            run()
+        return counter.get_total_flops()
+
+    per_loss = [
+        flops(
+            lambda loss=loss: torch.autograd.grad(
+                loss, params, retain_graph=True, allow_unused=True
+            )
+        )
+        for loss in losses.values()
+    ]
+    total = flops(lambda: torch.autograd.grad(sum(losses.values()), params, allow_unused=True))
+    nodes_sum, nodes_union = sum(len(g) for g in graphs), len(union)
+    return {
+        "nodes per-loss": nodes_sum,
+        "nodes sum": nodes_union,
+        "nodes ratio": nodes_sum / nodes_union,
+        "flops per-loss": sum(per_loss),
+        "flops sum": total,
+        "flops ratio": sum(per_loss) / total if total else 1.0,
+    }
+
+
 def training_step(setup: Setup, method: str) -> Step:
     """One runner step of ``method`` on its own copy of the network."""
     model, problem = copy.deepcopy(setup.model), copy.deepcopy(setup.problem)
     params = list(model.parameters()) + list(problem.unknowns().values())
-    balancer = methods.create(method, params, lr=1e-3)
+    balancer = methods.create(method, params, **method_kwargs(setup, method))
     points = setup.points()
 
     def step() -> None:
@@ -161,6 +233,9 @@ def ratio(numerator: list[float], denominator: list[float]) -> float:
 def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     setup = make_setup(name, args.width, args.depth, device)
+    if method_names == [ALL]:
+        method_names = multi_gradient_methods(setup)
+    cost = graph_cost(setup)
     cases = {m: training_step(setup, m) for m in [BASELINE, *method_names]}
     gradient_cases = [*GRADIENT_CASES, BATCHED] if args.batched else list(GRADIENT_CASES)
     cases |= {f"grad: {c}": gradient_case(setup, c) for c in gradient_cases}
@@ -176,6 +251,8 @@ def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dic
         return (ratio(samples, total) * both - forward) / (both - forward)
 
     backward_ratio = backward(split)
+    adam_step = statistics.median(base)
+    bound = 1 + (cost["flops ratio"] - 1) * (both - forward) / adam_step
     return {
         "problem": name,
         "losses": len(setup.problem.loss_names),
@@ -186,6 +263,8 @@ def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dic
         "gradients": {
             **{c: 1e3 * statistics.median(samples[f"grad: {c}"]) for c in gradient_cases},
             "per-loss / sum backward": backward_ratio,
+            **cost,
+            "step ratio bound": bound,
             **(
                 {f"{BATCHED} / sum backward": backward(samples[f"grad: {BATCHED}"])}
                 if args.batched
@@ -195,33 +274,47 @@ def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dic
     }
 
 
-def print_tables(results: list[dict], method_names: list[str]) -> None:
-    header = f"{'problem':<20}{'K':>3}{'adam ms':>10}" + "".join(f"{m:>13}" for m in method_names)
+def print_tables(results: list[dict]) -> None:
+    method_names = [m for m in results[0]["methods"] if m != BASELINE]
+    widths = [max(13, len(m) + 2) for m in method_names]
+    header = f"{'problem':<20}{'K':>3}{'adam ms':>10}"
+    header += "".join(f"{m:>{w}}" for m, w in zip(method_names, widths, strict=True))
     print("\nstep time, ratio to Adam on the sum (median of the paired ratios)")
     print(header)
     for res in results:
         row = (
             f"{res['problem']:<20}{res['losses']:>3}{res['methods'][BASELINE]['median_ms']:>10.2f}"
         )
-        row += "".join(f"{res['methods'][m]['ratio']:>13.3f}" for m in method_names)
+        row += "".join(
+            f"{res['methods'][m]['ratio']:>{w}.3f}" if m in res["methods"] else f"{'-':>{w}}"
+            for m, w in zip(method_names, widths, strict=True)
+        )
         print(row)
     batched = BATCHED in results[0]["gradients"]
     cases = [*GRADIENT_CASES, BATCHED] if batched else list(GRADIENT_CASES)
     print("\nper-loss gradients vs one backward of the sum (ms include the forward pass; the")
     print("ratios compare the backward parts)")
     header = f"{'problem':<20}{'K':>3}" + "".join(f"{c:>14}" for c in cases) + "  per-loss ×"
-    print(header + ("  batched ×" if batched else ""))
+    header += "  batched ×" if batched else ""
+    print(header + "  nodes Σ/∪  flops Σ/∪  bound")
     for res in results:
         g = res["gradients"]
         row = f"{res['problem']:<20}{res['losses']:>3}" + "".join(f"{g[c]:>14.2f}" for c in cases)
         row += f"{g['per-loss / sum backward']:>12.3f}"
-        print(row + (f"{g[f'{BATCHED} / sum backward']:>11.3f}" if batched else ""))
+        row += f"{g[f'{BATCHED} / sum backward']:>11.3f}" if batched else ""
+        row += f"{g['nodes ratio']:>11.3f}{g['flops ratio']:>11.3f}{g['step ratio bound']:>7.3f}"
+        print(row)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=problems.names())
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        help=f"method names, or '{ALL}': every method that takes the per-loss gradients",
+    )
     parser.add_argument("--width", type=int, default=50)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=9)
@@ -253,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.problems:
         results.append(measure(name, args.methods, args))
-    print_tables(results, args.methods)
+    print_tables(results)
     if args.json:
         with open(args.json, "w") as fh:
             payload = {

@@ -83,7 +83,7 @@ def test_bias_corrections_of_reached_parameters_are_the_per_element_values(
     bit for bit the per-element value at every reached element."""
     steps = torch.tensor(counts, dtype=torch.float32)
     reached = [pattern[s % 3] for s in range(len(counts))]
-    like = torch.zeros(len(counts), sum(SIZES))
+    like = torch.zeros(len(counts), sum(SIZES), dtype=torch.float64)  # float32 hides ulps
     args = (steps, SIZES, like, 0.01, 0.9, 0.999)
     expected = [t.expand_as(like) for t in _bias_corrections(*args)]  # per element (or state)
     got = [t.expand_as(like) for t in _bias_corrections(*args, reached=reached)]

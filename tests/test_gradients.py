@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobalance import nets, problems
-from autobalance.gradients import graph_nodes, per_loss_gradients, retain_flags
+from autobalance import gradients, nets, problems
+from autobalance.gradients import graph_nodes, loss_gradient, per_loss_gradients, retain_flags
 
 F64 = torch.float64
 
@@ -95,3 +97,55 @@ def test_kovasznay_residual_terms_share_one_graph_and_get_their_own_gradients() 
             assert (g is None and e is None) or torch.equal(g, e)
     # The continuity residual u_x + v_y does not reach the output layer's bias.
     assert got[2][-1] is None and all(g is not None for g in got[0])
+
+
+class _Spy:
+    """Stands in for torch's engine: counts the calls, then forwards them."""
+
+    def __init__(self, engine: object) -> None:
+        self.engine, self.calls = engine, 0
+
+    def run_backward(self, *args: object) -> object:
+        self.calls += 1
+        return self.engine.run_backward(*args)  # type: ignore[attr-defined]
+
+
+def test_loss_gradient_is_autograd_grad_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct engine call gives autograd.grad's tensors (None for an unused input), frees
+    the graph unless told to retain it, and is the path taken for a scalar CPU loss."""
+    spy = _Spy(gradients._ENGINE)
+    monkeypatch.setattr(gradients, "_ENGINE", spy)
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=F64, requires_grad=True)
+    unused = torch.ones(2, dtype=F64, requires_grad=True)
+    for shape in ((), (1,), (1, 1)):
+        loss = (x.sin() * x).sum().reshape(shape)
+        got = loss_gradient(loss, (x, unused), retain=True)
+        expected = torch.autograd.grad(loss, (x, unused), retain_graph=True, allow_unused=True)
+        assert torch.equal(got[0], expected[0]) and got[1] is None and expected[1] is None
+    assert spy.calls == 3
+    loss_gradient(loss, (x,), retain=False)
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(loss, (x,))
+
+
+def test_loss_gradient_leaves_other_cases_to_autograd_grad(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loss with several elements is refused as autograd.grad refuses it; with autograd's
+    debug logging on, autograd.grad runs (and logs); neither reaches the direct call."""
+    spy = _Spy(gradients._ENGINE)
+    monkeypatch.setattr(gradients, "_ENGINE", spy)
+    x = torch.tensor([0.3, -1.2], dtype=F64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="only for scalar outputs"):
+        loss_gradient(x * 2, (x,), retain=False)
+    with pytest.raises(RuntimeError, match="real scalar outputs"):
+        loss_gradient((x * 1j).sum(), (x,), retain=False)
+    log = gradients._AUTOGRAD_LOG
+    level = log.level
+    log.setLevel(logging.DEBUG)  # setLevel, not the attribute: it clears the logger's cache
+    try:
+        (got,) = loss_gradient((x * x).sum(), (x,), retain=False)
+    finally:
+        log.setLevel(level)
+    assert torch.equal(got, 2 * x.detach())
+    assert spy.calls == 0

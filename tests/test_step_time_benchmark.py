@@ -67,3 +67,34 @@ def test_cpu_clock_is_refused_with_several_threads(step_time) -> None:
     with pytest.raises(SystemExit):
         step_time.main(["--clock", "cpu", "--threads", "2", "--problems", "helmholtz"])
     assert torch.get_num_threads() == 1  # refused before any setting changed
+
+
+def test_graph_cost_counts_a_shared_forward_pass_once_in_the_sum(step_time) -> None:
+    """Helmholtz's losses come from separate forward passes (Σ = ∪); Kovasznay's three PDE terms
+    share one, so K separate backward passes do more nodes and FLOPs than one of the sum."""
+    cpu = torch.device("cpu")
+    separate = step_time.graph_cost(step_time.make_setup("helmholtz", 8, 2, cpu))
+    assert separate["nodes per-loss"] == separate["nodes sum"] > 0
+    assert separate["flops ratio"] == 1.0
+    shared = step_time.graph_cost(step_time.make_setup("kovasznay", 8, 2, cpu))
+    assert shared["nodes per-loss"] > shared["nodes sum"]
+    assert shared["flops per-loss"] > shared["flops sum"] > 0
+
+
+def test_all_methods_are_those_that_take_per_loss_gradients(step_time) -> None:
+    found = step_time.multi_gradient_methods(
+        step_time.make_setup("helmholtz", 8, 2, torch.device("cpu"))
+    )
+    assert {"autobalance", "multiadam", "mtadam", "upgrad", "pcgrad", "sum"} <= set(found)
+    assert not {"adam", "m-config", "dwa", "ew"} & set(found)  # one backward pass a step
+
+
+def test_all_methods_leave_out_a_method_the_losses_do_not_fit(
+    step_time, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr-annealing needs a loss named like a PDE residual; Kovasznay has none."""
+    found = step_time.multi_gradient_methods(
+        step_time.make_setup("kovasznay", 8, 2, torch.device("cpu"))
+    )
+    assert "lr-annealing" not in found and "autobalance" in found
+    assert "lr-annealing left out on kovasznay" in capsys.readouterr().err

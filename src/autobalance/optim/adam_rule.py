@@ -24,6 +24,7 @@ step count untouched and contributes no update to it.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -165,29 +166,41 @@ def _bias_corrections(
             bc1_value, bc2_value = 1 - beta1**count, 1 - beta2**count
             state_step_size.append(lr / bc1_value if bc1_value > 0 else 0.0)
             state_bc2_sqrt.append(bc2_value**0.5 if bc2_value > 0 else 1.0)
-        return (
-            torch.tensor(state_step_size, device=device, dtype=dtype).unsqueeze(1),
-            torch.tensor(state_bc2_sqrt, device=device, dtype=dtype).unsqueeze(1),
-        )
+        return _per_state_columns(state_step_size, state_bc2_sqrt, device, dtype)
     t = steps.to(torch.float64)
-    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-    step_size = torch.where(bc1 > 0, lr / bc1, torch.zeros_like(bc1))
-    bc2_sqrt = torch.where(bc2 > 0, bc2.sqrt(), torch.ones_like(bc2))
+    powers = (beta1**t, beta2**t)  # per element: these are the values the updates must see
     if reached is not None:
         first = [list(hits).index(True) if True in hits else 0 for hits in reached]
         if all(
             all(c == row[j] for c, hit in zip(row, hits, strict=True) if hit)
             for row, hits, j in zip(counts, reached, first, strict=True)
         ):
-            index = torch.tensor(first).unsqueeze(1)
-            return (
-                step_size.gather(1, index).to(device=device, dtype=dtype),
-                bc2_sqrt.gather(1, index).to(device=device, dtype=dtype),
-            )
+            # One value per state: its first reached element's, finished in Python with the
+            # float64 operations the tensor code below performs (``lr / bc1`` on a tensor is
+            # ``bc1.reciprocal() * lr``), each correctly rounded: bit for bit the per-element
+            # values, in 3 device ops instead of ~20.
+            p1, p2 = torch.stack(powers).tolist()
+            step_size_rows, bc2_sqrt_rows = [], []
+            for s, j in enumerate(first):
+                bc1_value, bc2_value = 1 - p1[s][j], 1 - p2[s][j]
+                step_size_rows.append((1 / bc1_value) * lr if bc1_value > 0 else 0.0)
+                bc2_sqrt_rows.append(math.sqrt(bc2_value) if bc2_value > 0 else 1.0)
+            return _per_state_columns(step_size_rows, bc2_sqrt_rows, device, dtype)
+    bc1, bc2 = 1 - powers[0], 1 - powers[1]
+    step_size = torch.where(bc1 > 0, lr / bc1, torch.zeros_like(bc1))
+    bc2_sqrt = torch.where(bc2 > 0, bc2.sqrt(), torch.ones_like(bc2))
     return (
         _expand(sizes, step_size).to(device=device, dtype=dtype),
         _expand(sizes, bc2_sqrt).to(device=device, dtype=dtype),
     )
+
+
+def _per_state_columns(
+    step_size: list[float], bc2_sqrt: list[float], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The two ``(S, 1)`` columns of per-state values, from one host-to-device copy."""
+    both = torch.tensor([step_size, bc2_sqrt], device=device, dtype=dtype).unsqueeze(2)
+    return both[0], both[1]
 
 
 @dataclass

@@ -221,7 +221,7 @@ class AutoBalance(torch.optim.Optimizer):
             matrix = bucket.flatten_rows(rows)
             reached = bucket.reached_rows(rows)
             matrices.append((matrix, reached))
-            grad_gram += (matrix @ matrix.T).to(torch.float64).cpu()
+            grad_gram += (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
         for name, sq in zip(layout.loss_names, grad_gram.diagonal().tolist(), strict=True):
             if not math.isfinite(sq):
                 return self._front.refuse(
@@ -247,11 +247,11 @@ class AutoBalance(torch.optim.Optimizer):
             self._buckets, matrices, advanced, deltas, strict=True
         ):
             group = self.param_groups[bucket.group_index]
-            self._decay_once(bucket, group, state_reached.any(dim=0).tolist())
-            torch._foreach_sub_(bucket.params, bucket.split(delta))
+            self._decay_once(bucket, group, state_reached)
+            bucket.subtract(delta)
             stacked = torch.cat([updates, delta.unsqueeze(0)])
-            products = torch.cat([stacked @ matrix.T, stacked @ stacked.T], dim=1)
-            update_gram += products.to(torch.float64).cpu()
+            products = stacked @ torch.cat([matrix, stacked]).T  # Z [M; Z]ᵀ in one product
+            update_gram += products.to(device="cpu", dtype=torch.float64)
         return build_step_info(
             self._front.finish(layout.loss_names),
             values,
@@ -305,12 +305,12 @@ class AutoBalance(torch.optim.Optimizer):
         combine, ruled = self._combine, self._combine_rule is not None
         return "sum" if ruled or isinstance(combine, CombineRule | MomentRule) else combine
 
-    def _decay_once(self, bucket: Bucket, group: dict[str, Any], reached: list[bool]) -> None:
+    def _decay_once(self, bucket: Bucket, group: dict[str, Any], state_reached: Tensor) -> None:
         """Decoupled weight decay ``θ ← θ(1 − lr·λ)``, once per step, on reached parameters."""
         weight_decay = float(group.get("weight_decay", 0.0))
         if weight_decay == 0 or not self._rule.decoupled:
             return
-        decayed = [p for p, hit in zip(bucket.params, reached, strict=True) if hit]
+        decayed = bucket.reached_params(state_reached)
         if decayed:
             torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)
 
