@@ -175,7 +175,7 @@ def loss_gradient(
         or _AUTOGRAD_LOG.isEnabledFor(logging.DEBUG)
     ):
         return torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
-    return _ENGINE.run_backward(  # type: ignore[no-any-return]
+    return _ENGINE.run_backward(
         (loss,), (torch.ones_like(loss),), retain, False, inputs, True, False
     )
 
