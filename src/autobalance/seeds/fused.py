@@ -107,6 +107,8 @@ class FusedSeeds:
         self.steps = self.balancers[0].steps_taken
         self.ready = True
         self._models_stale = False
+        #: The loss names, in the order of the per-loss rows (set by each fused kind).
+        self.names: list[str] = []
 
     # ----------------------------------------------------------------------------- protocol
     def step(
@@ -140,11 +142,16 @@ class FusedSeeds:
     def _lr(balancer: Any) -> float:
         return float(balancer.optimizer.param_groups[0]["lr"])
 
-    @staticmethod
-    def _loss_values(names: Sequence[str], values: Mapping[str, Tensor]) -> list[dict[str, float]]:
-        """Per seed, ``{name: value}`` in ``names`` order (one device synchronisation)."""
-        table = torch.stack([values[n].detach() for n in names]).tolist()
-        return [{n: float(table[k][s]) for k, n in enumerate(names)} for s in range(len(table[0]))]
+    def _finite_loss_values(self, values: Mapping[str, Tensor]) -> list[dict[str, float]] | None:
+        """Per seed, ``{name: value}`` in ``self.names`` order (one device synchronisation), or
+        ``None`` when a value is NaN or ±∞ (the seeds' own balancers then take the step)."""
+        table = torch.stack([values[n].detach() for n in self.names]).tolist()
+        per_seed = [
+            {n: float(table[k][s]) for k, n in enumerate(self.names)} for s in range(len(table[0]))
+        ]
+        if not all(math.isfinite(v) for row in per_seed for v in row.values()):
+            return None
+        return per_seed
 
 
 class _FusedSummed(FusedSeeds):
@@ -179,8 +186,8 @@ class _FusedSummed(FusedSeeds):
     def step(
         self, grads: Mapping[str, Sequence[Tensor | None]], values: Mapping[str, Tensor]
     ) -> list[StepInfo] | None:
-        per_seed = self._loss_values(self.names, values)
-        if not all(math.isfinite(v) for row in per_seed for v in row.values()):
+        per_seed = self._finite_loss_values(values)
+        if per_seed is None:
             return None
         # the summed loss's gradient rides on the first loss of ``grads`` (its others: zeros)
         total = next(iter(grads.values()))
@@ -257,8 +264,8 @@ class _FusedAutoBalance(FusedSeeds):
     def step(
         self, grads: Mapping[str, Sequence[Tensor | None]], values: Mapping[str, Tensor]
     ) -> list[StepInfo] | None:
-        per_seed = self._loss_values(self.names, values)
-        if not all(math.isfinite(v) for row in per_seed for v in row.values()):
+        per_seed = self._finite_loss_values(values)
+        if per_seed is None:
             return None
         with torch.no_grad():
             matrix = self._matrix(grads)
