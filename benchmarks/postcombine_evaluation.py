@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from autobalance.experiments import stats
+from autobalance.experiments.run_tables import merge_run_tables
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 #: Where the default-budget runs are: (runs table, columns of problem/method/seed/error).
@@ -47,36 +48,11 @@ DEVELOPMENT = ("helmholtz", "burgers", "wave", "klein-gordon")
 RATIO_MARGIN = 1.1
 
 
-def _rows(path: Path) -> list[tuple[str, str, int, float]]:
-    rows = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("status", "ok") != "ok" or not row.get("rel_l2"):
-                continue
-            problem = row.get("problem_label") or row["problem"]
-            rows.append((problem, row["method"], int(row["seed"]), float(row["rel_l2"])))
-    return rows
-
-
 def collect(root: Path) -> tuple[dict[tuple[str, str], dict[int, float]], list[str]]:
     """``errors[(problem, method)][seed]`` from every source, and the cross-source checks."""
-    errors: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    checks = []
-    for name in SOURCES:
-        path = root / name
-        if not path.is_file():
-            checks.append(f"{name}: missing")
-            continue
-        for problem, method, seed, value in _rows(path):
-            seen = errors[(problem, method)].get(seed)
-            if seen is not None:
-                agree = abs(seen - value) <= 5e-6 * max(abs(seen), abs(value))
-                verdict = "reproduced" if agree else "DIFFERS"
-                checks.append(
-                    f"{problem}/{method}/seed {seed}: {seen:.6g} vs {value:.6g} ({name}): {verdict}"
-                )
-            errors[(problem, method)][seed] = value
-    return errors, checks
+    merged = merge_run_tables(root, SOURCES)
+    errors = {key: merged.values(*key) for key in merged.ok}
+    return errors, merged.checks
 
 
 def _cell(values: dict[int, float]) -> str:

@@ -3,7 +3,6 @@ device defaults, a refused CUDA request where there is none."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,18 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-PATH = Path(__file__).parents[1] / "benchmarks" / "batched_seeds.py"
+from benchmark_modules import benchmark_fixture
 
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("batched_seeds", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["batched_seeds"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["batched_seeds"]
+bench = benchmark_fixture("batched_seeds")
 
 
 def test_throughput_reports_every_size_against_the_smallest(

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).parents[1] / "benchmarks" / "postcombine_evaluation.py"
+from benchmark_modules import benchmark_fixture
 
-
-@pytest.fixture(scope="module")
-def evaluation():
-    spec = importlib.util.spec_from_file_location("postcombine_evaluation", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["postcombine_evaluation"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["postcombine_evaluation"]
+evaluation = benchmark_fixture("postcombine_evaluation")
 
 
 def _write(path: Path, rows: list[tuple[str, str, int, float]], *, runs_table: bool) -> None:

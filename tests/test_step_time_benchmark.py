@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-PATH = Path(__file__).parents[1] / "benchmarks" / "step_time.py"
+from benchmark_modules import benchmark_fixture
 
-
-@pytest.fixture(scope="module")
-def step_time():
-    spec = importlib.util.spec_from_file_location("step_time", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["step_time"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["step_time"]
+step_time = benchmark_fixture("step_time")
 
 
 def test_interleaved_takes_the_ith_calls_together_in_a_rotating_order(step_time) -> None:

@@ -73,7 +73,8 @@ def runs_table(analysis: Analysis, root: Path) -> Table:
     """``runs.csv``: one row per run directory (paths relative to ``root``)."""
     metrics = _metrics(analysis)
     columns = ["path", "status", "problem_label", "method_label", "problem", "method", "seed"]
-    columns += [*metrics, "wall_s", "step_ms", "error_step", "error_loss", "reason"]
+    columns += [*metrics, "wall_s", "step_ms", "backward_passes", "error_step", "error_loss"]
+    columns += ["reason"]
     rows = []
     for r in analysis.runs:
         row: dict[str, Any] = {
@@ -88,7 +89,7 @@ def runs_table(analysis: Analysis, root: Path) -> Table:
             "error_loss": r.error.get("loss"),
             "reason": r.reason,
         }
-        row.update({k: r.value(k) for k in (*metrics, "wall_s", "step_ms")})
+        row.update({k: r.value(k) for k in (*metrics, "wall_s", "step_ms", "backward_passes")})
         rows.append(row)
     return columns, rows
 

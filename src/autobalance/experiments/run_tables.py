@@ -1,0 +1,137 @@
+"""Merge the compact run tables of several sweeps into one sample per (problem, method, seed).
+
+Sweeps commit their runs as a CSV table (``autobalance report`` writes ``runs.csv``: one row per
+run with ``status``, ``problem_label`` or ``problem``, ``method``, ``seed`` and the final metrics;
+older hand-made tables carry ``problem, method, seed, rel_l2``).  A study that needs more seeds
+than one sweep made (issue 15's evaluation, issue 18's five seeds) reads several tables and keeps
+one value per ``(problem, method, seed)``.
+
+A run found in two tables was made twice by the same runner and configuration, which is
+deterministic on the CPU, so the two values must agree; some tables keep 6 significant digits,
+so *agree* means a relative difference ``≤ 5e-6``.  Every such pair is reported (``reproduced`` or
+``DIFFERS``); the later table's values are kept, and the earlier's fill the columns the later
+lacks (a wall time, say).  Failed runs (``status`` other than ``ok``) are kept
+apart, never averaged, so that a report can show them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from autobalance.errors import AutoBalanceError
+
+__all__ = ["AGREEMENT", "MergedRuns", "RunRow", "merge_run_tables", "read_run_table"]
+
+#: Largest relative difference of two records of one run that still counts as reproduced.
+AGREEMENT = 5e-6
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a table: its identity, status and the values of the table's numeric columns."""
+
+    problem: str
+    method: str
+    seed: int
+    status: str
+    values: dict[str, float]
+    source: str
+
+
+@dataclass
+class MergedRuns:
+    """Runs merged over tables.
+
+    Attributes:
+        ok: ``(problem, method) → seed → RunRow`` of the successful runs.
+        failed: the runs whose status is not ``ok`` (a NaN/Inf loss, an error), in table order.
+        checks: one line per run found in two tables: ``reproduced`` or ``DIFFERS``; and one
+            ``<source>: missing`` line per table that does not exist.
+    """
+
+    ok: dict[tuple[str, str], dict[int, RunRow]] = field(default_factory=lambda: defaultdict(dict))
+    failed: list[RunRow] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+
+    def values(self, problem: str, method: str, key: str = "rel_l2") -> dict[int, float]:
+        """``seed → value of key`` of the successful runs of one method on one problem."""
+        runs = self.ok.get((problem, method), {})
+        return {seed: row.values[key] for seed, row in sorted(runs.items()) if key in row.values}
+
+    @property
+    def differing(self) -> list[str]:
+        """The checks whose two records of a run disagree."""
+        return [c for c in self.checks if c.endswith("DIFFERS")]
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_run_table(path: Path, *, source: str | None = None) -> list[RunRow]:
+    """The rows of one run table (``runs.csv`` of a report, or ``problem, method, seed, ...``).
+
+    The problem is ``problem_label`` where the table has it (it names changed parameters), else
+    ``problem``.  Every column that parses as a number becomes a value.  Raises
+    :class:`AutoBalanceError` naming the file and the missing columns when a table lacks
+    ``method`` or ``seed`` or a problem column.
+    """
+    name = source or str(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = [c for c in ("method", "seed") if c not in columns]
+        if not {"problem", "problem_label"} & columns:
+            missing.append("problem")
+        if missing:
+            raise AutoBalanceError(f"run table {name}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for record in reader:
+            problem = record.get("problem_label") or record.get("problem") or ""
+            values = {k: v for k, text in record.items() if (v := _number(text)) is not None}
+            values.pop("seed", None)
+            rows.append(
+                RunRow(
+                    problem=problem,
+                    method=record["method"],
+                    seed=int(record["seed"]),
+                    status=record.get("status") or "ok",
+                    values=values,
+                    source=name,
+                )
+            )
+    return rows
+
+
+def merge_run_tables(root: Path, sources: Iterable[str]) -> MergedRuns:
+    """Read ``root / source`` for every source in order and merge them (module docstring)."""
+    merged = MergedRuns()
+    for source in sources:
+        path = root / source
+        if not path.is_file():
+            merged.checks.append(f"{source}: missing")
+            continue
+        for row in read_run_table(path, source=source):
+            if row.status != "ok" or "rel_l2" not in row.values:
+                merged.failed.append(row)
+                continue
+            seen = merged.ok[(row.problem, row.method)].get(row.seed)
+            if seen is not None:
+                a, b = seen.values["rel_l2"], row.values["rel_l2"]
+                agree = abs(a - b) <= AGREEMENT * max(abs(a), abs(b))
+                merged.checks.append(
+                    f"{row.problem}/{row.method}/seed {row.seed}: {a:.6g} ({seen.source}) vs "
+                    f"{b:.6g} ({source}): {'reproduced' if agree else 'DIFFERS'}"
+                )
+                row = replace(row, values={**seen.values, **row.values})
+            merged.ok[(row.problem, row.method)][row.seed] = row
+    return merged
