@@ -20,10 +20,10 @@ answers, each with mean ± std over seeds and a two-sided Mann–Whitney U test 
 5. *lr sensitivity*: AutoBalance and Adam over lr ∈ {1e-4 … 1e-2}; the ratio of their means at
    each lr, and each at its own best lr.
 
-Writes ``ablations.csv`` (the table), ``answers.md`` and two figures (``lr-sensitivity.png``,
-``beta-sensitivity.png``).
+Writes ``ablations.csv`` (the table), ``answers.md`` and three figures (``lr-sensitivity.png``,
+``sum-vs-mean.png``, ``beta-sensitivity.png``).
 
-    python benchmarks/ablation_answers.py collect SWEEP_DIR   # -> docs/results/ablations-5-seeds
+    python benchmarks/ablation_answers.py collect SWEEP_DIR...  # -> docs/results/ablations-5-seeds
     python benchmarks/ablation_answers.py answer              # from the committed ablations.csv
 """
 
@@ -185,7 +185,7 @@ def best_lr(rows: list[Row], lrs: Iterable[str], **settings: str) -> tuple[str, 
 # -------------------------------------------------------------------------------------- answers
 def answers(rows: list[Row]) -> tuple[list[str], Curves]:
     """Markdown lines of the five answers, and the curves behind the figures: ``lr`` (method →
-    lr → sample) and ``betas`` (β1/β2 → sample)."""
+    lr → sample), ``betas`` (β1/β2 → sample) and ``combine`` ("sum"/"mean" → lr → sample)."""
     lines: list[str] = []
     notes: list[str] = []
     lrs = sorted({r["lr"] for r in rows}, key=float)
@@ -277,7 +277,11 @@ def answers(rows: list[Row]) -> tuple[list[str], Curves]:
     lines.append("- Failed runs: " + ("; ".join(failed) if failed else "none") + ".")
     if notes:
         lines.append("- Runs made twice that differ: " + "; ".join(notes) + ".")
-    return lines, {"lr": lr_curve, "betas": beta_curve}
+    combine_curve = {
+        combine: {lr: v for lr in lrs if (v := get(combine=combine, lr=lr))}
+        for combine in ("sum", "mean")
+    }
+    return lines, {"lr": lr_curve, "betas": beta_curve, "combine": combine_curve}
 
 
 def _matches(row: Row, settings: Mapping[str, str]) -> bool:
@@ -286,7 +290,7 @@ def _matches(row: Row, settings: Mapping[str, str]) -> bool:
 
 
 def figures(curves: Curves, out: Path) -> None:
-    """``lr-sensitivity.png`` and ``beta-sensitivity.png``: mean ± std over seeds, log scale."""
+    """The three figures (module docstring): mean ± std over seeds, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,6 +315,20 @@ def figures(curves: Curves, out: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    for combine, curve in curves["combine"].items():
+        means, stds = points(curve)
+        lrs = [float(k) for k in curve]
+        ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=combine)
+        if combine == "mean":  # mean at lr is sum at lr / K (K = 2 losses here)
+            ax.plot([lr / 2 for lr in lrs], means, "k:", label="mean, plotted at lr / 2")
+    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="rel. L2 (mean ± std)")
+    ax.set_title("AutoBalance: sum vs mean of the per-loss updates", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "sum-vs-mean.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     curve = curves["betas"]
     means, stds = points(curve)
     ax.errorbar(range(len(means)), means, yerr=stds, marker="o", capsize=3, linestyle="none")
@@ -325,16 +343,16 @@ def figures(curves: Curves, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("collect", "answer"))
-    parser.add_argument("sweep", nargs="?", type=Path, help="the sweep directory (collect)")
+    parser.add_argument("sweeps", nargs="*", type=Path, help="the sweep directories (collect)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "ablations.csv"
     if args.action == "collect":
-        if args.sweep is None:
-            parser.error("collect needs the sweep directory")
-        write_table(table, collect(args.sweep))
+        if not args.sweeps:
+            parser.error("collect needs the sweep directories")
+        write_table(table, [row for sweep in args.sweeps for row in collect(sweep)])
     rows = read_table(table)
     lines, curves = answers(rows)
     text = "\n".join(lines) + "\n"

@@ -83,6 +83,8 @@ def test_answers_compare_sum_and_mean_each_at_its_best_lr(ablation, tmp_path: Pa
     ablation.figures(curves, tmp_path)
     assert (tmp_path / "lr-sensitivity.png").stat().st_size > 1000
     assert (tmp_path / "beta-sensitivity.png").stat().st_size > 1000
+    assert (tmp_path / "sum-vs-mean.png").stat().st_size > 1000
+    assert set(curves["combine"]["mean"]) == {"0.001", "0.003"}
 
 
 def test_a_setting_run_twice_with_different_errors_is_reported(ablation) -> None:
