@@ -20,7 +20,6 @@ shape on a tiny problem (``tests/test_faults_kill.py``)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -28,23 +27,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from autobalance.experiments.run_compare import run_differences
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Keys of ``metrics.json`` that two runs of one configuration share (not timings, not run ids).
-RESULT_KEYS = (
-    "status",
-    "steps",
-    "rel_l2",
-    "rel_l1",
-    "mse",
-    "linf",
-    "initial",
-    "backward_passes",
-    "skipped_steps",
-    "final_losses",
-    "config_sha256",
-)
 
 
 def _command(*args: str) -> list[str]:
@@ -82,49 +68,6 @@ def _kill_after(argv: list[str], out: Path, seconds: float) -> tuple[int, float]
     return proc.returncode, time.monotonic() - launched
 
 
-def _rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]
-
-
-def _leaves(state: Any) -> list[Any]:
-    """Every leaf of a nested state, tensors as lists, in a fixed order."""
-    import torch
-
-    if isinstance(state, torch.Tensor):
-        return [state.tolist()]
-    if isinstance(state, dict):
-        return [x for key in sorted(state, key=str) for x in [key, *_leaves(state[key])]]
-    if isinstance(state, (list, tuple)):
-        return [x for item in state for x in _leaves(item)]
-    return [state]
-
-
-def differences(a: Path, b: Path) -> list[str]:
-    """What differs between the results of run directories ``a`` and ``b`` (empty: identical)."""
-    import torch
-
-    out = []
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    out += [f"metrics.json {k}" for k in RESULT_KEYS if json.dumps(ma[k]) != json.dumps(mb[k])]
-    if (a / "history.csv").read_bytes() != (b / "history.csv").read_bytes():
-        out.append("history.csv")
-    if _rows(a / "eval.csv", ("wall_s",)) != _rows(b / "eval.csv", ("wall_s",)):
-        out.append("eval.csv")
-    ca, cb = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (a, b))
-    for key in ("step", "model", "balancer", "scheduler", "rng", "history", "evals"):
-        if key == "evals":
-            strip = [
-                [{k: v for k, v in e.items() if k != "wall_s"} for e in c[key]] for c in (ca, cb)
-            ]
-            same = json.dumps(strip[0]) == json.dumps(strip[1])
-        else:
-            same = json.dumps(_leaves(ca[key])) == json.dumps(_leaves(cb[key]))
-        if not same:
-            out.append(f"checkpoint.pt {key}")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="helmholtz")
@@ -152,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = torch.load(b / "checkpoint.pt", weights_only=True)["step"]
     finished_early = (b / "metrics.json").exists()
     seconds_resume = _run(_command("run", "--out", str(b), "--resume", "--no-progress"))
-    diff = differences(a, b)
+    diff = run_differences(a, b)
     result = {
         "problem": args.problem,
         "steps": args.steps,

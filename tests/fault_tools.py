@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from autobalance.experiments import RunConfig
+from autobalance.experiments.run_compare import run_differences
 
 #: A Helmholtz problem small enough for a step of about a millisecond.
 TINY_PROBLEM = {"a2": 1, "n_residual": 32, "n_boundary": 16, "n_eval": 11}
@@ -46,56 +43,9 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
-def table_without_times(path: Path) -> list[dict[str, str]]:
-    """A CSV's rows without the columns that hold timings."""
-    with path.open(newline="") as fh:
-        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(fh)]
-
-
-#: Metrics that must agree between two runs of one configuration (not timings, not the run id).
-RESULT_KEYS = (
-    "status",
-    "steps",
-    "rel_l2",
-    "rel_l1",
-    "mse",
-    "linf",
-    "initial",
-    "backward_passes",
-    "skipped_steps",
-    "final_losses",
-    "config_sha256",
-)
-
-
 def assert_same_results(a: Path, b: Path) -> None:
     """Two run directories hold bit-identical results: metrics, tables, weights, optimizer."""
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    for key in RESULT_KEYS:
-        assert ma[key] == mb[key], key
-    assert (a / "history.csv").read_bytes() == (b / "history.csv").read_bytes()
-    assert table_without_times(a / "eval.csv") == table_without_times(b / "eval.csv")
-    ca, cb = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (a, b))
-    assert ca["model"].keys() == cb["model"].keys()
-    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
-    assert ca["step"] == cb["step"]
-    for key in ("history", "balancer", "scheduler", "rng"):  # NaN == NaN in their JSON text
-        assert _text(ca[key]) == _text(cb[key]), key
-
-
-def _text(state: Any) -> str:
-    return json.dumps(_tensors(state))
-
-
-def _tensors(state: Any) -> list[Any]:
-    """Every leaf of a nested state, tensors as lists (comparable with ==, NaN aside)."""
-    if isinstance(state, torch.Tensor):
-        return [state.tolist()]
-    if isinstance(state, dict):
-        return [x for key in sorted(state, key=str) for x in [key, *_tensors(state[key])]]
-    if isinstance(state, (list, tuple)):
-        return [x for item in state for x in _tensors(item)]
-    return [state]
+    assert run_differences(a, b) == []
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
