@@ -134,6 +134,7 @@ def problem_table(merged: MergedRuns, problem: str) -> tuple[list[str], list[dic
         )
         record.update(
             {
+                "rank": medians.index(summary.median) + 1,
                 "n_ok": summary.n,
                 "n_failed": failed[method],
                 "mean": summary.mean,
@@ -148,6 +149,25 @@ def problem_table(merged: MergedRuns, problem: str) -> tuple[list[str], list[dic
         )
         records.append(record)
     return lines, records
+
+
+def wide_table(records: list[dict[str, object]]) -> list[str]:
+    """One row per method, one column per problem: ``mean ± std (n)``, rank by median."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in records:
+        n, mean, std = int(str(r["n_ok"])), float(str(r["mean"])), float(str(r["std"]))
+        spread = f" ± {std:.1e}" if n > 1 else ""
+        text = f"{mean:.2e}{spread} ({n}; #{r['rank']})"
+        cells.setdefault(str(r["method"]), {})[str(r["problem"])] = text
+    lines = [
+        "| method | " + " | ".join(PROBLEMS) + " |",
+        "|---|" + "---|" * len(PROBLEMS),
+    ]
+    for method in METHODS:
+        if method in cells:
+            row = [cells[method].get(p, "–") for p in PROBLEMS]
+            lines.append(f"| `{method}` | " + " | ".join(row) + " |")
+    return lines
 
 
 def every_problem_table(merged: MergedRuns) -> list[str]:
@@ -204,6 +224,9 @@ def report(merged: MergedRuns) -> tuple[str, list[dict[str, object]]]:
             f"{counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses."
         )
     lines += [
+        "### The three problems side by side (mean ± std (seeds; rank by median))",
+        "",
+        *wide_table(records),
         "",
         "### Every problem: Adam, the paper's rule and issue 15's rule (mean ± std (seeds))",
         "",

@@ -55,6 +55,7 @@ def test_five_clearly_better_seeds_win_and_overlapping_seeds_tie(paper, tmp_path
         if line.startswith("| ") and "`" in line
     ]
     assert ranks[:3] == ["1", "2", "3"]
+    assert "| `autobalance` | 1.20e-02 ± 1.6e-03 (5; #1) | – | – |" in text  # the wide table
     paper.write_csv(tmp_path / "statistics.csv", records)
     with (tmp_path / "statistics.csv").open(newline="", encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
