@@ -100,7 +100,8 @@ def problem_table(merged: MergedRuns, problem: str) -> tuple[list[str], list[dic
         f"### {problem}",
         "",
         "| rank | method | n ok/failed | seeds | rel. L2 mean ± std | median | best | worst "
-        "| wall s | backward passes | paper rule: its mean ÷ this, outcome, MW p (Wilcoxon p) "
+        "| wall s (sweeps at different loads) | backward passes "
+        "| paper rule: its mean ÷ this, outcome, MW p (Wilcoxon p) "
         "| issue 15 rule: the same |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
