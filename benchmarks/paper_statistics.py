@@ -93,7 +93,9 @@ def compare(a: dict[int, float], b: dict[int, float]) -> dict[str, object]:
 def problem_table(merged: MergedRuns, problem: str) -> tuple[list[str], list[dict[str, object]]]:
     """Markdown lines and CSV records of one problem (module docstring)."""
     methods = [m for m in METHODS if merged.values(problem, m)]
-    failed = Counter(r.method for r in merged.failed if r.problem == problem)
+    failed = Counter(
+        r.method for r in merged.failed if r.problem == problem and r.status == "failed"
+    )
     summaries = {m: stats.summarize(list(merged.values(problem, m).values())) for m in methods}
     medians = sorted({s.median for s in summaries.values()})
     lines = [
@@ -234,9 +236,13 @@ def report(merged: MergedRuns) -> tuple[str, list[dict[str, object]]]:
         *every_problem_table(merged),
         "",
     ]
-    failures = [f"{r.problem}/{r.method}/seed {r.seed} ({r.status})" for r in merged.failed]
-    failures = [f for f in failures if f.split("/")[0] in PROBLEMS]
-    lines.append("- Failed runs: " + ("; ".join(failures) if failures else "none."))
+    for title, wanted in (("Failed runs", True), ("Runs that did not finish", False)):
+        runs = [
+            f"{r.problem}/{r.method}/seed {r.seed} ({r.status})"
+            for r in merged.failed
+            if (r.status == "failed") == wanted
+        ]
+        lines.append(f"- {title}: " + ("; ".join(runs) if runs else "none."))
     differ = merged.differing
     reproduced = sum(c.endswith("reproduced") for c in merged.checks)
     lines.append(
