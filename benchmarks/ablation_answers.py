@@ -301,18 +301,21 @@ def figures(curves: Curves, out: Path) -> None:
         stds = [statistics.stdev(v.values()) if len(v) > 1 else 0.0 for v in curve.values()]
         return means, stds
 
+    def finish_lr_axes(fig: Any, ax: Any, title: str, path: Path) -> None:
+        ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="rel. L2 (mean ± std)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     for method, curve in curves["lr"].items():
         means, stds = points(curve)
         ax.errorbar(
             [float(k) for k in curve], means, yerr=stds, marker="o", capsize=3, label=method
         )
-    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="rel. L2 (mean ± std)")
-    ax.set_title("Helmholtz a2=4, 3000 steps, 5 seeds", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "lr-sensitivity.png")
-    plt.close(fig)
+    finish_lr_axes(fig, ax, "Helmholtz a2=4, 3000 steps, 5 seeds", out / "lr-sensitivity.png")
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     for combine, curve in curves["combine"].items():
@@ -321,12 +324,9 @@ def figures(curves: Curves, out: Path) -> None:
         ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=combine)
         if combine == "mean":  # mean at lr is sum at lr / K (K = 2 losses here)
             ax.plot([lr / 2 for lr in lrs], means, "k:", label="mean, plotted at lr / 2")
-    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="rel. L2 (mean ± std)")
-    ax.set_title("AutoBalance: sum vs mean of the per-loss updates", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "sum-vs-mean.png")
-    plt.close(fig)
+    finish_lr_axes(
+        fig, ax, "AutoBalance: sum vs mean of the per-loss updates", out / "sum-vs-mean.png"
+    )
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     curve = curves["betas"]

@@ -30,18 +30,11 @@ from pathlib import Path
 
 from autobalance.experiments import stats
 from autobalance.experiments.io import atomic_write_text
-from autobalance.experiments.run_tables import MergedRuns, merge_run_tables
+from autobalance.experiments.run_tables import DEFAULT_BUDGET_TABLES, MergedRuns, merge_run_tables
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 #: Sweeps holding default-budget runs of the paper's problems (read in this order).
-SOURCES = (
-    "default-budget/runs.csv",
-    "burgers-3-seeds/runs.csv",
-    "wave-3-seeds/runs.csv",
-    "postcombine/default_budget.csv",
-    "postcombine-eval/runs.csv",
-    "paper-5-seeds/runs.csv",
-)
+SOURCES = (*DEFAULT_BUDGET_TABLES, "paper-5-seeds/runs.csv")
 PROBLEMS = ("helmholtz", "reaction-diffusion", "poisson-inverse")
 PAPER = "autobalance"
 NEW = "autobalance-consensus-mean"

@@ -29,17 +29,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from autobalance.experiments import stats
-from autobalance.experiments.run_tables import merge_run_tables
+from autobalance.experiments.run_tables import DEFAULT_BUDGET_TABLES, merge_run_tables
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 #: Where the default-budget runs are: (runs table, columns of problem/method/seed/error).
-SOURCES = (
-    "default-budget/runs.csv",
-    "burgers-3-seeds/runs.csv",
-    "wave-3-seeds/runs.csv",
-    "postcombine/default_budget.csv",
-    "postcombine-eval/runs.csv",
-)
+SOURCES = DEFAULT_BUDGET_TABLES
 NEW = "autobalance-consensus-mean"
 PAPER = "autobalance"
 COLUMNS = (NEW, "adam", PAPER, "multiadam", "imtl-g")

@@ -24,7 +24,24 @@ from pathlib import Path
 
 from autobalance.errors import AutoBalanceError
 
-__all__ = ["AGREEMENT", "MergedRuns", "RunRow", "merge_run_tables", "read_run_table"]
+__all__ = [
+    "AGREEMENT",
+    "DEFAULT_BUDGET_TABLES",
+    "MergedRuns",
+    "RunRow",
+    "merge_run_tables",
+    "read_run_table",
+]
+
+#: The committed run tables (paths under ``docs/results``) that hold default-budget runs
+#: (15,000 steps, 4×50 tanh MLP, float32, CPU, the runner's schedule), in the order they were made.
+DEFAULT_BUDGET_TABLES = (
+    "default-budget/runs.csv",
+    "burgers-3-seeds/runs.csv",
+    "wave-3-seeds/runs.csv",
+    "postcombine/default_budget.csv",
+    "postcombine-eval/runs.csv",
+)
 
 #: Largest relative difference of two records of one run that still counts as reproduced.
 AGREEMENT = 5e-6
