@@ -117,6 +117,15 @@ class FusedSeeds:
         """One step of every seed from the stacked gradients ``grads`` (per loss, one
         ``(S, *shape)`` tensor per parameter) and the per-seed losses ``values`` (``(S,)`` per
         loss); ``None`` (nothing changed) when a loss or gradient is NaN/Inf for some seed."""
+        per_seed = self._finite_loss_values(values)
+        if per_seed is None:
+            return None
+        return self._step(grads, per_seed)
+
+    def _step(
+        self, grads: Mapping[str, Sequence[Tensor | None]], per_seed: list[dict[str, float]]
+    ) -> list[StepInfo] | None:
+        """The fused kind's step, the per-seed loss values already checked finite."""
         raise NotImplementedError
 
     def write_models(self) -> None:
@@ -183,12 +192,9 @@ class _FusedSummed(FusedSeeds):
                     fused[key] = torch.stack(parts)
             self.optimizer.state[theta] = fused
 
-    def step(
-        self, grads: Mapping[str, Sequence[Tensor | None]], values: Mapping[str, Tensor]
+    def _step(
+        self, grads: Mapping[str, Sequence[Tensor | None]], per_seed: list[dict[str, float]]
     ) -> list[StepInfo] | None:
-        per_seed = self._finite_loss_values(values)
-        if per_seed is None:
-            return None
         # the summed loss's gradient rides on the first loss of ``grads`` (its others: zeros)
         total = next(iter(grads.values()))
         self.optimizer.param_groups[0]["lr"] = self._lr(self.balancers[0])
@@ -261,12 +267,9 @@ class _FusedAutoBalance(FusedSeeds):
             rows.append(torch.cat([g.reshape(self.seeds, -1) for g in pieces], dim=1))  # type: ignore[union-attr]
         return torch.stack(rows)
 
-    def step(
-        self, grads: Mapping[str, Sequence[Tensor | None]], values: Mapping[str, Tensor]
+    def _step(
+        self, grads: Mapping[str, Sequence[Tensor | None]], per_seed: list[dict[str, float]]
     ) -> list[StepInfo] | None:
-        per_seed = self._finite_loss_values(values)
-        if per_seed is None:
-            return None
         with torch.no_grad():
             matrix = self._matrix(grads)
             if matrix is None:
