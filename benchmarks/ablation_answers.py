@@ -263,8 +263,8 @@ def answers(rows: list[Row]) -> tuple[list[str], Curves]:
         ]
     # cost and failures
     lines += ["", "### Cost and failures", ""]
-    for name, settings in (("AutoBalance", {}), ("Adam", {"method": "adam"})):
-        chosen = [r for r in rows if r["status"] == "ok" and _matches(r, settings)]
+    for name, method in (("AutoBalance", "autobalance"), ("Adam", "adam")):
+        chosen = [r for r in rows if r["status"] == "ok" and r["method"] == method]
         if chosen:
             wall = statistics.fmean(float(r["wall_s"]) for r in chosen)
             step = statistics.fmean(float(r["step_ms"]) for r in chosen)
@@ -282,11 +282,6 @@ def answers(rows: list[Row]) -> tuple[list[str], Curves]:
         for combine in ("sum", "mean")
     }
     return lines, {"lr": lr_curve, "betas": beta_curve, "combine": combine_curve}
-
-
-def _matches(row: Row, settings: Mapping[str, str]) -> bool:
-    method = settings.get("method", "autobalance")
-    return row["method"] == method
 
 
 def figures(curves: Curves, out: Path) -> None:

@@ -73,8 +73,8 @@ def runs_table(analysis: Analysis, root: Path) -> Table:
     """``runs.csv``: one row per run directory (paths relative to ``root``)."""
     metrics = _metrics(analysis)
     columns = ["path", "status", "problem_label", "method_label", "problem", "method", "seed"]
-    columns += [*metrics, "wall_s", "step_ms", "backward_passes", "error_step", "error_loss"]
-    columns += ["reason"]
+    columns += [*metrics, "wall_s", "step_ms", "backward_passes"]
+    columns += ["error_step", "error_loss", "reason"]
     rows = []
     for r in analysis.runs:
         row: dict[str, Any] = {
