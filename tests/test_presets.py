@@ -76,9 +76,10 @@ def test_cli_preset_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Did you mean 'sota'" in capsys.readouterr().err
 
 
-def test_the_sota_suite_runs_the_preset_with_adam_and_autobalance_beside_the_defaults() -> None:
+def test_the_sota_suite_runs_the_preset_with_adam_and_autobalance_first() -> None:
     suite = load_suite("sota")
-    assert not suite.skipped and len(suite.runs) == len(problems.names()) * 4 * 3
+    sota_runs = [spec for spec in suite.runs if spec.group.endswith("-sota")]
+    assert not suite.skipped and len(sota_runs) == len(problems.names()) * 2 * 3
     groups: dict[str, set[tuple[str, str, int]]] = {}
     for spec in suite.runs:
         c = spec.config
@@ -90,7 +91,12 @@ def test_the_sota_suite_runs_the_preset_with_adam_and_autobalance_beside_the_def
                 ).to_dict()
             )
     assert groups["burgers-sota"] == {("adam", "float64", 1), ("autobalance", "float64", 1)}
-    assert groups["burgers-default"] == {("adam", "float32", 0), ("autobalance", "float32", 0)}
+    # the defaults come from committed tables; only Kovasznay's missing seeds are run here
+    defaults = [spec for spec in suite.runs if not spec.group.endswith("-sota")]
+    assert {(s.group, s.config.method, s.config.seed) for s in defaults} == {
+        ("kovasznay-default", method, seed) for method in ("adam", "autobalance") for seed in (1, 2)
+    }
+    assert all(s.config.dtype == "float32" and not s.config.phases for s in defaults)
 
 
 def test_a_suite_experiment_takes_a_preset_under_its_own_keys() -> None:
