@@ -330,3 +330,15 @@ def test_competition_ranks_and_criteria() -> None:
         Criteria.of(())
     with pytest.raises(ReportError, match="alpha"):
         Criteria.of(alpha=1.0)
+
+
+def test_runs_table_lists_phase_costs_only_when_a_run_has_phases(tmp_path: Path) -> None:
+    phases = {"phase_iterations": 40, "phase_functions": 57, "phase_gradients": 57}
+    make_run(tmp_path / "runs", "a", method="adam", seed=0, rel_l2=0.1, extra=phases)
+    make_run(tmp_path / "runs", "b", method="adam", seed=1, rel_l2=0.2)
+    build_report(tmp_path / "runs", tmp_path / "out", figures=False)
+    rows = {r["path"]: r for r in read_csv(tmp_path / "out" / "runs.csv")}
+    assert float(rows["a"]["phase_iterations"]) == 40 and float(rows["a"]["phase_functions"]) == 57
+    assert rows["b"]["phase_iterations"] == "" and "phase_jacobians" not in rows["a"]
+    build_report(tmp_path / "runs" / "b", tmp_path / "plain", figures=False)
+    assert "phase_iterations" not in read_csv(tmp_path / "plain" / "runs.csv")[0]

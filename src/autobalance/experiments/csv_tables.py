@@ -3,7 +3,8 @@
 * :func:`results_table` (``results.csv``): one row per (problem, method) group: counts, rank,
   seeds, and for every metric its mean, sample standard deviation, median, best and worst, then
   the mean of every cost;
-* :func:`runs_table` (``runs.csv``): one row per run directory, incomplete ones included;
+* :func:`runs_table` (``runs.csv``): one row per run directory, incomplete ones included, with its
+  costs (and the training phases' iterations and evaluations when a run has phases);
 * :func:`comparisons_table` (``comparisons.csv``): one row per AutoBalance-versus-baseline test.
 
 Parameters are canonical JSON (sorted keys); a missing number is an empty cell.
@@ -11,6 +12,7 @@ Parameters are canonical JSON (sorted keys); a missing number is an empty cell.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from autobalance.experiments.runs import relative_path
 __all__ = ["comparisons_table", "results_table", "runs_table"]
 
 Table = tuple[list[str], list[dict[str, Any]]]
+
+#: Costs of the training phases (:data:`COSTS`): per run in ``runs.csv`` where some run has them.
+_PHASE_COSTS = [key for key, _, _ in COSTS if key.startswith("phase_")]
 
 _GROUP_COLUMNS = ["problem_label", "problem", "problem_params", "method_label", "method"]
 _GROUP_COLUMNS += ["method_params", "n_runs", "n_ok", "n_failed", "rank", "seeds"]
@@ -72,9 +77,10 @@ def results_table(analysis: Analysis) -> Table:
 def runs_table(analysis: Analysis, root: Path) -> Table:
     """``runs.csv``: one row per run directory (paths relative to ``root``)."""
     metrics = _metrics(analysis)
+    costs = ["wall_s", "step_ms", "backward_passes"]
+    costs += [k for k in _PHASE_COSTS if any(math.isfinite(r.value(k)) for r in analysis.runs)]
     columns = ["path", "status", "problem_label", "method_label", "problem", "method", "seed"]
-    columns += [*metrics, "wall_s", "step_ms", "backward_passes"]
-    columns += ["error_step", "error_loss", "reason"]
+    columns += [*metrics, *costs, "error_step", "error_loss", "reason"]
     rows = []
     for r in analysis.runs:
         row: dict[str, Any] = {
@@ -89,7 +95,7 @@ def runs_table(analysis: Analysis, root: Path) -> Table:
             "error_loss": r.error.get("loss"),
             "reason": r.reason,
         }
-        row.update({k: r.value(k) for k in (*metrics, "wall_s", "step_ms", "backward_passes")})
+        row.update({k: r.value(k) for k in (*metrics, *costs)})
         rows.append(row)
     return columns, rows
 

@@ -23,7 +23,15 @@ from typing import Any
 
 from autobalance.step_info import StepInfo
 
-__all__ = ["PHASE_COLUMNS", "STATS", "history_columns", "history_row", "loss_columns", "phase_row"]
+__all__ = [
+    "PHASE_COLUMNS",
+    "STATS",
+    "history_columns",
+    "history_row",
+    "is_logged",
+    "loss_columns",
+    "phase_row",
+]
 
 #: Per-loss statistics of a row, from :class:`~autobalance.step_info.LossStats`.
 STATS = ("weight", "grad_norm", "update_norm", "cosine")
@@ -32,6 +40,12 @@ _FIXED = ("step", "lr", "total")
 _COUNTS = ("backward_passes", "skipped")
 #: Columns of runs with phases (``phase`` on every row, the others on phase rows).
 PHASE_COLUMNS = ("phase", "step_size", "grad_norm", "functions", "gradients", "jacobians")
+
+
+def is_logged(step: int, log_every: int, steps: int) -> bool:
+    """Whether the runner logs ``step`` (counted from 1): the first, every ``log_every``-th and
+    the last of ``steps`` (a run that a budget ends early also logs the step it ends on)."""
+    return step == 1 or step % log_every == 0 or step == steps
 
 
 def history_row(info: StepInfo, lr: float) -> dict[str, Any]:

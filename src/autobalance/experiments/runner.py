@@ -11,7 +11,10 @@ Output directory (every file written atomically):
 
 * ``config.json``: the :class:`RunConfig`, with every default filled in;
 * ``history.csv``: every ``log_every`` steps, the learning rate, each loss and, where the method
-  reports them, each loss's weight, gradient norm, update norm and cosine with the update;
+  reports them, each loss's weight, gradient norm, update norm and cosine with the update
+  (a method that can skip them, :func:`~autobalance.methods.registry.request_statistics`,
+  computes them only on the logged steps; a run that a budget ends on an unlogged step logs
+  that last step's losses without them);
 * ``eval.csv``: relative L2, relative L1, MSE and L∞ errors on the held-out grid vs step and
   training time, plus the problem's ``extra_errors`` (per output column when there are several,
   unknowns);
@@ -72,7 +75,7 @@ from autobalance.experiments.checkpoints import (
 from autobalance.experiments.config import RunConfig, resolve_device
 from autobalance.experiments.data_parallel import DataParallel, joined
 from autobalance.experiments.determinism import deterministic_algorithms
-from autobalance.experiments.history import history_row
+from autobalance.experiments.history import history_row, is_logged
 from autobalance.experiments.interrupts import RunInterrupted, StopFlag, stop_signals
 from autobalance.experiments.io import (
     writable_directory,
@@ -81,6 +84,7 @@ from autobalance.experiments.io import (
 from autobalance.experiments.phase_runs import run_phases
 from autobalance.experiments.progress import progress_bar
 from autobalance.experiments.training_run import TrainingRun, build_model
+from autobalance.methods.registry import request_statistics
 from autobalance.metrics import error_metrics, peak_rss_mb
 from autobalance.step_info import StepInfo
 from autobalance.threads import choose_threads, using_threads
@@ -254,6 +258,8 @@ def _train_loop(
             losses = run.problem.losses(run.model, batch)
             run.dp.check_shares(losses, cfg.problem)
             losses = run.variants.transform_losses(losses, p.step + 1)
+            logged = is_logged(p.step + 1, cfg.log_every, cfg.steps)
+            request_statistics(run.balancer, logged or callback is not None)
             try:
                 info = run.balancer.step(losses)
             except NonFiniteLossError as exc:
@@ -266,7 +272,7 @@ def _train_loop(
                 callback(info)
             p.wall_s = agreed.sync(p.wall_s, saved_at)  # unchanged in one process
             last = p.step == cfg.steps or out_of_budget()
-            if p.step % cfg.log_every == 0 or p.step == 1 or last:
+            if is_logged(p.step, cfg.log_every, cfg.steps) or last:
                 p.history.append(history_row(info, lr) | {"step": p.step} | run.phase_tag)
                 bar.set_postfix_str(
                     " ".join(f"{n}={v:.2e}" for n, v in info.values.items()), refresh=False
@@ -281,6 +287,7 @@ def _train_loop(
             bar.update(1)
     finally:
         bar.close()
+        request_statistics(run.balancer, True)
 
     if failure is None and agreed.stop_requested() and p.step < cfg.steps and not out_of_budget():
         run.write_checkpoint()

@@ -36,6 +36,7 @@ __all__ = [
     "create",
     "describe",
     "names",
+    "request_statistics",
     "spec",
 ]
 
@@ -56,6 +57,21 @@ class Balancer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SwitchableStatistics(Protocol):
+    """A balancer whose per-loss statistics can be switched off per step (AutoBalance and the
+    multi-state optimizers built on it: ``statistics = False`` skips the update Gram)."""
+
+    statistics: bool
+
+
+def request_statistics(balancer: Balancer, wanted: bool) -> None:
+    """Ask ``balancer`` for per-loss statistics (norms, cosines) in its next infos or not;
+    a balancer that always computes them ignores this."""
+    if isinstance(balancer, SwitchableStatistics):
+        balancer.statistics = wanted
 
 
 Factory = Callable[..., Balancer]

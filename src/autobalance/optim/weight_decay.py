@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
-__all__ = ["is_decoupled"]
+if TYPE_CHECKING:
+    from autobalance.optim.buckets import Bucket
+
+__all__ = ["decay_once", "is_decoupled"]
 
 
 def is_decoupled(base: type[torch.optim.Optimizer], group: dict[str, Any]) -> bool:
@@ -17,3 +21,15 @@ def is_decoupled(base: type[torch.optim.Optimizer], group: dict[str, Any]) -> bo
     that each state preconditions, exactly as each stock optimizer would.
     """
     return bool(group.get("decoupled_weight_decay", False)) or issubclass(base, torch.optim.AdamW)
+
+
+def decay_once(bucket: Bucket, reached: Tensor, group: dict[str, Any]) -> None:
+    """Decoupled weight decay ``θ ← θ(1 − lr·λ)`` on the parameters of ``bucket`` that some
+    loss reached this step (``reached``: per state and parameter), once per step whatever the
+    number of states."""
+    weight_decay = float(group.get("weight_decay", 0.0))
+    if weight_decay == 0:
+        return
+    decayed = bucket.reached_params(reached)
+    if decayed:
+        torch._foreach_mul_(decayed, 1 - float(group["lr"]) * weight_decay)

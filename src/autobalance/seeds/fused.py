@@ -322,18 +322,20 @@ class _FusedAutoBalance(FusedSeeds):
             self.stacked,
             [p.reshape(t.shape) for p, t in zip(pieces, self.stacked, strict=True)],
         )
-        rows = torch.cat([updates.view(k, s, -1), delta.view(1, s, -1)]).transpose(0, 1)
-        products = torch.cat(
-            [torch.bmm(rows, by_seed.transpose(1, 2)), torch.bmm(rows, rows.transpose(1, 2))],
-            dim=2,
-        )
-        update_gram = products.to(torch.float64).cpu()
         self.steps += 1
+        update_gram = None
+        if any(getattr(b, "statistics", True) for b in self.balancers):
+            rows = torch.cat([updates.view(k, s, -1), delta.view(1, s, -1)]).transpose(0, 1)
+            products = torch.cat(
+                [torch.bmm(rows, by_seed.transpose(1, 2)), torch.bmm(rows, rows.transpose(1, 2))],
+                dim=2,
+            )
+            update_gram = products.to(torch.float64).cpu()
         return [
             build_step_info(
                 self.steps,
                 per_seed[i],
-                gram=joint_gram(grad_gram[i], update_gram[i]),
+                gram=None if update_gram is None else joint_gram(grad_gram[i], update_gram[i]),
                 num_updates=layout.num_states,
                 combined="update",
                 update_of_loss=layout.loss_to_state,

@@ -52,12 +52,13 @@ from autobalance.experiments.checkpoints import (
 )
 from autobalance.experiments.config import RunConfig
 from autobalance.experiments.determinism import deterministic_algorithms
-from autobalance.experiments.history import history_row
+from autobalance.experiments.history import history_row, is_logged
 from autobalance.experiments.interrupts import RunInterrupted, StopFlag, stop_signals
 from autobalance.experiments.io import writable_directory, write_json
 from autobalance.experiments.progress import progress_bar
 from autobalance.experiments.training_run import TrainingRun
 from autobalance.gradients import per_loss_gradients
+from autobalance.methods.registry import request_statistics
 from autobalance.methods.single import SummedLoss
 from autobalance.seeds.carriers import carrier
 from autobalance.seeds.fused import FusedSeeds, fuse_seeds, may_fuse
@@ -253,6 +254,9 @@ def _train_loop(
             if not active:
                 break
             lrs = [s.run.balancer.optimizer.param_groups[0]["lr"] for s in active]
+            for seed in active:
+                logged = is_logged(seed.run.progress.step + 1, cfg.log_every, cfg.steps)
+                request_statistics(seed.run.balancer, logged)
             tic = time.perf_counter()
             outcomes = batch.step(active, check=not checked)
             sync()
@@ -276,6 +280,8 @@ def _train_loop(
     finally:
         bar.close()
         batch.write_back()
+        for seed in seeds:
+            request_statistics(seed.run.balancer, True)
     if stop.requested and any(s.running() for s in seeds):
         for seed in seeds:
             with seed.own_rng():
@@ -301,7 +307,7 @@ def _record(
     info = outcome
     p.advance(info, share_s)
     last = p.step == cfg.steps or seed.out_of_budget()
-    if p.step % cfg.log_every == 0 or p.step == 1 or last:
+    if is_logged(p.step, cfg.log_every, cfg.steps) or last:
         p.history.append(history_row(info, lr) | {"step": p.step})
     if p.step % cfg.eval_every == 0 or last:
         before_eval()
