@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import statistics
@@ -46,7 +47,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autobalance import methods, nets, problems
 from autobalance.errors import HyperparameterError
+from autobalance.experiments import RunConfig
+from autobalance.experiments.history import is_logged
 from autobalance.gradients import graph_nodes, per_loss_gradients
+from autobalance.methods.registry import request_statistics
 
 Step = Callable[[], None]
 #: The baseline every ratio is taken against.
@@ -145,14 +149,18 @@ def graph_cost(setup: Setup) -> dict[str, float]:
     }
 
 
-def training_step(setup: Setup, method: str) -> Step:
-    """One runner step of ``method`` on its own copy of the network."""
+def training_step(setup: Setup, method: str, log_every: int) -> Step:
+    """One runner step of ``method`` on its own copy of the network; as in the runner, per-loss
+    statistics only on the steps a run with ``log_every`` logs (0: on every step)."""
     model, problem = copy.deepcopy(setup.model), copy.deepcopy(setup.problem)
     params = list(model.parameters()) + list(problem.unknowns().values())
     balancer = methods.create(method, params, **method_kwargs(setup, method))
     points = setup.points()
+    taken = itertools.count(1)
 
     def step() -> None:
+        logged = log_every == 0 or is_logged(next(taken), log_every, 0)
+        request_statistics(balancer, logged)
         balancer.step(problem.losses(model, points()))
 
     return step
@@ -236,7 +244,7 @@ def measure(name: str, method_names: list[str], args: argparse.Namespace) -> dic
     if method_names == [ALL]:
         method_names = multi_gradient_methods(setup)
     cost = graph_cost(setup)
-    cases = {m: training_step(setup, m) for m in [BASELINE, *method_names]}
+    cases = {m: training_step(setup, m, args.log_every) for m in [BASELINE, *method_names]}
     gradient_cases = [*GRADIENT_CASES, BATCHED] if args.batched else list(GRADIENT_CASES)
     cases |= {f"grad: {c}": gradient_case(setup, c) for c in gradient_cases}
     samples = interleaved(cases, args.rounds, args.steps, args.warmup, device, CLOCKS[args.clock])
@@ -321,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per case and round")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=RunConfig().log_every,
+        help="statistics on every N-th step, as a run logging every N steps (0: every step)",
+    )
     parser.add_argument(
         "--batched", action="store_true", help="also time one batched VJP for all losses"
     )

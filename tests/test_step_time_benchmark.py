@@ -87,3 +87,18 @@ def test_all_methods_leave_out_a_method_the_losses_do_not_fit(
     )
     assert "lr-annealing" not in found and "autobalance" in found
     assert "lr-annealing left out on kovasznay" in capsys.readouterr().err
+
+
+def test_a_timed_step_asks_for_statistics_as_the_runner_does(step_time, monkeypatch) -> None:
+    asked: list[bool] = []
+    monkeypatch.setattr(step_time, "request_statistics", lambda _, wanted: asked.append(wanted))
+    setup = step_time.make_setup("helmholtz", 8, 2, torch.device("cpu"))
+    logged_every_3 = step_time.training_step(setup, "autobalance", 3)
+    for _ in range(6):
+        logged_every_3()
+    assert asked == [True, False, True, False, False, True]  # steps 1, 3, 6 are logged
+    asked.clear()
+    every_step = step_time.training_step(setup, "autobalance", 0)
+    every_step()
+    every_step()
+    assert asked == [True, True]
