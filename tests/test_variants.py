@@ -270,6 +270,13 @@ def test_hard_constraint_is_exact_on_the_boundary() -> None:
     ]
     with pytest.raises(ConfigError, match="problem 'advection-test' has no hard constraint"):
         variants.create("hard_constraint").setup(Advection(), net)
+    # scale: u = T(x, scale · N(x)), exact on the boundary still
+    scaled = variants.create("hard_constraint", scale=100.0).setup(problem, net)
+    torch.testing.assert_close(scaled(inside), 100 * (1 - 0.09) * (1 - 0.25) * net(inside))
+    assert torch.equal(scaled(boundary), torch.zeros(32, 1))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(HyperparameterError, match="scale"):
+            variants.create("hard_constraint", scale=bad)
 
 
 def test_self_adaptive_ascent_step() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from autobalance._params import Between, param
 from autobalance.errors import ConfigError
 from autobalance.losses import NamedLosses
 from autobalance.variants.base import Variant, copy_losses
@@ -27,15 +28,17 @@ __all__ = ["HardConstrainedModel", "HardConstraint"]
 
 
 class HardConstrainedModel(nn.Module):
-    """``x ↦ problem.hard_constraint(x, net(x))``; the network is the submodule ``net``."""
+    """``x ↦ problem.hard_constraint(x, scale · net(x))``; the network is the submodule ``net``."""
 
-    def __init__(self, net: nn.Module, problem: Problem) -> None:
+    def __init__(self, net: nn.Module, problem: Problem, scale: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.problem = problem
+        self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.problem.hard_constraint(x, self.net(x))
+        output = self.net(x)
+        out = self.problem.hard_constraint(x, output if self.scale == 1 else self.scale * output)
         if out is None:
             raise ConfigError(f"problem {self.problem.name!r} has no hard constraint")
         return out
@@ -49,6 +52,9 @@ class HardConstraint(Variant):
         drop: remove the losses the transform enforces exactly (the problem's
             ``hard_constrained_losses``, e.g. ``"boundary"``); ``False`` keeps them (they are then
             zero up to rounding, which a balancer may not like).
+        scale: the network's output is multiplied by ``scale`` before the transform,
+            ``u = T(x, scale · N(x))``: for a lift whose own residual is large (wave: ``−c² u0''``
+            of amplitude ~180), which ``N`` must cancel with outputs far beyond its initial O(1).
 
     Raises:
         ConfigError: at setup, when the problem defines no hard constraint.
@@ -57,6 +63,7 @@ class HardConstraint(Variant):
     name = "hard_constraint"
 
     drop: bool = True
+    scale: float = param(1.0, Between(0.0, closed="()"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,7 +81,7 @@ class HardConstraint(Variant):
                 "this variant"
             )
         self.dropped = tuple(problem.hard_constrained_losses) if self.drop else ()
-        return HardConstrainedModel(model, problem)
+        return HardConstrainedModel(model, problem, self.scale)
 
     def transform_losses(self, losses: NamedLosses, step: int) -> NamedLosses:
         if not self.dropped:
