@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from autobalance.experiments import stats
-from autobalance.experiments.io import atomic_write_text
+from autobalance.experiments.io import atomic_write_text, write_csv
 from autobalance.experiments.run_tables import (
     DEFAULT_BUDGET_TABLES,
     RunRow,
@@ -95,7 +95,7 @@ def balancer_effect(ab: dict[int, float], adam: dict[int, float]) -> dict[str, o
     where AutoBalance is lower, and the paired Wilcoxon p with the smallest p it could reach."""
     shared = sorted(set(ab) & set(adam))
     if not shared:
-        return {"ratio": math.nan, "lower": "–", "p": math.nan, "min_p": math.nan}
+        return {"ratio": math.nan, "pairs": 0, "lower": "–", "p": math.nan, "min_p": math.nan}
     a, b = [ab[s] for s in shared], [adam[s] for s in shared]
     lower = sum(x < y for x, y in zip(a, b, strict=True))
     p = min_p = math.nan
@@ -104,6 +104,7 @@ def balancer_effect(ab: dict[int, float], adam: dict[int, float]) -> dict[str, o
         p, min_p = test.p_value, test.min_p
     return {
         "ratio": statistics.fmean(a) / statistics.fmean(b),
+        "pairs": len(shared),
         "lower": f"{lower}/{len(shared)}",
         "p": p,
         "min_p": min_p,
@@ -190,10 +191,10 @@ def markdown(records: list[dict[str, object]], checks: list[str]) -> str:
         )
     reachable = sorted(
         {
-            (str(r[f"{tag}_lower"]).split("/")[-1], float(r[f"{tag}_min_p"]))  # type: ignore[arg-type]
+            (r[f"{tag}_pairs"], r[f"{tag}_min_p"])
             for r in records
             for tag in ("finisher", "default")
-            if str(r[f"{tag}_lower"]) != "–"
+            if r[f"{tag}_pairs"]
         }
     )
     floors = ", ".join(f"{_p(p)} with {n} pairs" for n, p in reachable)
@@ -214,19 +215,6 @@ def markdown(records: list[dict[str, object]], checks: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, records: list[dict[str, object]]) -> None:
-    columns = list(records[0])
-    rows = [",".join(columns)]
-    for record in records:
-        cells = []
-        for c in columns:
-            v = record[c]
-            text = "" if isinstance(v, float) and math.isnan(v) else str(v)
-            cells.append(f'"{text}"' if "," in text else text)
-        rows.append(",".join(cells))
-    atomic_write_text(path, "\n".join(rows) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=RESULTS, help="the docs/results folder")
@@ -235,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     records = summary(runs)
     text = markdown(records, checks)
     atomic_write_text(args.root / "sota" / "summary.md", text)
-    write_csv(args.root / "sota" / "summary.csv", records)
+    write_csv(args.root / "sota" / "summary.csv", list(records[0]), records)
     print(text)
     return 0
 

@@ -324,7 +324,7 @@ class _FusedAutoBalance(FusedSeeds):
         )
         self.steps += 1
         update_gram = None
-        if any(getattr(b, "statistics", True) for b in self.balancers):
+        if any(b.statistics for b in self.balancers):  # AutoBalance (or MultiAdam)
             rows = torch.cat([updates.view(k, s, -1), delta.view(1, s, -1)]).transpose(0, 1)
             products = torch.cat(
                 [torch.bmm(rows, by_seed.transpose(1, 2)), torch.bmm(rows, rows.transpose(1, 2))],
