@@ -80,7 +80,9 @@ def test_protected_consensus_first_step_closed_form() -> None:
 @given(
     st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
     st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3),
-    st.sampled_from(["consensus", "consensus-mean", "floor", "protected"]),
+    st.sampled_from(
+        ["consensus", "consensus-mean", "floor", "protected", "balanced-consensus", "guarded"]
+    ),
 )
 def test_moment_rules_with_one_loss_are_adam(scales, centers, combine) -> None:
     theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)

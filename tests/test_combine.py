@@ -25,7 +25,16 @@ from autobalance.optim.combine import (
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
-MOMENTS = ["consensus", "consensus-mean", "floor", "protected"]
+MOMENTS = [
+    "balanced-consensus",
+    "consensus",
+    "consensus-mean",
+    "damped-consensus",
+    "floor",
+    "guarded",
+    "guarded-mean",
+    "protected",
+]
 
 
 def T(rows) -> torch.Tensor:

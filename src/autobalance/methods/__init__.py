@@ -154,6 +154,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             "AutoBalance whose per-loss updates that agree per coordinate with the summed first "
             "moment are averaged (one Adam's step length).",
         ),
+        "autobalance-balanced-consensus": (
+            partial(AutoBalance, base="adamw", combine="balanced-consensus"),
+            "AutoBalance whose per-loss updates that agree per coordinate with the first moment "
+            "of the scale-balanced sum (each loss over its RMS gradient scale) are averaged.",
+        ),
         "autobalance-protected": (
             partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
             "AutoBalance whose per-loss updates are decided per coordinate by the summed first "

@@ -35,10 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
-from autobalance.errors import (
-    HyperparameterError,
-    LossValueError,
-)
+from autobalance.errors import HyperparameterError, LossValueError
 from autobalance.gradients import PerLossGradients, checked_gradients
 from autobalance.losses import LossDict, check_loss_names
 from autobalance.optim.adam_rule import AdamRule
@@ -59,12 +56,11 @@ from autobalance.optim.layout import (
     check_groups,
     resolve_layout,
 )
+from autobalance.optim.scaled_rules import combine_moments
 from autobalance.optim.state_check import STATE_DICT_KEY, checked_state
 from autobalance.optim.state_rule import StateRule, select_rule
 from autobalance.optim.weight_decay import decay_once
-from autobalance.state_checks import (
-    restore_on_error,
-)
+from autobalance.state_checks import restore_on_error
 from autobalance.step_front import StepFront
 from autobalance.step_info import StepInfo, build_step_info, joint_gram
 
@@ -89,9 +85,9 @@ class AutoBalance(torch.optim.Optimizer):
             them exactly; any other base runs as one stock instance per state.
         combine: "sum" (default, the paper's rule), "mean", a mapping from state name to a
             fixed weight, or a post-combine rule of :mod:`autobalance.optim.combine` by name
-            ("consensus", "consensus-mean", "upgrad", "config", ...) or as an instance.
-            Rules that read the Adam moments ("consensus", "consensus-mean", "floor",
-            "protected") need an Adam or AdamW base.
+            ("consensus", "balanced-consensus", "upgrad", ...) or as an instance.  Rules
+            that read the Adam moments ("consensus", "consensus-mean", "balanced-consensus",
+            "floor", ...) need an Adam or AdamW base.
         groups: optional mapping from a group name to loss names that share one state
             (MultiAdam-style grouping; also caps memory with many losses).  Losses not listed
             keep a state of their own, named after the loss.  May also be a callable that
@@ -294,10 +290,9 @@ class AutoBalance(torch.optim.Optimizer):
                 for _, _, updates in advanced
             ]
         if isinstance(rule, MomentRule):
-            return [
-                rule.combine(updates, bucket.rule_state.exp_avg, bucket.rule_state.exp_avg_sq)
-                for bucket, (_, _, updates) in zip(self._buckets, advanced, strict=True)
-            ]
+            states = [b.rule_state for b in self._buckets]
+            pairs = zip(states, advanced, strict=True)
+            return combine_moments(rule, [(u, s.exp_avg, s.exp_avg_sq) for s, (_, _, u) in pairs])
         # an optimizer has at least one bucket, so the sum is an array, never sum's start value 0
         gram = cast("np.ndarray", sum(updates_grads_gram(u, g) for g, _, u in advanced))
         state_values = layout.assignment.numpy() @ [values[n] for n in layout.loss_names]

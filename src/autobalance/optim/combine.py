@@ -38,6 +38,10 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
   largest decide conflicts by magnitude (as one Adam would); the smaller keep ``1/R`` of a vote.
 * ``protected`` (:class:`ProtectedConsensus`, :func:`protected_consensus`): ``consensus`` among
   losses of comparable gradient scale; a loss more than ``R`` times smaller keeps its vote.
+* ``balanced-consensus``, ``guarded``, ``guarded-mean`` and ``damped-consensus``
+  (:mod:`autobalance.optim.scaled_rules`): rules that also read each loss's gradient scale over
+  all parameters; ``balanced-consensus`` decides each conflict by the first moment of the
+  scale-balanced sum ``Σ_k m_k / s_k``.  The rule of ``autobalance-balanced-consensus``.
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
@@ -67,23 +71,37 @@ from autobalance.optim.moment_rules import (
     protected_consensus,
     sign_consensus,
 )
+from autobalance.optim.scaled_rules import (
+    BalancedConsensus,
+    DampedConsensus,
+    GuardedConsensus,
+    GuardedMean,
+    ScaledMomentRule,
+    balanced_consensus,
+)
 
 __all__ = [
     "RULES",
     "AveragedConsensus",
+    "BalancedConsensus",
     "CombineRule",
     "ConflictFreeUpdates",
+    "DampedConsensus",
     "DescentCone",
     "FlooredVotes",
+    "GuardedConsensus",
+    "GuardedMean",
     "MomentRule",
     "Precedence",
     "ProgressWeighted",
     "ProjectedSum",
     "ProtectedConsensus",
+    "ScaledMomentRule",
     "SignConsensus",
     "SumRule",
     "adam_blend",
     "averaged_consensus",
+    "balanced_consensus",
     "check_update_matrices",
     "combine",
     "floored_votes",
@@ -332,6 +350,8 @@ RULES.add(SignConsensus.name, SignConsensus, family="moments")
 RULES.add(AveragedConsensus.name, AveragedConsensus, family="moments")
 RULES.add(FlooredVotes.name, FlooredVotes, family="moments")
 RULES.add(ProtectedConsensus.name, ProtectedConsensus, family="moments")
+for _scaled in (BalancedConsensus, GuardedConsensus, GuardedMean, DampedConsensus):
+    RULES.add(_scaled.name, _scaled, family="moments")
 
 
 def rule_for(combine: Any) -> CombineRule | MomentRule | None:

@@ -1,0 +1,219 @@
+"""Post-combine rules that read each loss's gradient scale over all parameters (issue 15, round 4).
+
+AutoBalance keeps one Adam state per loss (first moment ``m_k``, second moment ``v_k``, update
+``u_k = lr · m̂_k / (√v̂_k + ε)``).  The rules of :mod:`autobalance.optim.moment_rules` decide the
+step ``Δ`` per coordinate from ``U``, ``M`` and ``V`` alone; the rules here also read one number
+per loss, its RMS gradient scale over every coordinate of every parameter::
+
+    s_k = √( Σ_i v_{k,i} / P )          (≈ ‖∇L_k‖ / √P; the EMA of the squared gradient)
+
+which :class:`~autobalance.optim.autobalance.AutoBalance` sums over all of its parameter buckets
+(:func:`combine_moments`), so the rule does not depend on how the parameters are grouped.  All
+states advance together, so their bias corrections are one common factor that cancels in every
+use of ``s`` below.
+
+* ``balanced-consensus`` (:class:`BalancedConsensus`, :func:`balanced_consensus`): per
+  coordinate, the updates that agree in sign with the *scale-balanced* first moment
+  ``Σ_k m_k / s_k``, averaged.  The rule of the ``autobalance-balanced-consensus`` method.
+* ``guarded`` / ``guarded-mean`` (:class:`GuardedConsensus`): the consensus among losses of
+  comparable scale; a loss whose scale is ``R`` times below the largest keeps its vote.
+* ``damped-consensus`` (:class:`DampedConsensus`): ``consensus-mean`` shrunk where the first
+  moments cancel (does not read ``s``; a candidate of the same round).
+
+The study that compares them is ``docs/postcombine.md`` (§6).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.optim.moment_rules import MomentRule, averaged_consensus
+
+__all__ = [
+    "BalancedConsensus",
+    "DampedConsensus",
+    "GuardedConsensus",
+    "GuardedMean",
+    "ScaledMomentRule",
+    "balanced_consensus",
+    "combine_moments",
+    "damped_consensus",
+    "guarded_consensus",
+    "loss_scales",
+]
+
+
+def loss_scales(second_moments: Sequence[Tensor]) -> Tensor:
+    """``s_k = √(Σ_i v_{k,i} / P)`` over the coordinates of every ``K × P_b`` matrix given.
+
+    Returned as float64 on the first matrix's device (``K``).  Negative entries (none from Adam)
+    are clamped to zero.
+    """
+    if not second_moments:
+        raise HyperparameterError("loss_scales needs at least one second-moment matrix")
+    first = second_moments[0]
+    total = torch.zeros(first.shape[0], dtype=torch.float64, device=first.device)
+    count = 0
+    for v in second_moments:
+        total += v.clamp(min=0).sum(dim=1).to(device=first.device, dtype=torch.float64)
+        count += v.shape[1]
+    return (total / max(count, 1)).sqrt()
+
+
+def balanced_consensus(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """The agreeing updates averaged, agreement judged by the scale-balanced first moment::
+
+        Δ_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i}),
+        a_{k,i} = [sign u_{k,i} = sign Σ_j m_{j,i} / s_j]
+
+    ``Σ_j m_j / s_j`` is the first moment of ``Σ_j ∇L_j / s_j``, the summed gradient with every
+    loss rescaled to the same RMS scale (the balance that GradNorm- and IMTL-style pre-combine
+    methods aim at), so a conflict at coordinate ``i`` goes to the loss whose gradient there is
+    large *relative to its own scale*, not to the loss with the largest gradient (one Adam on
+    the sum, ``consensus``) and not to a tie (the paper's sum).  The length is the mean of the
+    agreeing normalised updates: ``|Δ_i| ≤ max_k |u_{k,i}| ≲ lr``, one Adam's step.
+
+    Properties: one loss is Adam exactly; where every update agrees it is the mean of the
+    updates; rescaling a loss by ``c > 0`` scales ``m_k`` and ``s_k`` by ``c`` and leaves
+    ``u_k`` unchanged (up to ``ε``), so ``Δ`` does not change (the paper's sum has this
+    invariance; ``consensus`` and ``consensus-mean`` do not).  A loss that never had a gradient
+    (``s_k = 0``, ``m_k = 0``) casts no vote.  A tie keeps only zero updates: ``Δ_i = 0``.
+    """
+    tiny = torch.finfo(first_moments.dtype).tiny
+    balance = scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
+    direction = (first_moments / balance).sum(dim=0).sign()
+    agree = (updates.sign() == direction).to(updates.dtype)
+    return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
+
+
+def _check_ratio(ratio: Any) -> None:
+    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio >= 1):
+        raise HyperparameterError(f"ratio must be a finite number ≥ 1, got {ratio!r}")
+
+
+def guarded_consensus(
+    updates: Tensor, first_moments: Tensor, scales: Tensor, ratio: float, mean: bool = False
+) -> Tensor:
+    """The consensus among comparable losses; a loss ``R`` times below the largest scale counts::
+
+        Δ_i = A_i + Σ_{k ∈ P} u_{k,i},     P = {k : R·s_k < max_j s_j}  (protected)
+        A_i = Σ_{k ∉ P} u_{k,i} [sign u_{k,i} = sign Σ_{j ∉ P} m_{j,i}]   (÷ their count if mean)
+
+    Like ``protected`` (:func:`~autobalance.optim.moment_rules.protected_consensus`) with one
+    scale per loss instead of one per coordinate: among losses of comparable scale conflicts
+    are decided by the summed first moment (one Adam's direction), a loss orders of magnitude
+    smaller keeps its normalised update as in the paper's sum.  ``R → ∞``: ``consensus``
+    (``consensus-mean`` with ``mean``).  One loss: Adam exactly.
+    """
+    _check_ratio(ratio)
+    s = scales.to(updates)
+    protected = (ratio * s < s.max()).unsqueeze(1)
+    direction = (first_moments * ~protected).sum(dim=0).sign()
+    agree = ((updates.sign() == direction) & ~protected).to(updates.dtype)
+    comparable = (updates * agree).sum(dim=0)
+    if mean:
+        comparable = comparable / agree.sum(dim=0).clamp(min=1.0)
+    return comparable + (updates * protected).sum(dim=0)
+
+
+def damped_consensus(updates: Tensor, first_moments: Tensor) -> Tensor:
+    """``consensus-mean`` shrunk by the agreement of the first moments::
+
+        Δ_i = averaged_consensus(U, M)_i · |Σ_k m_{k,i}| / Σ_k |m_{k,i}|
+
+    Where the first moments cancel (a balanced conflict) the step shrinks towards zero instead
+    of moving one update's length towards the narrow winner.  One loss: Adam exactly.
+    """
+    total = first_moments.sum(dim=0).abs()
+    spread = first_moments.abs().sum(dim=0).clamp(min=torch.finfo(first_moments.dtype).tiny)
+    return averaged_consensus(updates, first_moments) * (total / spread)
+
+
+class ScaledMomentRule(MomentRule):
+    """A moment rule that also reads each loss's gradient scale ``s_k`` (:func:`loss_scales`)."""
+
+    @abc.abstractmethod
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        """``Δ`` (``P``) of one bucket, given the scales ``s`` (``K``) over all buckets."""
+
+    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
+        """``Δ`` when ``updates`` hold every coordinate (the scales are taken from them)."""
+        return self.combine_scaled(
+            updates, first_moments, second_moments, loss_scales([second_moments])
+        )
+
+
+def combine_moments(
+    rule: MomentRule, buckets: Sequence[tuple[Tensor, Tensor, Tensor]]
+) -> list[Tensor]:
+    """Each bucket's ``Δ`` from its ``(updates, first moments, second moments)``.
+
+    A :class:`ScaledMomentRule` reads the scales of every bucket together, so its step does
+    not depend on how the parameters are split into groups.
+    """
+    if not isinstance(rule, ScaledMomentRule):
+        return [rule.combine(u, m, v) for u, m, v in buckets]
+    scales = loss_scales([v for _, _, v in buckets])
+    return [rule.combine_scaled(u, m, v, scales) for u, m, v in buckets]
+
+
+@dataclass
+class BalancedConsensus(ScaledMomentRule):
+    """The agreeing updates averaged, agreement with ``Σ m_k / s_k`` (balanced_consensus)."""
+
+    name = "balanced-consensus"
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return balanced_consensus(updates, first_moments, scales)
+
+
+@dataclass
+class GuardedConsensus(ScaledMomentRule):
+    """Consensus among losses within a factor ``ratio`` of the largest scale (guarded_consensus).
+
+    The agreeing updates are summed (``mean`` False) or averaged (``guarded-mean``).
+    """
+
+    name = "guarded"
+    ratio: float = 100.0
+    mean: bool = False
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.ratio)
+        if not isinstance(self.mean, bool):
+            raise HyperparameterError(f"mean must be True or False, got {self.mean!r}")
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return guarded_consensus(updates, first_moments, scales, float(self.ratio), self.mean)
+
+
+@dataclass
+class GuardedMean(GuardedConsensus):
+    """:class:`GuardedConsensus` with the agreeing comparable updates averaged."""
+
+    name = "guarded-mean"
+    mean: bool = True
+
+
+@dataclass
+class DampedConsensus(MomentRule):
+    """``consensus-mean`` shrunk where the first moments cancel (damped_consensus)."""
+
+    name = "damped-consensus"
+
+    def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
+        return damped_consensus(updates, first_moments)
