@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from autobalance.errors import AutoBalanceError
-from autobalance.experiments.run_tables import merge_run_tables, read_run_table
+from autobalance.experiments.run_tables import (
+    canonical_problem_label,
+    merge_run_tables,
+    read_run_table,
+)
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -58,3 +62,30 @@ def test_a_table_without_a_seed_column_is_refused_by_name(tmp_path) -> None:
     _write(tmp_path / "bad.csv", ["problem", "method", "rel_l2"], [["toy", "adam", 0.5]])
     with pytest.raises(AutoBalanceError, match=r"bad\.csv.*seed"):
         read_run_table(tmp_path / "bad.csv")
+
+
+def test_labels_of_default_parameters_become_the_problem_name() -> None:
+    assert canonical_problem_label("helmholtz(a2=4)") == "helmholtz"  # a2 = 4 is the default
+    assert canonical_problem_label("helmholtz(a1=1, a2=4)") == "helmholtz"
+    assert canonical_problem_label("burgers(nu=0.0031831)") == "burgers"  # 0.01/π as written
+    assert canonical_problem_label("helmholtz(a2=2)") == "helmholtz(a2=2)"  # changed: kept
+    assert canonical_problem_label("helmholtz(a1=1, a2=2)") == "helmholtz(a1=1, a2=2)"
+    assert canonical_problem_label("helmholtz(width=4)") == "helmholtz(width=4)"  # not a param
+    assert canonical_problem_label("toy(a=2)") == "toy(a=2)"  # not a problem
+    assert canonical_problem_label("wave") == "wave"
+
+
+def test_relabelled_tables_merge_default_runs_across_labels(tmp_path) -> None:
+    header = ["problem", "method", "seed", "rel_l2"]
+    _write(tmp_path / "a.csv", header, [["helmholtz", "adam", 0, 0.5]])
+    _write(
+        tmp_path / "b.csv",
+        header,
+        [["helmholtz(a2=4)", "adam", 0, 0.25], ["helmholtz(a2=2)", "adam", 0, 0.125]],
+    )
+    plain = merge_run_tables(tmp_path, ["a.csv", "b.csv"])
+    assert plain.values("helmholtz", "adam") == {0: 0.5} and not plain.checks
+    merged = merge_run_tables(tmp_path, ["a.csv", "b.csv"], relabel=canonical_problem_label)
+    assert merged.values("helmholtz", "adam") == {0: 0.25}  # the later record wins
+    assert merged.values("helmholtz(a2=2)", "adam") == {0: 0.125}
+    assert merged.differing and "helmholtz/adam/seed 0" in merged.differing[0]

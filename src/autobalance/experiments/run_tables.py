@@ -12,13 +12,17 @@ so *agree* means a relative difference ``≤ 5e-6``.  Every such pair is reporte
 ``DIFFERS``); the later table's values are kept, and the earlier's fill the columns the later
 lacks (a wall time, say).  Failed runs (``status`` other than ``ok``) are kept
 apart, never averaged, so that a report can show them.
+
+A report labels a problem ``name(k=v, ...)`` when its runs used several parameter sets;
+:func:`canonical_problem_label` turns a label whose parameters are all the problem's defaults
+back into ``name``, so that such a table merges with tables of default runs.
 """
 
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +33,7 @@ __all__ = [
     "DEFAULT_BUDGET_TABLES",
     "MergedRuns",
     "RunRow",
+    "canonical_problem_label",
     "merge_run_tables",
     "read_run_table",
 ]
@@ -129,8 +134,33 @@ def read_run_table(path: Path, *, source: str | None = None) -> list[RunRow]:
     return rows
 
 
-def merge_run_tables(root: Path, sources: Iterable[str]) -> MergedRuns:
-    """Read ``root / source`` for every source in order and merge them (module docstring)."""
+def canonical_problem_label(label: str) -> str:
+    """``name`` for a label ``name(k=v, ...)`` whose every ``v`` is the problem's default.
+
+    Values compare as a report writes them (``format_value``: 6 significant digits).  Any other
+    label (a plain name, changed parameters, an unknown problem or parameter) is returned as is.
+    """
+    from autobalance import problems  # (the problems import torch; tables alone do not need it)
+    from autobalance.experiments.analysis import format_value
+
+    name, _, rest = label.partition("(")
+    if not rest.endswith(")") or name not in problems.CATALOG:
+        return label
+    defaults = problems.CATALOG.parameters(name)
+    for item in rest[:-1].split(", "):
+        key, _, value = item.partition("=")
+        if key not in defaults or format_value(defaults[key]) != value:
+            return label
+    return name
+
+
+def merge_run_tables(
+    root: Path, sources: Iterable[str], *, relabel: Callable[[str], str] | None = None
+) -> MergedRuns:
+    """Read ``root / source`` for every source in order and merge them (module docstring).
+
+    ``relabel`` maps each row's problem label first (e.g. :func:`canonical_problem_label`).
+    """
     merged = MergedRuns()
     for source in sources:
         path = root / source
@@ -138,6 +168,8 @@ def merge_run_tables(root: Path, sources: Iterable[str]) -> MergedRuns:
             merged.checks.append(f"{source}: missing")
             continue
         for row in read_run_table(path, source=source):
+            if relabel is not None:
+                row = replace(row, problem=relabel(row.problem))
             if row.status != "ok" or "rel_l2" not in row.values:
                 merged.failed.append(row)
                 continue
