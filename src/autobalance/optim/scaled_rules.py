@@ -26,16 +26,14 @@ The study that compares them is ``docs/postcombine.md`` (§6).
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.optim.moment_rules import MomentRule, averaged_consensus
+from autobalance.optim.moment_rules import MomentRule, _check_ratio, averaged_consensus
 
 __all__ = [
     "BalancedConsensus",
@@ -92,11 +90,6 @@ def balanced_consensus(updates: Tensor, first_moments: Tensor, scales: Tensor) -
     direction = (first_moments / balance).sum(dim=0).sign()
     agree = (updates.sign() == direction).to(updates.dtype)
     return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
-
-
-def _check_ratio(ratio: Any) -> None:
-    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio >= 1):
-        raise HyperparameterError(f"ratio must be a finite number ≥ 1, got {ratio!r}")
 
 
 def guarded_consensus(
