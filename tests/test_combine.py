@@ -26,7 +26,10 @@ from autobalance.optim.combine import (
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
 MOMENTS = [
+    "balanced-blend",
     "balanced-consensus",
+    "balanced-discount",
+    "balanced-sum",
     "consensus",
     "consensus-mean",
     "damped-consensus",

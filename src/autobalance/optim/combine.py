@@ -72,7 +72,10 @@ from autobalance.optim.moment_rules import (
     sign_consensus,
 )
 from autobalance.optim.scaled_rules import (
+    BalancedBlend,
     BalancedConsensus,
+    BalancedDiscount,
+    BalancedSum,
     DampedConsensus,
     GuardedConsensus,
     GuardedMean,
@@ -83,7 +86,10 @@ from autobalance.optim.scaled_rules import (
 __all__ = [
     "RULES",
     "AveragedConsensus",
+    "BalancedBlend",
     "BalancedConsensus",
+    "BalancedDiscount",
+    "BalancedSum",
     "CombineRule",
     "ConflictFreeUpdates",
     "DampedConsensus",
@@ -350,7 +356,15 @@ RULES.add(SignConsensus.name, SignConsensus, family="moments")
 RULES.add(AveragedConsensus.name, AveragedConsensus, family="moments")
 RULES.add(FlooredVotes.name, FlooredVotes, family="moments")
 RULES.add(ProtectedConsensus.name, ProtectedConsensus, family="moments")
-for _scaled in (BalancedConsensus, GuardedConsensus, GuardedMean, DampedConsensus):
+for _scaled in (
+    BalancedConsensus,
+    GuardedConsensus,
+    GuardedMean,
+    DampedConsensus,
+    BalancedSum,
+    BalancedBlend,
+    BalancedDiscount,
+):
     RULES.add(_scaled.name, _scaled, family="moments")
 
 

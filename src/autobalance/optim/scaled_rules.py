@@ -20,6 +20,20 @@ use of ``s`` below.
 * ``damped-consensus`` (:class:`DampedConsensus`): ``consensus-mean`` shrunk where the first
   moments cancel (does not read ``s``; a candidate of the same round).
 
+Round 5 asks how long the step should be and what a balanced conflict should do, reading the
+*decisiveness* of the balanced first moment per coordinate::
+
+    λ_i = |Σ_k m_{k,i} / s_k| / Σ_k |m_{k,i} / s_k|    ∈ [0, 1]
+
+(1 where every loss pushes the same way, 0 at a perfect balanced tie):
+
+* ``balanced-sum`` (:class:`BalancedSum`): the agreeing updates summed (the paper's sum where
+  every loss agrees, dissenters dropped).
+* ``balanced-blend`` (:class:`BalancedBlend`): ``λ`` · balanced-consensus + ``(1 − λ)`` · the
+  mean of all updates (MultiAdam's combination where the conflict is balanced).
+* ``balanced-discount`` (:class:`BalancedDiscount`): the paper's sum with each dissenting
+  update discounted by ``λ``.
+
 The study that compares them is ``docs/postcombine.md`` (§6).
 """
 
@@ -36,14 +50,21 @@ from autobalance.errors import HyperparameterError
 from autobalance.optim.moment_rules import MomentRule, _check_ratio, averaged_consensus
 
 __all__ = [
+    "BalancedBlend",
     "BalancedConsensus",
+    "BalancedDiscount",
+    "BalancedSum",
     "DampedConsensus",
     "GuardedConsensus",
     "GuardedMean",
     "ScaledMomentRule",
+    "balanced_blend",
     "balanced_consensus",
+    "balanced_discount",
+    "balanced_sum",
     "combine_moments",
     "damped_consensus",
+    "decisiveness",
     "guarded_consensus",
     "loss_scales",
 ]
@@ -90,6 +111,67 @@ def balanced_consensus(updates: Tensor, first_moments: Tensor, scales: Tensor) -
     direction = (first_moments / balance).sum(dim=0).sign()
     agree = (updates.sign() == direction).to(updates.dtype)
     return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
+
+
+def _balanced_agreement(
+    updates: Tensor, first_moments: Tensor, scales: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(a, λ)``: which updates agree with ``Σ_k m_k / s_k`` (``K × P``) and its decisiveness."""
+    tiny = torch.finfo(first_moments.dtype).tiny
+    balanced = first_moments / scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
+    total = balanced.sum(dim=0)
+    agree = (updates.sign() == total.sign()).to(updates.dtype)
+    spread = balanced.abs().sum(dim=0).clamp(min=tiny)
+    return agree, (total.abs() / spread).to(updates.dtype)
+
+
+def decisiveness(first_moments: Tensor, scales: Tensor) -> Tensor:
+    """``λ_i = |Σ_k m_{k,i} / s_k| / Σ_k |m_{k,i} / s_k|`` (``P``): 1 if all agree, 0 at a tie.
+
+    Zero where every first moment is zero.
+    """
+    return _balanced_agreement(first_moments, first_moments, scales)[1]
+
+
+def balanced_sum(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """The updates that agree with ``Σ_k m_k / s_k`` summed::
+
+        Δ_i = Σ_k u_{k,i} a_{k,i}
+
+    (``a`` as in :func:`balanced_consensus`).  Where every loss agrees this is the paper's sum,
+    up to ``K`` updates long; a dissenting update is dropped.  One loss: Adam exactly; invariant
+    to rescaling a loss.
+    """
+    agree, _ = _balanced_agreement(updates, first_moments, scales)
+    return (updates * agree).sum(dim=0)
+
+
+def balanced_blend(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """balanced-consensus where the balanced conflict is decisive, the mean where it is a tie::
+
+        Δ_i = λ_i · Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i}) + (1 − λ_i) · (1/K) Σ_k u_{k,i}
+
+    Where every loss agrees (``λ = 1``) both terms are the mean of the updates; at a balanced
+    tie (``λ = 0``) the updates are averaged, so opposing updates cancel as in MultiAdam's mean
+    instead of one side taking a full step.  ``|Δ_i| ≤ max_k |u_{k,i}|``.  One loss: Adam
+    exactly; invariant to rescaling a loss.
+    """
+    agree, weight = _balanced_agreement(updates, first_moments, scales)
+    decided = (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
+    return weight * decided + (1.0 - weight) * updates.mean(dim=0)
+
+
+def balanced_discount(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """The paper's sum with every dissenting update discounted by the decisiveness ``λ``::
+
+        Δ_i = Σ_k u_{k,i} − λ_i Σ_k u_{k,i} (1 − a_{k,i})
+
+    Where all losses agree and at a balanced tie (``λ = 0``) it is the paper's sum; where one
+    side dominates relative to its scale (``λ → 1``) the dissenters are dropped
+    (:func:`balanced_sum`).  One loss: Adam exactly; invariant to rescaling a loss.
+    """
+    agree, weight = _balanced_agreement(updates, first_moments, scales)
+    return updates.sum(dim=0) - weight * (updates * (1.0 - agree)).sum(dim=0)
 
 
 def guarded_consensus(
@@ -210,3 +292,39 @@ class DampedConsensus(MomentRule):
 
     def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
         return damped_consensus(updates, first_moments)
+
+
+@dataclass
+class BalancedSum(ScaledMomentRule):
+    """The agreeing updates summed, agreement with ``Σ m_k / s_k`` (balanced_sum)."""
+
+    name = "balanced-sum"
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return balanced_sum(updates, first_moments, scales)
+
+
+@dataclass
+class BalancedBlend(ScaledMomentRule):
+    """balanced-consensus blended with the mean by the decisiveness ``λ`` (balanced_blend)."""
+
+    name = "balanced-blend"
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return balanced_blend(updates, first_moments, scales)
+
+
+@dataclass
+class BalancedDiscount(ScaledMomentRule):
+    """The paper's sum with dissenting updates discounted by ``λ`` (balanced_discount)."""
+
+    name = "balanced-discount"
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return balanced_discount(updates, first_moments, scales)
