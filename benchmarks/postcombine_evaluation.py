@@ -8,11 +8,14 @@ earlier one; a run found in two tables is checked (some tables keep 6 significan
 rule with today's code where the 2026-11-27 tables were made with other arithmetic in the last
 bits (``postcombine-balanced/README.md``).  The default-budget runs of the ``sota`` sweep
 (Kovasznay's seeds 1-2) are read too.  A label that names only default parameters
-(``helmholtz(a2=4)``, from a report that also holds changed ones) is the plain problem.  Only
+(``helmholtz(a2=4)``, from a report that also holds changed ones) is the plain problem, and a
+reaction-diffusion run of the tables before round 5 is labelled with the boundary loss it had
+(``reaction-diffusion(boundary_derivative=False)``; :func:`problem_label`).  Only
 seeds 0-2 count (the issue's three seeds).  Then, per problem (default and changed parameters):
 
 * mean ± std over seeds of the new rule (``--new``, default ``autobalance-balanced-consensus``),
-  the previous round's rule (``autobalance-consensus-mean``), Adam, the paper's rule
+  the rules of rounds 4 and 3 (``autobalance-balanced-consensus``,
+  ``autobalance-consensus-mean``; the one evaluated is not repeated), Adam, the paper's rule
   (``autobalance``), MultiAdam and IMTL-G (the best pre-combine method of the Helmholtz
   default-budget table) where they were run;
 * ``new / min(Adam, paper)``, the target of issue 15 (≤ 1.1 on every problem), and on Helmholtz
@@ -22,7 +25,10 @@ seeds 0-2 count (the issue's three seeds).  Then, per problem (default and chang
   which the table says) and the ratio outcome used for the win/tie/loss count: *win* when the
   new rule's mean is below the other's / 1.1, *loss* when above × 1.1, else *tie*.
 
-    python benchmarks/postcombine_evaluation.py    # postcombine-balanced/evaluation.{md,csv}
+    python benchmarks/postcombine_evaluation.py    # postcombine-round5/evaluation.{md,csv}
+
+(round 4's ``postcombine-balanced/evaluation.md`` was made by the same script before round 5's
+tables and the reaction-diffusion relabelling below existed).
 """
 
 from __future__ import annotations
@@ -44,13 +50,18 @@ from autobalance.experiments.run_tables import (
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 #: Where the default-budget runs are, read in this order (a later record of a run wins).
-SOURCES = (*DEFAULT_BUDGET_TABLES, "paper-5-seeds/runs.csv", "postcombine-balanced/runs.csv")
+SOURCES = (
+    *DEFAULT_BUDGET_TABLES,
+    "paper-5-seeds/runs.csv",
+    "postcombine-balanced/runs.csv",
+    "postcombine-round5/runs.csv",
+)
 #: A sweep of preset runs that also holds default runs (those without a phase).
 SOTA = "sota/runs.csv"
 NEW = "autobalance-balanced-consensus"
 PREVIOUS = "autobalance-consensus-mean"
 PAPER = "autobalance"
-OTHERS = (PREVIOUS, "adam", PAPER, "multiadam", "imtl-g")
+OTHERS = (NEW, PREVIOUS, "adam", PAPER, "multiadam", "imtl-g")
 #: The development problems (the rule was chosen and tuned on them; not out-of-sample).
 DEVELOPMENT = ("helmholtz", "burgers", "wave", "klein-gordon")
 SEEDS = (0, 1, 2)
@@ -60,9 +71,27 @@ BEST_MARGIN = 2.0
 Errors = dict[tuple[str, str], dict[int, float]]
 
 
+#: Every reaction-diffusion run of the tables before round 5 had ``u`` periodic only
+#: (``boundary_derivative=False``, the problem's default until 2026-12-01).  Their labels do not
+#: say so, since it did not vary in their reports; round 5's report names it on every run.
+OLD_DEFAULT = ("reaction-diffusion", "boundary_derivative", "False")
+
+
+def problem_label(label: str) -> str:
+    """The canonical label, a reaction-diffusion label that does not name the boundary loss
+    completed with the old default first (``reaction-diffusion`` →
+    ``reaction-diffusion(boundary_derivative=False)``)."""
+    name, _, rest = label.partition("(")
+    problem, key, old = OLD_DEFAULT
+    if name == problem and f"{key}=" not in rest:
+        items = [item for item in rest.rstrip(")").split(", ") if item]
+        label = f"{name}({', '.join(sorted([*items, f'{key}={old}']))})"
+    return canonical_problem_label(label)
+
+
 def collect(root: Path) -> tuple[Errors, list[str]]:
     """``errors[(problem, method)][seed]`` (seeds 0-2) from every source, and the checks."""
-    merged = merge_run_tables(root, SOURCES, relabel=canonical_problem_label)
+    merged = merge_run_tables(root, SOURCES, relabel=problem_label)
     errors: Errors = defaultdict(dict)
     for key in merged.ok:
         errors[key].update(merged.values(*key))
@@ -70,7 +99,8 @@ def collect(root: Path) -> tuple[Errors, list[str]]:
         for row in read_run_table(root / SOTA, source=SOTA):
             plain = row.status == "ok" and row.values.get("phase_iterations", 0) == 0
             if plain and "rel_l2" in row.values:
-                errors[(row.problem, row.method)].setdefault(row.seed, row.values["rel_l2"])
+                key = (problem_label(row.problem), row.method)
+                errors[key].setdefault(row.seed, row.values["rel_l2"])
     trimmed = {k: {s: v for s, v in sorted(by.items()) if s in SEEDS} for k, by in errors.items()}
     return {k: v for k, v in trimmed.items() if v}, merged.checks
 
@@ -167,7 +197,7 @@ def summary(errors: Errors, new: str = NEW) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=RESULTS / "postcombine-balanced")
+    parser.add_argument("--out", type=Path, default=RESULTS / "postcombine-round5")
     parser.add_argument("--new", default=NEW, help="the rule evaluated (a method name)")
     args = parser.parse_args()
     errors, checks = collect(args.root)

@@ -106,3 +106,51 @@ def test_ratio_outcomes_use_the_margin_both_ways(evaluation) -> None:
     assert evaluation._outcome(new, {}) == ("–", "–")
     # two shared seeds: the paired test runs, and with n = 2 it cannot be significant
     assert evaluation._outcome(new, {0: 2.0, 1: 2.0})[1].startswith("tie")
+
+
+def test_a_later_rule_is_compared_with_round_4s(evaluation) -> None:
+    errors = {
+        ("toy", "autobalance-balanced-blend"): {0: 0.1, 1: 0.1, 2: 0.1},
+        ("toy", "autobalance-balanced-consensus"): {0: 0.3, 1: 0.3, 2: 0.3},
+        ("toy", "adam"): {0: 0.2, 1: 0.2, 2: 0.2},
+        ("toy", "autobalance"): {0: 0.4, 1: 0.4, 2: 0.4},
+    }
+    lines, records = evaluation.table(errors, "autobalance-balanced-blend")
+    assert lines[0].startswith(
+        "| problem | `autobalance-balanced-blend` | `autobalance-balanced-consensus` |"
+    )
+    assert float(records[0]["ratio_to_min_adam_paper"]) == pytest.approx(0.5)
+    summary = evaluation.summary(errors, "autobalance-balanced-blend")
+    assert summary[0].startswith("- against `autobalance-balanced-consensus`: 1 wins, 0 ties")
+
+
+def test_old_reaction_diffusion_rows_get_the_old_boundary_loss(evaluation, tmp_path) -> None:
+    """Rows before round 5 had u periodic only (the default until 2026-12-01); round 5 names it."""
+    label = evaluation.problem_label
+    assert label("reaction-diffusion") == "reaction-diffusion(boundary_derivative=False)"
+    assert label("reaction-diffusion(rho=5)") == "reaction-diffusion(boundary_derivative=False)"
+    assert (
+        label("reaction-diffusion(rho=3)") == "reaction-diffusion(boundary_derivative=False, rho=3)"
+    )
+    assert label("reaction-diffusion(boundary_derivative=True, rho=5)") == "reaction-diffusion"
+    assert label("reaction-diffusion(boundary_derivative=False, rho=5)") == label(
+        "reaction-diffusion"
+    )
+    assert label("helmholtz(a2=4)") == "helmholtz"
+    _write(
+        tmp_path / "default-budget/runs.csv",
+        [("reaction-diffusion", "adam", 0, 0.09)],
+        runs_table=True,
+    )
+    _write(
+        tmp_path / "postcombine-round5/runs.csv",
+        [
+            ("reaction-diffusion(boundary_derivative=True, rho=5)", "adam", 0, 0.002),
+            ("reaction-diffusion(boundary_derivative=False, rho=5)", "adam", 0, 0.09),
+        ],
+        runs_table=True,
+    )
+    errors, checks = evaluation.collect(tmp_path)
+    assert errors[("reaction-diffusion", "adam")] == {0: 0.002}
+    assert errors[("reaction-diffusion(boundary_derivative=False)", "adam")] == {0: 0.09}
+    assert any("boundary_derivative=False)/adam/seed 0" in c and "reproduced" in c for c in checks)

@@ -69,7 +69,7 @@ def test_labels_of_default_parameters_become_the_problem_name() -> None:
     assert canonical_problem_label("helmholtz(a1=1, a2=4)") == "helmholtz"
     assert canonical_problem_label("burgers(nu=0.0031831)") == "burgers"  # 0.01/π as written
     assert canonical_problem_label("helmholtz(a2=2)") == "helmholtz(a2=2)"  # changed: kept
-    assert canonical_problem_label("helmholtz(a1=1, a2=2)") == "helmholtz(a1=1, a2=2)"
+    assert canonical_problem_label("helmholtz(a1=1, a2=2)") == "helmholtz(a2=2)"  # a1 default
     assert canonical_problem_label("helmholtz(width=4)") == "helmholtz(width=4)"  # not a param
     assert canonical_problem_label("toy(a=2)") == "toy(a=2)"  # not a problem
     assert canonical_problem_label("wave") == "wave"

@@ -135,10 +135,13 @@ def read_run_table(path: Path, *, source: str | None = None) -> list[RunRow]:
 
 
 def canonical_problem_label(label: str) -> str:
-    """``name`` for a label ``name(k=v, ...)`` whose every ``v`` is the problem's default.
+    """``label`` without the parameters at their problem's default (``name`` if none is left).
 
+    ``helmholtz(a2=4)`` → ``helmholtz``; ``helmholtz(a1=1, a2=2)`` → ``helmholtz(a2=2)``.
     Values compare as a report writes them (``format_value``: 6 significant digits).  Any other
-    label (a plain name, changed parameters, an unknown problem or parameter) is returned as is.
+    label (a plain name, an unknown problem or parameter) is returned as is.  A label names only
+    the parameters that varied in its report, so the default is today's: a table made before a
+    default changed needs the old value added first (``benchmarks/postcombine_evaluation.py``).
     """
     from autobalance import problems  # (the problems import torch; tables alone do not need it)
     from autobalance.experiments.analysis import format_value
@@ -147,11 +150,14 @@ def canonical_problem_label(label: str) -> str:
     if not rest.endswith(")") or name not in problems.CATALOG:
         return label
     defaults = problems.CATALOG.parameters(name)
+    kept = []
     for item in rest[:-1].split(", "):
         key, _, value = item.partition("=")
-        if key not in defaults or format_value(defaults[key]) != value:
+        if key not in defaults:
             return label
-    return name
+        if format_value(defaults[key]) != value:
+            kept.append(item)
+    return f"{name}({', '.join(kept)})" if kept else name
 
 
 def merge_run_tables(

@@ -25,7 +25,7 @@ from autobalance.errors import AutoBalanceError
 from autobalance.experiments.runs import RunFileError
 from autobalance.problems import Problem
 
-__all__ = ["predict_run", "solution_figure", "solution_panels_figure"]
+__all__ = ["load_run_model", "predict_run", "solution_figure", "solution_panels_figure"]
 
 _PANELS = ("reference", "prediction", "|prediction − reference|")
 
@@ -120,12 +120,8 @@ def solution_figure(
     return fig
 
 
-def predict_run(run_dir: str | os.PathLike[str]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-    """Rebuild a run's problem and network from ``checkpoint.pt`` and predict on its grid.
-
-    Returns:
-        ``(problem, points, reference, prediction)``, arrays of shape ``(N, in_dim)`` and
-        ``(N, out_dim)`` in float64.
+def load_run_model(run_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Rebuild a run's problem and network (in eval mode, on the CPU) from ``checkpoint.pt``.
 
     Raises:
         RunFileError: no readable checkpoint, or one whose configuration cannot be rebuilt.
@@ -150,6 +146,23 @@ def predict_run(run_dir: str | os.PathLike[str]) -> tuple[Any, np.ndarray, np.nd
     except (AutoBalanceError, OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise RunFileError(f"cannot rebuild the model of {path}: {exc}") from None
     model.eval()
+    return problem, model
+
+
+def predict_run(run_dir: str | os.PathLike[str]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Rebuild a run's problem and network from ``checkpoint.pt`` and predict on its grid.
+
+    Returns:
+        ``(problem, points, reference, prediction)``, arrays of shape ``(N, in_dim)`` and
+        ``(N, out_dim)`` in float64.
+
+    Raises:
+        RunFileError: no readable checkpoint, or one whose configuration cannot be rebuilt.
+    """
+    import torch
+
+    problem, model = load_run_model(run_dir)
+    dtype = next(model.parameters()).dtype
     with torch.no_grad():
         points = problem.evaluation_points("cpu", dtype)
         reference = problem.reference(points)
