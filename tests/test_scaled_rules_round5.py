@@ -22,17 +22,10 @@ from autobalance.optim.scaled_rules import (
     decisiveness,
     loss_scales,
 )
+from test_scaled_rules import T, close, moment_triples
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUND5 = (BalancedSum, BalancedBlend, BalancedDiscount)
-
-
-def T(rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(a: torch.Tensor, b, tol: float = 1e-12) -> None:
-    torch.testing.assert_close(a, b if isinstance(b, torch.Tensor) else T(b), rtol=tol, atol=tol)
 
 
 # ------------------------------------------------------------------------------ closed forms
@@ -91,20 +84,6 @@ def test_first_step_of_autobalance() -> None:
 
 
 # -------------------------------------------------------------------------------- properties
-def moment_triples(min_k: int = 1, max_k: int = 4, max_p: int = 6):
-    @st.composite
-    def draw(draw_value):
-        k = draw_value(st.integers(min_k, max_k))
-        p = draw_value(st.integers(1, max_p))
-        el = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
-        pos = st.floats(0.0625, 64.0, allow_nan=False, allow_infinity=False, width=32)
-        m = T(draw_value(st.lists(el, min_size=k * p, max_size=k * p))).reshape(k, p)
-        v = T(draw_value(st.lists(pos, min_size=k * p, max_size=k * p))).reshape(k, p)
-        return m / v.sqrt(), m, v
-
-    return draw()
-
-
 @PROP
 @given(moment_triples())
 def test_each_rule_is_its_mixture(UMV) -> None:

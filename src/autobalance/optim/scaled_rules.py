@@ -34,7 +34,7 @@ Round 5 asks how long the step should be and what a balanced conflict should do,
 * ``balanced-discount`` (:class:`BalancedDiscount`): the paper's sum with each dissenting
   update discounted by ``λ``.
 
-The study that compares them is ``docs/postcombine.md`` (§6).
+The study that compares them is ``docs/postcombine.md`` (§6 and §7).
 """
 
 from __future__ import annotations
@@ -242,16 +242,26 @@ def combine_moments(
     return [rule.combine_scaled(u, m, v, scales) for u, m, v in buckets]
 
 
-@dataclass
-class BalancedConsensus(ScaledMomentRule):
-    """The agreeing updates averaged, agreement with ``Σ m_k / s_k`` (balanced_consensus)."""
+class _BalancedFunctionRule(ScaledMomentRule):
+    """A rule that is a pure function ``Δ = f(U, M, s)`` of this module (``function``)."""
 
-    name = "balanced-consensus"
+    @staticmethod
+    @abc.abstractmethod
+    def function(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+        """``Δ`` (``P``) from ``U``, ``M`` (``K × P``) and the scales ``s`` (``K``)."""
 
     def combine_scaled(
         self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
     ) -> Tensor:
-        return balanced_consensus(updates, first_moments, scales)
+        return self.function(updates, first_moments, scales)
+
+
+@dataclass
+class BalancedConsensus(_BalancedFunctionRule):
+    """The agreeing updates averaged, agreement with ``Σ m_k / s_k`` (balanced_consensus)."""
+
+    name = "balanced-consensus"
+    function = staticmethod(balanced_consensus)
 
 
 @dataclass
@@ -295,36 +305,24 @@ class DampedConsensus(MomentRule):
 
 
 @dataclass
-class BalancedSum(ScaledMomentRule):
+class BalancedSum(_BalancedFunctionRule):
     """The agreeing updates summed, agreement with ``Σ m_k / s_k`` (balanced_sum)."""
 
     name = "balanced-sum"
-
-    def combine_scaled(
-        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
-    ) -> Tensor:
-        return balanced_sum(updates, first_moments, scales)
+    function = staticmethod(balanced_sum)
 
 
 @dataclass
-class BalancedBlend(ScaledMomentRule):
+class BalancedBlend(_BalancedFunctionRule):
     """balanced-consensus blended with the mean by the decisiveness ``λ`` (balanced_blend)."""
 
     name = "balanced-blend"
-
-    def combine_scaled(
-        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
-    ) -> Tensor:
-        return balanced_blend(updates, first_moments, scales)
+    function = staticmethod(balanced_blend)
 
 
 @dataclass
-class BalancedDiscount(ScaledMomentRule):
+class BalancedDiscount(_BalancedFunctionRule):
     """The paper's sum with dissenting updates discounted by ``λ`` (balanced_discount)."""
 
     name = "balanced-discount"
-
-    def combine_scaled(
-        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
-    ) -> Tensor:
-        return balanced_discount(updates, first_moments, scales)
+    function = staticmethod(balanced_discount)
