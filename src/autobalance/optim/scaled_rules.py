@@ -106,23 +106,25 @@ def balanced_consensus(updates: Tensor, first_moments: Tensor, scales: Tensor) -
     invariance; ``consensus`` and ``consensus-mean`` do not).  A loss that never had a gradient
     (``s_k = 0``, ``m_k = 0``) casts no vote.  A tie keeps only zero updates: ``Δ_i = 0``.
     """
-    tiny = torch.finfo(first_moments.dtype).tiny
-    balance = scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
-    direction = (first_moments / balance).sum(dim=0).sign()
-    agree = (updates.sign() == direction).to(updates.dtype)
+    agree = _agreement(updates, _balanced_moments(first_moments, scales))
     return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
 
 
-def _balanced_agreement(
-    updates: Tensor, first_moments: Tensor, scales: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``(a, λ)``: which updates agree with ``Σ_k m_k / s_k`` (``K × P``) and its decisiveness."""
+def _balanced_moments(first_moments: Tensor, scales: Tensor) -> Tensor:
+    """``m_k / s_k`` (``K × P``), a zero scale counted as the smallest positive number."""
     tiny = torch.finfo(first_moments.dtype).tiny
-    balanced = first_moments / scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
-    total = balanced.sum(dim=0)
-    agree = (updates.sign() == total.sign()).to(updates.dtype)
-    spread = balanced.abs().sum(dim=0).clamp(min=tiny)
-    return agree, (total.abs() / spread).to(updates.dtype)
+    return first_moments / scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
+
+
+def _agreement(updates: Tensor, balanced: Tensor) -> Tensor:
+    """``a_{k,i} = [sign u_{k,i} = sign Σ_j balanced_{j,i}]`` in the updates' dtype."""
+    return (updates.sign() == balanced.sum(dim=0).sign()).to(updates.dtype)
+
+
+def _decisiveness(balanced: Tensor) -> Tensor:
+    """``|Σ_k balanced_k| / Σ_k |balanced_k|`` per coordinate (0 where all are zero)."""
+    spread = balanced.abs().sum(dim=0).clamp(min=torch.finfo(balanced.dtype).tiny)
+    return balanced.sum(dim=0).abs() / spread
 
 
 def decisiveness(first_moments: Tensor, scales: Tensor) -> Tensor:
@@ -130,7 +132,7 @@ def decisiveness(first_moments: Tensor, scales: Tensor) -> Tensor:
 
     Zero where every first moment is zero.
     """
-    return _balanced_agreement(first_moments, first_moments, scales)[1]
+    return _decisiveness(_balanced_moments(first_moments, scales))
 
 
 def balanced_sum(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
@@ -142,7 +144,7 @@ def balanced_sum(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tens
     up to ``K`` updates long; a dissenting update is dropped.  One loss: Adam exactly; invariant
     to rescaling a loss.
     """
-    agree, _ = _balanced_agreement(updates, first_moments, scales)
+    agree = _agreement(updates, _balanced_moments(first_moments, scales))
     return (updates * agree).sum(dim=0)
 
 
@@ -156,7 +158,8 @@ def balanced_blend(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Te
     instead of one side taking a full step.  ``|Δ_i| ≤ max_k |u_{k,i}|``.  One loss: Adam
     exactly; invariant to rescaling a loss.
     """
-    agree, weight = _balanced_agreement(updates, first_moments, scales)
+    balanced = _balanced_moments(first_moments, scales)
+    agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
     decided = (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
     return weight * decided + (1.0 - weight) * updates.mean(dim=0)
 
@@ -170,7 +173,8 @@ def balanced_discount(updates: Tensor, first_moments: Tensor, scales: Tensor) ->
     side dominates relative to its scale (``λ → 1``) the dissenters are dropped
     (:func:`balanced_sum`).  One loss: Adam exactly; invariant to rescaling a loss.
     """
-    agree, weight = _balanced_agreement(updates, first_moments, scales)
+    balanced = _balanced_moments(first_moments, scales)
+    agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
     return updates.sum(dim=0) - weight * (updates * (1.0 - agree)).sum(dim=0)
 
 
