@@ -73,6 +73,7 @@ from autobalance.optim.moment_rules import (
 )
 from autobalance.optim.scaled_rules import (
     BalancedBlend,
+    BalancedConcede,
     BalancedConsensus,
     BalancedDiscount,
     BalancedSum,
@@ -87,6 +88,7 @@ __all__ = [
     "RULES",
     "AveragedConsensus",
     "BalancedBlend",
+    "BalancedConcede",
     "BalancedConsensus",
     "BalancedDiscount",
     "BalancedSum",
@@ -364,6 +366,7 @@ for _scaled in (
     BalancedSum,
     BalancedBlend,
     BalancedDiscount,
+    BalancedConcede,
 ):
     RULES.add(_scaled.name, _scaled, family="moments")
 

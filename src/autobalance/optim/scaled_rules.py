@@ -34,7 +34,13 @@ Round 5 asks how long the step should be and what a balanced conflict should do,
 * ``balanced-discount`` (:class:`BalancedDiscount`): the paper's sum with each dissenting
   update discounted by ``λ``.
 
-The study that compares them is ``docs/postcombine.md`` (§6 and §7).
+Round 6 keeps balanced-consensus' direction and gives the step the paper's length:
+
+* ``balanced-concede`` (:class:`BalancedConcede`): every loss casts one update as in the paper's
+  sum, and a loss outvoted at a coordinate casts the winners' mean instead of its own
+  (``K`` × balanced-consensus).
+
+The study that compares them is ``docs/postcombine.md`` (§6, §7 and §8).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from autobalance.optim.moment_rules import MomentRule, _check_ratio, averaged_co
 
 __all__ = [
     "BalancedBlend",
+    "BalancedConcede",
     "BalancedConsensus",
     "BalancedDiscount",
     "BalancedSum",
@@ -59,6 +66,7 @@ __all__ = [
     "GuardedMean",
     "ScaledMomentRule",
     "balanced_blend",
+    "balanced_concede",
     "balanced_consensus",
     "balanced_discount",
     "balanced_sum",
@@ -176,6 +184,21 @@ def balanced_discount(updates: Tensor, first_moments: Tensor, scales: Tensor) ->
     balanced = _balanced_moments(first_moments, scales)
     agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
     return updates.sum(dim=0) - weight * (updates * (1.0 - agree)).sum(dim=0)
+
+
+def balanced_concede(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """The paper's sum in which an outvoted loss concedes its update to the winners' mean::
+
+        Δ_i = Σ_k [a_{k,i} u_{k,i} + (1 − a_{k,i}) ū_i] = K · ū_i,
+        ū_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i})     (balanced_consensus)
+
+    (``a`` as in :func:`balanced_consensus`).  Each of the ``K`` losses moves the parameters by
+    one update, as in the paper's sum, so the step is as long as the paper's where every loss
+    agrees; a conflict is decided as in balanced-consensus, and the losses that lost it follow
+    the winners instead of cancelling them.  ``|Δ_i| ≤ K max_k |u_{k,i}|``.  One loss: Adam
+    exactly; invariant to rescaling a loss; the sign of ``Δ`` is balanced-consensus' sign.
+    """
+    return updates.shape[0] * balanced_consensus(updates, first_moments, scales)
 
 
 def guarded_consensus(
@@ -330,3 +353,11 @@ class BalancedDiscount(_BalancedFunctionRule):
 
     name = "balanced-discount"
     function = staticmethod(balanced_discount)
+
+
+@dataclass
+class BalancedConcede(_BalancedFunctionRule):
+    """``K`` × balanced-consensus: an outvoted loss casts the winners' mean (balanced_concede)."""
+
+    name = "balanced-concede"
+    function = staticmethod(balanced_concede)

@@ -1,0 +1,109 @@
+"""Issue 15, round 6: balanced-concede, K × balanced-consensus (scaled_rules.balanced_concede)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autobalance import AutoBalance
+from autobalance.optim.combine import RULES
+from autobalance.optim.scaled_rules import (
+    BalancedConcede,
+    balanced_concede,
+    balanced_consensus,
+    loss_scales,
+)
+from test_scaled_rules import T, close, moment_triples
+
+PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# s = (2, 1); balanced moments (2, −1, 0.5) and (−1, −1, 0.5) sum to (1, −2, 1).  Coordinate 0:
+# loss 0 wins the conflict and loss 1 concedes; coordinates 1 and 2: both agree.
+U = T([[1.0, -0.5, 0.25], [-0.75, -1.0, 0.5]])
+M = T([[4.0, -2.0, 1.0], [-1.0, -1.0, 0.5]])
+S = T([2.0, 1.0])
+
+
+def test_closed_form() -> None:
+    # coordinate 0: the winner's 1.0 plus the conceded 1.0; elsewhere the paper's sum
+    close(balanced_concede(U, M, S), [2.0, -1.5, 0.75])
+    close(
+        RULES.create("balanced-concede").combine(U, M, T([[4.0] * 3, [1.0] * 3])), [2.0, -1.5, 0.75]
+    )
+    # three losses, two agree with the balanced direction: K · their mean
+    U3 = T([[0.5], [0.25], [-1.0]])
+    M3 = T([[1.0], [1.0], [-1.0]])
+    close(balanced_concede(U3, M3, T([1.0, 1.0, 1.0])), [3 * 0.375])
+    # a tie keeps nothing
+    close(balanced_concede(T([[1.0], [-1.0]]), T([[1.0], [-2.0]]), T([1.0, 2.0])), [0.0])
+
+
+def test_first_step_of_autobalance() -> None:
+    # L0 = (θ1 − 1)² + (θ2 − 1)², L1 = 50(θ1 + 1)² + 2(θ2 + 1)² at θ = 0: g0 = (−2, −2),
+    # g1 = (100, 4), RMS scales 2 and √5008, so the balanced moment is −1 + g1/√5008 per
+    # coordinate: coordinate 0 goes to L1 (θ1 falls), coordinate 1 to L0 (θ2 rises).  Adam's
+    # first updates are ±lr, and the loser concedes: each coordinate moves 2·lr.
+    assert 100 / math.sqrt(5008.0) > 1 > 4 / math.sqrt(5008.0)
+    lr = 0.1
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = AutoBalance([theta], base="adam", lr=lr, eps=1e-12, combine="balanced-concede")
+    curvature, centers = T([[1.0, 1.0], [50.0, 2.0]]), T([[1.0, 1.0], [-1.0, -1.0]])
+    quad = (curvature * (theta - centers) ** 2).sum(1)
+    opt.step({"L0": quad[0], "L1": quad[1]})
+    close(theta.detach(), T([-2 * lr, 2 * lr]), tol=1e-9)
+
+
+@PROP
+@given(moment_triples())
+def test_k_times_balanced_consensus_and_the_paper_sum_where_all_agree(UMV) -> None:
+    U, M, V = UMV
+    s = loss_scales([V])
+    K = U.shape[0]
+    delta = balanced_concede(U, M, s)
+    close(delta, K * balanced_consensus(U, M, s), tol=1e-12)
+    agree = (U.sign() == (M / s.unsqueeze(1)).sum(0).sign()).all(0)
+    close(delta[agree], U.sum(0)[agree], tol=1e-9)
+    assert bool((delta.abs() <= K * U.abs().max(0).values + 1e-12).all())
+
+
+@PROP
+@given(moment_triples(), st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4))
+def test_ignores_how_each_loss_is_scaled(UMV, factors) -> None:
+    U, M, V = UMV
+    c = T(factors[: U.shape[0]]).unsqueeze(1)
+    balanced = M / loss_scales([V]).unsqueeze(1)
+    tied = balanced.sum(0).abs() < 1e-9 * balanced.abs().sum(0)
+    base, scaled = BalancedConcede().combine(U, M, V), BalancedConcede().combine(U, M * c, V * c**2)
+    close(scaled[~tied], base[~tied], tol=1e-8)
+
+
+@PROP
+@given(moment_triples())
+def test_one_loss_is_adam_and_order_does_not_matter(UMV) -> None:
+    U, M, V = UMV
+    close(BalancedConcede().combine(U[:1], M[:1], V[:1]), U[0])
+    perm = torch.randperm(U.shape[0])
+    close(
+        BalancedConcede().combine(U[perm], M[perm], V[perm]),
+        BalancedConcede().combine(U, M, V),
+        1e-9,
+    )
+
+
+def test_trajectory_is_k_times_the_step_of_balanced_consensus() -> None:
+    """20 steps of balanced-concede at lr equal 20 steps of balanced-consensus at K · lr."""
+    scales, centers = T([[1.0, 1.0, 3.0], [50.0, 2.0, 0.5]]), T([[1.0, 1.0, 0.0], [-1, -1, 2]])
+
+    def trajectory(combine: str, lr: float, factor: float = 1.0) -> torch.Tensor:
+        theta = torch.full((3,), 0.3, dtype=torch.float64, requires_grad=True)
+        opt = AutoBalance([theta], base="adam", lr=lr, eps=1e-30, combine=combine)
+        for _ in range(20):
+            quad = (scales * (theta - centers) ** 2).sum(1)
+            opt.step({"L0": factor * quad[0], "L1": quad[1]})
+        return theta.detach()
+
+    close(trajectory("balanced-concede", 0.05), trajectory("balanced-consensus", 0.1), 1e-9)
+    close(trajectory("balanced-concede", 0.05, 1000.0), trajectory("balanced-concede", 0.05), 1e-9)
