@@ -27,8 +27,10 @@ PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
 MOMENTS = [
     "balanced-blend",
+    "balanced-concede",
     "balanced-consensus",
     "balanced-discount",
+    "balanced-graded",
     "balanced-sum",
     "consensus",
     "consensus-mean",

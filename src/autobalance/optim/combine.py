@@ -76,6 +76,7 @@ from autobalance.optim.scaled_rules import (
     BalancedConcede,
     BalancedConsensus,
     BalancedDiscount,
+    BalancedGraded,
     BalancedSum,
     DampedConsensus,
     GuardedConsensus,
@@ -91,6 +92,7 @@ __all__ = [
     "BalancedConcede",
     "BalancedConsensus",
     "BalancedDiscount",
+    "BalancedGraded",
     "BalancedSum",
     "CombineRule",
     "ConflictFreeUpdates",
@@ -367,6 +369,7 @@ for _scaled in (
     BalancedBlend,
     BalancedDiscount,
     BalancedConcede,
+    BalancedGraded,
 ):
     RULES.add(_scaled.name, _scaled, family="moments")
 

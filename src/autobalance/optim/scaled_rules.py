@@ -39,6 +39,9 @@ Round 6 keeps balanced-consensus' direction and gives the step the paper's lengt
 * ``balanced-concede`` (:class:`BalancedConcede`): every loss casts one update as in the paper's
   sum, and a loss outvoted at a coordinate casts the winners' mean instead of its own
   (``K`` × balanced-consensus).
+* ``balanced-graded`` (:class:`BalancedGraded`): balanced-consensus lengthened by the
+  decisiveness, ``(1 + (K − 1) λ)`` × balanced-consensus: the paper's sum where every loss
+  agrees, balanced-consensus' one winning update at a balanced tie.
 
 The study that compares them is ``docs/postcombine.md`` (§6, §7 and §8).
 """
@@ -60,6 +63,7 @@ __all__ = [
     "BalancedConcede",
     "BalancedConsensus",
     "BalancedDiscount",
+    "BalancedGraded",
     "BalancedSum",
     "DampedConsensus",
     "GuardedConsensus",
@@ -69,6 +73,7 @@ __all__ = [
     "balanced_concede",
     "balanced_consensus",
     "balanced_discount",
+    "balanced_graded",
     "balanced_sum",
     "combine_moments",
     "damped_consensus",
@@ -199,6 +204,24 @@ def balanced_concede(updates: Tensor, first_moments: Tensor, scales: Tensor) -> 
     exactly; invariant to rescaling a loss; the sign of ``Δ`` is balanced-consensus' sign.
     """
     return updates.shape[0] * balanced_consensus(updates, first_moments, scales)
+
+
+def balanced_graded(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
+    """balanced-consensus with a step that grows with the decisiveness ``λ`` of the conflict::
+
+        Δ_i = (1 + (K − 1) λ_i) · Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i})
+
+    (``a`` as in :func:`balanced_consensus`, ``λ`` as in :func:`decisiveness`).  Where every
+    loss pushes the same way (``λ = 1``; ``sign u_k = sign m_k``, so every update agrees) it is
+    the paper's sum, ``K`` updates long; at a balanced tie (``λ = 0``) it is balanced-consensus,
+    the winners' mean, one update long.  Between :func:`balanced_consensus` and
+    :func:`balanced_concede` coordinate by coordinate.  One loss: Adam exactly; invariant to
+    rescaling a loss.
+    """
+    balanced = _balanced_moments(first_moments, scales)
+    agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
+    mean = (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
+    return (1.0 + (updates.shape[0] - 1) * weight) * mean
 
 
 def guarded_consensus(
@@ -361,3 +384,11 @@ class BalancedConcede(_BalancedFunctionRule):
 
     name = "balanced-concede"
     function = staticmethod(balanced_concede)
+
+
+@dataclass
+class BalancedGraded(_BalancedFunctionRule):
+    """balanced-consensus lengthened to ``1 + (K − 1) λ`` updates (balanced_graded)."""
+
+    name = "balanced-graded"
+    function = staticmethod(balanced_graded)
