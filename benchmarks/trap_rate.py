@@ -70,7 +70,9 @@ def method_label(config: dict[str, Any]) -> str:
     lr = float(config.get("lr", DEFAULT_LR))
     if not math.isclose(lr, DEFAULT_LR, rel_tol=1e-9):
         params["lr"] = lr
-    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    inner = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
     return f"{config['method']}({inner})" if inner else str(config["method"])
 
 

@@ -1,9 +1,12 @@
-"""Issue 15, round 6: balanced-concede, K × balanced-consensus (scaled_rules.balanced_concede)."""
+"""Issue 15, round 6: balanced-concede (K × balanced-consensus) and balanced-graded (scaled_rules).
+
+balanced-graded is ``(1 + (K − 1) λ)`` × balanced-consensus, ``λ`` the decisiveness."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,12 +15,16 @@ from autobalance import AutoBalance
 from autobalance.optim.combine import RULES
 from autobalance.optim.scaled_rules import (
     BalancedConcede,
+    BalancedGraded,
     balanced_concede,
     balanced_consensus,
+    balanced_graded,
+    decisiveness,
     loss_scales,
 )
 from test_scaled_rules import T, close, moment_triples
 
+ROUND6 = (BalancedConcede, BalancedGraded)
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # s = (2, 1); balanced moments (2, −1, 0.5) and (−1, −1, 0.5) sum to (1, −2, 1).  Coordinate 0:
@@ -41,6 +48,19 @@ def test_closed_form() -> None:
     close(balanced_concede(T([[1.0], [-1.0]]), T([[1.0], [-2.0]]), T([1.0, 2.0])), [0.0])
 
 
+def test_graded_closed_form() -> None:
+    # λ = (1/3, 1, 1) (test_scaled_rules_round5); balanced-consensus (1, −0.75, 0.375) times
+    # 1 + λ: coordinate 0, a conflict loss 0 wins narrowly, is lengthened by a third only
+    close(balanced_graded(U, M, S), [4 / 3, -1.5, 0.75])
+    close(
+        RULES.create("balanced-graded").combine(U, M, T([[4.0] * 3, [1.0] * 3])),
+        [4 / 3, -1.5, 0.75],
+    )
+    # a balanced tie broken by a hair keeps balanced-consensus' single update: λ → 0
+    near_tie = (T([[1.0], [-0.5]]), T([[1.0], [-1.999]]), T([1.0, 2.0]))
+    close(balanced_graded(*near_tie), [1.0 + 0.0005 / 1.9995], tol=1e-12)
+
+
 def test_first_step_of_autobalance() -> None:
     # L0 = (θ1 − 1)² + (θ2 − 1)², L1 = 50(θ1 + 1)² + 2(θ2 + 1)² at θ = 0: g0 = (−2, −2),
     # g1 = (100, 4), RMS scales 2 and √5008, so the balanced moment is −1 + g1/√5008 per
@@ -48,12 +68,20 @@ def test_first_step_of_autobalance() -> None:
     # first updates are ±lr, and the loser concedes: each coordinate moves 2·lr.
     assert 100 / math.sqrt(5008.0) > 1 > 4 / math.sqrt(5008.0)
     lr = 0.1
-    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    opt = AutoBalance([theta], base="adam", lr=lr, eps=1e-12, combine="balanced-concede")
-    curvature, centers = T([[1.0, 1.0], [50.0, 2.0]]), T([[1.0, 1.0], [-1.0, -1.0]])
-    quad = (curvature * (theta - centers) ** 2).sum(1)
-    opt.step({"L0": quad[0], "L1": quad[1]})
-    close(theta.detach(), T([-2 * lr, 2 * lr]), tol=1e-9)
+    # balanced-graded lengthens each coordinate's single winning update by 1 + λ.
+    s1 = math.sqrt(5008.0)
+    lam = [abs(-1 + 100 / s1) / (1 + 100 / s1), abs(-1 + 4 / s1) / (1 + 4 / s1)]
+    expected = {
+        "balanced-concede": [-2 * lr, 2 * lr],
+        "balanced-graded": [-(1 + lam[0]) * lr, (1 + lam[1]) * lr],
+    }
+    for combine, delta in expected.items():
+        theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        opt = AutoBalance([theta], base="adam", lr=lr, eps=1e-12, combine=combine)
+        curvature, centers = T([[1.0, 1.0], [50.0, 2.0]]), T([[1.0, 1.0], [-1.0, -1.0]])
+        quad = (curvature * (theta - centers) ** 2).sum(1)
+        opt.step({"L0": quad[0], "L1": quad[1]})
+        close(theta.detach(), T(delta), tol=1e-9)
 
 
 @PROP
@@ -70,27 +98,40 @@ def test_k_times_balanced_consensus_and_the_paper_sum_where_all_agree(UMV) -> No
 
 
 @PROP
+@given(moment_triples())
+def test_graded_lies_between_consensus_and_concede(UMV) -> None:
+    """Δ = (1 + (K − 1)λ) · balanced-consensus: the paper's sum where all agree, ≤ concede."""
+    U, M, V = UMV
+    s = loss_scales([V])
+    K = U.shape[0]
+    graded, mean = balanced_graded(U, M, s), balanced_consensus(U, M, s)
+    close(graded, (1 + (K - 1) * decisiveness(M, s)) * mean, tol=1e-12)
+    assert bool((mean.abs() <= graded.abs() + 1e-15).all())
+    assert bool((graded.abs() <= balanced_concede(U, M, s).abs() + 1e-12).all())
+    agree = (U.sign() == (M / s.unsqueeze(1)).sum(0).sign()).all(0)
+    close(graded[agree], U.sum(0)[agree], tol=1e-9)
+
+
+@PROP
 @given(moment_triples(), st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4))
-def test_ignores_how_each_loss_is_scaled(UMV, factors) -> None:
+@pytest.mark.parametrize("rule", ROUND6)
+def test_ignores_how_each_loss_is_scaled(rule, UMV, factors) -> None:
     U, M, V = UMV
     c = T(factors[: U.shape[0]]).unsqueeze(1)
     balanced = M / loss_scales([V]).unsqueeze(1)
     tied = balanced.sum(0).abs() < 1e-9 * balanced.abs().sum(0)
-    base, scaled = BalancedConcede().combine(U, M, V), BalancedConcede().combine(U, M * c, V * c**2)
+    base, scaled = rule().combine(U, M, V), rule().combine(U, M * c, V * c**2)
     close(scaled[~tied], base[~tied], tol=1e-8)
 
 
 @PROP
 @given(moment_triples())
-def test_one_loss_is_adam_and_order_does_not_matter(UMV) -> None:
+@pytest.mark.parametrize("rule", ROUND6)
+def test_one_loss_is_adam_and_order_does_not_matter(rule, UMV) -> None:
     U, M, V = UMV
-    close(BalancedConcede().combine(U[:1], M[:1], V[:1]), U[0])
+    close(rule().combine(U[:1], M[:1], V[:1]), U[0])
     perm = torch.randperm(U.shape[0])
-    close(
-        BalancedConcede().combine(U[perm], M[perm], V[perm]),
-        BalancedConcede().combine(U, M, V),
-        1e-9,
-    )
+    close(rule().combine(U[perm], M[perm], V[perm]), rule().combine(U, M, V), 1e-9)
 
 
 def test_trajectory_is_k_times_the_step_of_balanced_consensus() -> None:
@@ -106,4 +147,5 @@ def test_trajectory_is_k_times_the_step_of_balanced_consensus() -> None:
         return theta.detach()
 
     close(trajectory("balanced-concede", 0.05), trajectory("balanced-consensus", 0.1), 1e-9)
-    close(trajectory("balanced-concede", 0.05, 1000.0), trajectory("balanced-concede", 0.05), 1e-9)
+    for combine in ("balanced-concede", "balanced-graded"):
+        close(trajectory(combine, 0.05, 1000.0), trajectory(combine, 0.05), 1e-9)
