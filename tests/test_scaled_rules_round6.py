@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autobalance import AutoBalance
+from autobalance import AutoBalance, methods
 from autobalance.optim.combine import RULES
 from autobalance.optim.scaled_rules import (
     BalancedConcede,
@@ -149,3 +149,21 @@ def test_trajectory_is_k_times_the_step_of_balanced_consensus() -> None:
     close(trajectory("balanced-concede", 0.05), trajectory("balanced-consensus", 0.1), 1e-9)
     for combine in ("balanced-concede", "balanced-graded"):
         close(trajectory(combine, 0.05, 1000.0), trajectory(combine, 0.05), 1e-9)
+
+
+def test_registered_method_is_autobalance_with_the_rule() -> None:
+    """``autobalance-balanced-concede``: AdamW states, balanced-concede, the same first step."""
+    assert "autobalance-balanced-concede" in methods.names("multi-state")
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    twin = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    registered = methods.create("autobalance-balanced-concede", [theta], lr=0.05)
+    direct = AutoBalance([twin], base="adamw", lr=0.05, combine="balanced-concede")
+    for param, opt in ((theta, registered), (twin, direct)):
+        losses = {
+            "a": (T([1.0, 4.0]) * (param - 1) ** 2).sum(),
+            "b": (T([3.0, 1.0]) * (param + 1) ** 2).sum(),
+        }
+        opt.step(losses)
+    close(theta.detach(), twin.detach(), tol=0.0)
+    # gradients (−2, −8) and (6, 2): coordinate 0 goes to b, coordinate 1 to a, 2 · lr each
+    close(theta.detach(), T([-0.1, 0.1]), tol=1e-6)

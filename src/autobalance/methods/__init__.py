@@ -159,6 +159,11 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             "AutoBalance whose per-loss updates that agree per coordinate with the first moment "
             "of the scale-balanced sum (each loss over its RMS gradient scale) are averaged.",
         ),
+        "autobalance-balanced-concede": (
+            partial(AutoBalance, base="adamw", combine="balanced-concede"),
+            "AutoBalance whose per-coordinate conflicts are decided as in balanced-consensus; "
+            "every loss moves the parameters by one update, an outvoted loss by the winners' mean.",
+        ),
         "autobalance-protected": (
             partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
             "AutoBalance whose per-loss updates are decided per coordinate by the summed first "
