@@ -67,7 +67,7 @@ def test_sources_are_merged_later_tables_win_and_disagreements_are_listed(
     assert any("toy/autobalance/seed 0" in c and "DIFFERS" in c for c in checks)
     assert any(c.endswith("missing") for c in checks)  # the other sources do not exist here
 
-    lines, records = evaluation.table(errors)
+    lines, records = evaluation.table(errors, "autobalance-balanced-consensus")
     # new mean 0.15; min(Adam 0.3666667, paper 0.21) = 0.21 -> 0.714, which meets <= 1.1
     assert records[0]["problem"] == "toy"
     assert float(records[0]["ratio_to_min_adam_paper"]) == pytest.approx(0.15 / 0.21, rel=1e-3)
@@ -87,14 +87,16 @@ def test_summary_counts_outcomes_and_compares_helmholtz_with_the_best(evaluation
         ("helmholtz", "imtl-g"): {0: 0.01, 1: 0.01, 2: 0.01},
         ("helmholtz", "lucky"): {0: 0.0001},  # one seed only: not a candidate for the best
     }
-    lines = evaluation.summary(errors)
-    assert "- against `adam`: 1 wins, 0 ties, 0 losses" in lines[1]
-    assert "- against `autobalance`: 0 wins, 1 ties, 0 losses" in lines[2]
-    assert "- against `multiadam`: 0 wins, 0 ties, 0 losses (ratio rule; 1 problems" in lines[3]
+    new = "autobalance-balanced-consensus"
+    lines = evaluation.summary(errors, new)
+    assert lines[0].startswith("- against `autobalance-balanced-concede`: 0 wins")
+    assert "- against `adam`: 1 wins, 0 ties, 0 losses" in lines[2]
+    assert "- against `autobalance`: 0 wins, 1 ties, 0 losses" in lines[3]
+    assert "- against `multiadam`: 0 wins, 0 ties, 0 losses (ratio rule; 1 problems" in lines[4]
     assert lines[-1].startswith("- Helmholtz: the best method over seeds 0-2 is `imtl-g`")
     assert "3.00× it, which misses" in lines[-1]
     errors[("helmholtz", "imtl-g")] = {0: 0.02, 1: 0.02, 2: 0.02}
-    assert "1.50× it, which meets" in evaluation.summary(errors)[-1]
+    assert "1.50× it, which meets" in evaluation.summary(errors, new)[-1]
     assert evaluation.best_method({}, "helmholtz")[0] == ""
 
 
@@ -108,20 +110,41 @@ def test_ratio_outcomes_use_the_margin_both_ways(evaluation) -> None:
     assert evaluation._outcome(new, {0: 2.0, 1: 2.0})[1].startswith("tie")
 
 
-def test_a_later_rule_is_compared_with_round_4s(evaluation) -> None:
+def test_round_6s_rule_is_the_default_and_is_compared_with_round_4s(evaluation) -> None:
     errors = {
-        ("toy", "autobalance-balanced-blend"): {0: 0.1, 1: 0.1, 2: 0.1},
+        ("toy", "autobalance-balanced-concede"): {0: 0.1, 1: 0.1, 2: 0.1},
         ("toy", "autobalance-balanced-consensus"): {0: 0.3, 1: 0.3, 2: 0.3},
         ("toy", "adam"): {0: 0.2, 1: 0.2, 2: 0.2},
         ("toy", "autobalance"): {0: 0.4, 1: 0.4, 2: 0.4},
     }
-    lines, records = evaluation.table(errors, "autobalance-balanced-blend")
+    lines, records = evaluation.table(errors)
     assert lines[0].startswith(
-        "| problem | `autobalance-balanced-blend` | `autobalance-balanced-consensus` |"
+        "| problem | `autobalance-balanced-concede` | `autobalance-balanced-consensus` |"
     )
     assert float(records[0]["ratio_to_min_adam_paper"]) == pytest.approx(0.5)
-    summary = evaluation.summary(errors, "autobalance-balanced-blend")
+    summary = evaluation.summary(errors)
     assert summary[0].startswith("- against `autobalance-balanced-consensus`: 1 wins, 0 ties")
+
+
+def test_screen_runs_of_the_rule_under_another_method_name_are_read_as_it(
+    evaluation, tmp_path
+) -> None:
+    """Round 6's screens ran the rule as ``autobalance-balanced-consensus`` + ``combine=``."""
+    (source,) = evaluation.ALIASED
+    _write(
+        tmp_path / source,
+        [("burgers", "autobalance-balanced-consensus", 0, 0.014)],
+        runs_table=True,
+    )
+    _write(
+        tmp_path / "postcombine-balanced/runs.csv",
+        [("burgers", "autobalance-balanced-consensus", 0, 0.0186)],
+        runs_table=True,
+    )
+    errors, checks = evaluation.collect(tmp_path)
+    assert errors[("burgers", "autobalance-balanced-concede")] == {0: 0.014}
+    assert errors[("burgers", "autobalance-balanced-consensus")] == {0: 0.0186}  # not replaced
+    assert not any("DIFFERS" in c for c in checks)
 
 
 def test_old_reaction_diffusion_rows_get_the_old_boundary_loss(evaluation, tmp_path) -> None:

@@ -42,6 +42,9 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
   (:mod:`autobalance.optim.scaled_rules`): rules that also read each loss's gradient scale over
   all parameters; ``balanced-consensus`` decides each conflict by the first moment of the
   scale-balanced sum ``Σ_k m_k / s_k``.  The rule of ``autobalance-balanced-consensus``.
+  Rounds 5 and 6 add rules with the same decision and another step (``balanced-sum``,
+  ``balanced-blend``, ``balanced-discount``, ``balanced-graded``, and ``balanced-concede``,
+  ``K`` × ``balanced-consensus``: the rule of ``autobalance-balanced-concede``).
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
