@@ -126,15 +126,20 @@ def test_round_6s_rule_is_the_default_and_is_compared_with_round_4s(evaluation) 
     assert summary[0].startswith("- against `autobalance-balanced-consensus`: 1 wins, 0 ties")
 
 
-def test_screen_runs_of_the_rule_under_another_method_name_are_read_as_it(
+def test_round_6_is_read_by_method_label_and_its_screen_runs_are_the_rule(
     evaluation, tmp_path
 ) -> None:
     """Round 6's screens ran the rule as ``autobalance-balanced-consensus`` + ``combine=``."""
-    (source,) = evaluation.ALIASED
-    _write(
-        tmp_path / source,
-        [("burgers", "autobalance-balanced-consensus", 0, 0.014)],
-        runs_table=True,
+    path = tmp_path / evaluation.ROUND6
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "path,status,problem_label,method_label,method,seed,rel_l2\n"
+        "a,ok,burgers(nu=0.0031831),autobalance-balanced-consensus(combine=balanced-concede),"
+        "autobalance-balanced-consensus,0,0.014\n"
+        "b,ok,burgers(nu=0.0063662),autobalance-balanced-concede,autobalance-balanced-concede,0,0.006\n"
+        "c,ok,reaction-diffusion(rho=5),autobalance-balanced-concede,autobalance-balanced-concede,1,0.004\n"
+        "d,failed,wave,autobalance-balanced-concede,autobalance-balanced-concede,0,\n",
+        encoding="utf-8",
     )
     _write(
         tmp_path / "postcombine-balanced/runs.csv",
@@ -143,7 +148,11 @@ def test_screen_runs_of_the_rule_under_another_method_name_are_read_as_it(
     )
     errors, checks = evaluation.collect(tmp_path)
     assert errors[("burgers", "autobalance-balanced-concede")] == {0: 0.014}
+    assert errors[("burgers(nu=0.0063662)", "autobalance-balanced-concede")] == {0: 0.006}
+    # a bare reaction-diffusion label there is today's problem (both periodicity conditions)
+    assert errors[("reaction-diffusion", "autobalance-balanced-concede")] == {1: 0.004}
     assert errors[("burgers", "autobalance-balanced-consensus")] == {0: 0.0186}  # not replaced
+    assert ("wave", "autobalance-balanced-concede") not in errors
     assert not any("DIFFERS" in c for c in checks)
 
 

@@ -89,3 +89,11 @@ def test_relabelled_tables_merge_default_runs_across_labels(tmp_path) -> None:
     assert merged.values("helmholtz", "adam") == {0: 0.25}  # the later record wins
     assert merged.values("helmholtz(a2=2)", "adam") == {0: 0.125}
     assert merged.differing and "helmholtz/adam/seed 0" in merged.differing[0]
+    # one relabelling per source: a.csv's labels kept, b.csv's made canonical
+    per_source = merge_run_tables(
+        tmp_path, ["a.csv", "b.csv"], relabel={"b.csv": canonical_problem_label}
+    )
+    assert per_source.values("helmholtz", "adam") == {0: 0.25}
+    assert per_source.values("helmholtz(a2=2)", "adam") == {0: 0.125}
+    kept = merge_run_tables(tmp_path, ["b.csv"], relabel={"a.csv": canonical_problem_label})
+    assert kept.values("helmholtz(a2=4)", "adam") == {0: 0.25}

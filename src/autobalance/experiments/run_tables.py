@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -161,11 +161,15 @@ def canonical_problem_label(label: str) -> str:
 
 
 def merge_run_tables(
-    root: Path, sources: Iterable[str], *, relabel: Callable[[str], str] | None = None
+    root: Path,
+    sources: Iterable[str],
+    *,
+    relabel: Callable[[str], str] | Mapping[str, Callable[[str], str]] | None = None,
 ) -> MergedRuns:
     """Read ``root / source`` for every source in order and merge them (module docstring).
 
-    ``relabel`` maps each row's problem label first (e.g. :func:`canonical_problem_label`).
+    ``relabel`` maps each row's problem label first (e.g. :func:`canonical_problem_label`); a
+    mapping gives each source its own (a source it does not name is left as it is).
     """
     merged = MergedRuns()
     for source in sources:
@@ -173,9 +177,10 @@ def merge_run_tables(
         if not path.is_file():
             merged.checks.append(f"{source}: missing")
             continue
+        label = relabel.get(source) if isinstance(relabel, Mapping) else relabel
         for row in read_run_table(path, source=source):
-            if relabel is not None:
-                row = replace(row, problem=relabel(row.problem))
+            if label is not None:
+                row = replace(row, problem=label(row.problem))
             if row.status != "ok" or "rel_l2" not in row.values:
                 merged.failed.append(row)
                 continue

@@ -119,7 +119,11 @@ def balanced_consensus(updates: Tensor, first_moments: Tensor, scales: Tensor) -
     invariance; ``consensus`` and ``consensus-mean`` do not).  A loss that never had a gradient
     (``s_k = 0``, ``m_k = 0``) casts no vote.  A tie keeps only zero updates: ``Δ_i = 0``.
     """
-    agree = _agreement(updates, _balanced_moments(first_moments, scales))
+    return _winners_mean(updates, _agreement(updates, _balanced_moments(first_moments, scales)))
+
+
+def _winners_mean(updates: Tensor, agree: Tensor) -> Tensor:
+    """``Σ_k u_k a_k / max(1, Σ_k a_k)`` per coordinate: the agreeing updates averaged."""
     return (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
 
 
@@ -173,8 +177,7 @@ def balanced_blend(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Te
     """
     balanced = _balanced_moments(first_moments, scales)
     agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
-    decided = (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
-    return weight * decided + (1.0 - weight) * updates.mean(dim=0)
+    return weight * _winners_mean(updates, agree) + (1.0 - weight) * updates.mean(dim=0)
 
 
 def balanced_discount(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
@@ -220,8 +223,7 @@ def balanced_graded(updates: Tensor, first_moments: Tensor, scales: Tensor) -> T
     """
     balanced = _balanced_moments(first_moments, scales)
     agree, weight = _agreement(updates, balanced), _decisiveness(balanced).to(updates.dtype)
-    mean = (updates * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1.0)
-    return (1.0 + (updates.shape[0] - 1) * weight) * mean
+    return (1.0 + (updates.shape[0] - 1) * weight) * _winners_mean(updates, agree)
 
 
 def guarded_consensus(
