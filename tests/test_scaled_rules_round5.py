@@ -13,7 +13,9 @@ from autobalance import AutoBalance
 from autobalance.optim.combine import RULES
 from autobalance.optim.scaled_rules import (
     BalancedBlend,
+    BalancedConcede,
     BalancedDiscount,
+    BalancedGraded,
     BalancedSum,
     balanced_blend,
     balanced_consensus,
@@ -26,6 +28,8 @@ from test_scaled_rules import T, close, moment_triples
 
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUND5 = (BalancedSum, BalancedBlend, BalancedDiscount)
+#: Every rule with balanced-consensus' decision and another step (rounds 5 and 6).
+LATER = (*ROUND5, BalancedConcede, BalancedGraded)
 
 
 # ------------------------------------------------------------------------------ closed forms
@@ -103,7 +107,7 @@ def test_each_rule_is_its_mixture(UMV) -> None:
 
 @PROP
 @given(moment_triples(), st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4))
-@pytest.mark.parametrize("rule", ROUND5)
+@pytest.mark.parametrize("rule", LATER)
 def test_rules_ignore_how_each_loss_is_scaled(rule, UMV, factors) -> None:
     """Loss k times c: m_k → c·m_k, v_k → c²·v_k, u_k unchanged; Δ unchanged (off exact ties)."""
     U, M, V = UMV
@@ -116,7 +120,7 @@ def test_rules_ignore_how_each_loss_is_scaled(rule, UMV, factors) -> None:
 
 @PROP
 @given(moment_triples())
-@pytest.mark.parametrize("rule", ROUND5)
+@pytest.mark.parametrize("rule", LATER)
 def test_one_loss_is_adam_and_order_does_not_matter(rule, UMV) -> None:
     U, M, V = UMV
     close(rule().combine(U[:1], M[:1], V[:1]), U[0])
