@@ -77,6 +77,8 @@ def test_first_step_of_autobalance() -> None:
         "balanced-sum": [lr, -lr],  # coordinate 0 goes to L1, coordinate 1 to L0
         "balanced-blend": [lam[0] * lr, -lam[1] * lr],  # the mean of ±lr is 0
         "balanced-discount": [lam[0] * lr, -lam[1] * lr],  # Σu = 0, the dissenter discounted
+        "balanced-concede": [2 * lr, -2 * lr],  # round 6: the loser follows the winner
+        "balanced-graded": [(1 + lam[0]) * lr, -(1 + lam[1]) * lr],  # the winner, 1 + λ long
     }
     for combine, delta in expected.items():
         theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
