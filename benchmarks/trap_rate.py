@@ -97,6 +97,16 @@ def read_runs(folders: Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def failed_run(row: dict[str, Any]) -> bool:
+    """A run that did not finish with a finite error (a NaN or Inf loss)."""
+    return row["status"] != "ok" or not math.isfinite(row["rel_l2"])
+
+
+def trapped(row: dict[str, Any], threshold: float) -> bool:
+    """Trapped: a failed run, or a final rel. L2 above ``threshold``."""
+    return failed_run(row) or row["rel_l2"] > threshold
+
+
 def summarize(
     rows: list[dict[str, Any]], threshold: float, reference: str | None
 ) -> list[dict[str, Any]]:
@@ -107,10 +117,8 @@ def summarize(
     by_method: dict[str, dict[int, bool]] = defaultdict(dict)
     failed: dict[str, int] = defaultdict(int)
     for row in rows:
-        error = row["rel_l2"]
-        bad = row["status"] != "ok" or not math.isfinite(error)
-        failed[row["method"]] += bad
-        by_method[row["method"]][row["seed"]] = bad or error > threshold
+        failed[row["method"]] += failed_run(row)
+        by_method[row["method"]][row["seed"]] = trapped(row, threshold)
     summary = []
     for method, seeds in sorted(by_method.items()):
         n, k = len(seeds), sum(seeds.values())
@@ -167,7 +175,7 @@ def main() -> None:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     for row in rows:
-        row["trapped"] = row["status"] != "ok" or not row["rel_l2"] <= args.threshold
+        row["trapped"] = trapped(row, args.threshold)
     ordered = sorted(rows, key=lambda r: (r["method"], r["seed"]))
     write_csv(args.out / "trap_runs.csv", list(ordered[0]), ordered)
     write_csv(args.out / "trap_rate.csv", list(summary[0]), summary)
