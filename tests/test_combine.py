@@ -31,6 +31,7 @@ MOMENTS = [
     "balanced-consensus",
     "balanced-discount",
     "balanced-graded",
+    "balanced-persistent",
     "balanced-sum",
     "consensus",
     "consensus-mean",

@@ -45,6 +45,8 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
   Rounds 5 and 6 add rules with the same decision and another step (``balanced-sum``,
   ``balanced-blend``, ``balanced-discount``, ``balanced-graded``, and ``balanced-concede``,
   ``K`` × ``balanced-consensus``: the rule of ``autobalance-balanced-concede``).
+  Round 7's ``balanced-persistent`` (:mod:`autobalance.optim.persistent_rule`) shrinks
+  balanced-concede's step where its decision keeps flipping (a state per coordinate).
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
@@ -74,6 +76,7 @@ from autobalance.optim.moment_rules import (
     protected_consensus,
     sign_consensus,
 )
+from autobalance.optim.persistent_rule import BalancedPersistent
 from autobalance.optim.scaled_rules import (
     BalancedBlend,
     BalancedConcede,
@@ -96,6 +99,7 @@ __all__ = [
     "BalancedConsensus",
     "BalancedDiscount",
     "BalancedGraded",
+    "BalancedPersistent",
     "BalancedSum",
     "CombineRule",
     "ConflictFreeUpdates",
@@ -373,6 +377,7 @@ for _scaled in (
     BalancedDiscount,
     BalancedConcede,
     BalancedGraded,
+    BalancedPersistent,
 ):
     RULES.add(_scaled.name, _scaled, family="moments")
 

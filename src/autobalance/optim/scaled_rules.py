@@ -275,9 +275,14 @@ class ScaledMomentRule(MomentRule):
 
     def combine(self, updates: Tensor, first_moments: Tensor, second_moments: Tensor) -> Tensor:
         """``Δ`` when ``updates`` hold every coordinate (the scales are taken from them)."""
-        return self.combine_scaled(
-            updates, first_moments, second_moments, loss_scales([second_moments])
-        )
+        bucket = (updates, first_moments, second_moments)
+        return self.combine_buckets([bucket], loss_scales([second_moments]))[0]
+
+    def combine_buckets(
+        self, buckets: Sequence[tuple[Tensor, Tensor, Tensor]], scales: Tensor
+    ) -> list[Tensor]:
+        """Every bucket's ``Δ`` in one step (a rule with per-coordinate state overrides this)."""
+        return [self.combine_scaled(u, m, v, scales) for u, m, v in buckets]
 
 
 def combine_moments(
@@ -290,8 +295,7 @@ def combine_moments(
     """
     if not isinstance(rule, ScaledMomentRule):
         return [rule.combine(u, m, v) for u, m, v in buckets]
-    scales = loss_scales([v for _, _, v in buckets])
-    return [rule.combine_scaled(u, m, v, scales) for u, m, v in buckets]
+    return rule.combine_buckets(buckets, loss_scales([v for _, _, v in buckets]))
 
 
 class _BalancedFunctionRule(ScaledMomentRule):

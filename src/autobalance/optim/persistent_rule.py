@@ -1,0 +1,113 @@
+"""``balanced-persistent``: balanced-concede whose step shrinks where its decision keeps flipping.
+
+Issue 15, round 7.  The per-loss rules of :mod:`autobalance.optim.scaled_rules` never anneal:
+every loss's own gradient stays consistent at the compromise between the losses, so its update
+``u_k = lr · m̂_k / (√v̂_k + ε)`` stays about ``lr`` long per coordinate, and a rule that hands a
+contested coordinate to the winner moves it by a full update even where the winner changes
+every few steps.  One Adam on a weighted sum does anneal there: the summed gradient changes
+sign, its first moment averages out while its second moment remembers, and the step shrinks
+(``docs/postcombine.md`` §9 measures this on Helmholtz).  The rule here keeps the
+per-loss states and balanced-concede's step, and multiplies it by how persistent the balanced
+decision has been at that coordinate::
+
+    σ_i = sign Σ_k m_{k,i} / s_k                       (balanced-consensus' decision)
+    c_i ← β c_i + (1 − β) σ_i,    ĉ_i = c_i / (1 − β^t)   (its EMA over the steps, bias-corrected)
+    Δ_i = |ĉ_i| · K · ū_i,        ū_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i})
+
+(``a``, ``s`` and ``ū`` as in :func:`~autobalance.optim.scaled_rules.balanced_consensus``).
+Where one side keeps winning (the first steps, Burgers' contested coordinates) ``|ĉ| = 1`` and
+the step is balanced-concede's; where the decision alternates (a compromise between the
+losses, reached) ``|ĉ| → 0`` and the step shrinks, as one Adam's does at a minimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autobalance.errors import HyperparameterError
+from autobalance.optim.scaled_rules import ScaledMomentRule, balanced_concede
+
+__all__ = ["BalancedPersistent", "decision_persistence"]
+
+
+def decision_persistence(
+    previous: Tensor, first_moments: Tensor, scales: Tensor, beta: float
+) -> Tensor:
+    """One EMA step of the balanced decision ``σ = sign Σ_k m_k / s_k``: ``β c + (1 − β) σ``.
+
+    ``previous`` (``P``) is ``c`` before the step (zeros before the first); a zero scale counts
+    as the smallest positive number, a tie (``Σ_k m_k / s_k = 0``) as ``σ = 0``.
+    """
+    tiny = torch.finfo(first_moments.dtype).tiny
+    balanced = first_moments / scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
+    return beta * previous + (1.0 - beta) * balanced.sum(dim=0).sign()
+
+
+@dataclass
+class BalancedPersistent(ScaledMomentRule):
+    """balanced-concede times the persistence ``|ĉ|`` of its decision (module docstring).
+
+    ``beta`` ∈ [0, 1) is the EMA's decay: its memory is about ``1 / (1 − β)`` steps (0.99: a
+    hundred).  ``β = 0`` is balanced-concede where the decision is not a tie.  The state (the
+    step count and one ``c`` per parameter bucket) is saved with the optimizer.
+    """
+
+    name = "balanced-persistent"
+    beta: float = 0.99
+    steps: int = field(default=0, init=False)
+    persistence: list[Tensor] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        beta = self.beta
+        if not (isinstance(beta, int | float) and math.isfinite(beta) and 0 <= beta < 1):
+            raise HyperparameterError(f"beta must be a number in [0, 1), got {beta!r}")
+
+    def combine_scaled(
+        self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
+    ) -> Tensor:
+        return self.combine_buckets([(updates, first_moments, second_moments)], scales)[0]
+
+    def combine_buckets(
+        self, buckets: Sequence[tuple[Tensor, Tensor, Tensor]], scales: Tensor
+    ) -> list[Tensor]:
+        if not self.persistence:
+            self.persistence = [u.new_zeros(u.shape[1]) for u, _, _ in buckets]
+        if [c.numel() for c in self.persistence] != [u.shape[1] for u, _, _ in buckets]:
+            raise HyperparameterError(
+                f"combine rule {self.name!r} holds state for buckets of "
+                f"{[c.numel() for c in self.persistence]} coordinates, got "
+                f"{[u.shape[1] for u, _, _ in buckets]}"
+            )
+        self.steps += 1
+        correction = 1.0 - float(self.beta) ** self.steps
+        deltas = []
+        for index, (u, m, _) in enumerate(buckets):
+            c = decision_persistence(self.persistence[index].to(u), m, scales, float(self.beta))
+            self.persistence[index] = c
+            deltas.append((c / correction).abs() * balanced_concede(u, m, scales))
+        return deltas
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "persistence": [c.detach().clone() for c in self.persistence]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        steps, persistence = state.get("steps"), state.get("persistence")
+        if (
+            set(state) != {"steps", "persistence"}
+            or not isinstance(steps, int)
+            or steps < 0
+            or not isinstance(persistence, list)
+            or not all(isinstance(c, Tensor) and c.dim() == 1 for c in persistence)
+        ):
+            raise HyperparameterError(
+                f"combine rule {self.name!r} expects a state with 'steps' (an integer ≥ 0) and "
+                f"'persistence' (a list of 1-D tensors), got keys {sorted(state)}"
+            )
+        self.steps = steps
+        self.persistence = [c.detach().clone() for c in persistence]
