@@ -14,10 +14,11 @@ reaction-diffusion run of the tables before round 5 is labelled with the boundar
 :data:`NEW_LOSS` were made after the change and keep their labels).  Only
 seeds 0-2 count (the issue's three seeds).  Then, per problem (default and changed parameters):
 
-* mean ± std over seeds of the new rule (``--new``, default ``autobalance-balanced-concede``,
-  round 6's; its report is read by :func:`read_round6`), the rules of rounds 4
-  and 2 (``autobalance-balanced-consensus``, ``autobalance-consensus-mean``; the one evaluated
-  is not repeated), Adam, the paper's rule
+* mean ± std over seeds of the new rule (``--new``, default ``autobalance-balanced-persistent``,
+  round 7's), the rules of rounds 6, 4 and 2 (``autobalance-balanced-concede``,
+  ``autobalance-balanced-consensus``, ``autobalance-consensus-mean``; the one evaluated is not
+  repeated; rounds 6 and 7's reports are read by method label, :func:`read_labelled`), Adam,
+  the paper's rule
   (``autobalance``), MultiAdam and IMTL-G (the best pre-combine method of the Helmholtz
   default-budget table) where they were run;
 * ``new / min(Adam, paper)``, the target of issue 15 (≤ 1.1 on every problem), and on Helmholtz
@@ -27,12 +28,12 @@ seeds 0-2 count (the issue's three seeds).  Then, per problem (default and chang
   which the table says) and the ratio outcome used for the win/tie/loss count: *win* when the
   new rule's mean is below the other's / 1.1, *loss* when above × 1.1, else *tie*.
 
-    python benchmarks/postcombine_evaluation.py    # postcombine-round6/evaluation.{md,csv}
-    python benchmarks/postcombine_evaluation.py --new autobalance-balanced-consensus \
-        --out docs/results/postcombine-round5                   # round 4's rule after round 5
+    python benchmarks/postcombine_evaluation.py    # postcombine-round7/evaluation.{md,csv}
+    python benchmarks/postcombine_evaluation.py --new autobalance-balanced-concede \
+        --out docs/results/postcombine-round6                   # round 6's rule
 
-(round 4's ``postcombine-balanced/evaluation.md`` was made by the same script before round 5's
-tables and the reaction-diffusion relabelling below existed).
+(the evaluations of rounds 4-6 were made by the same script before the later tables existed,
+so their pages have no column for the later rules).
 """
 
 from __future__ import annotations
@@ -64,22 +65,28 @@ SOURCES = (
 #: Tables made after reaction-diffusion's default became both periodicity conditions: a
 #: reaction-diffusion label that does not name ``boundary_derivative`` has today's default.
 NEW_LOSS = ("postcombine-round5/runs.csv",)
-#: Round 6's report, read by method label (``read_round6``).  Its development-set runs are
-#: ``autobalance-balanced-consensus`` with ``combine="balanced-concede"``, the optimizer that was
-#: then registered as ``autobalance-balanced-concede`` (the same ``AutoBalance(base="adamw",
-#: combine="balanced-concede")``; a 300-step Burgers run of each gives the same history to every
-#: digit), so its ``method`` column does not tell them from round 4's rule.
+#: Rounds 6 and 7's reports, read by method label (``read_labelled``).  Their development-set
+#: runs are ``autobalance-balanced-consensus`` with ``combine=`` the round's rule, the optimizer
+#: that was then registered under its own name (the same ``AutoBalance(base="adamw",
+#: combine=...)``; tests check it step by step), so their ``method`` column does not tell them
+#: from round 4's rule.
 ROUND6 = "postcombine-round6/runs.csv"
+ROUND7 = "postcombine-round7/runs.csv"
+LABELLED = (ROUND6, ROUND7)
 ALIASES = {
-    "autobalance-balanced-consensus(combine=balanced-concede)": "autobalance-balanced-concede"
+    "autobalance-balanced-consensus(combine=balanced-concede)": "autobalance-balanced-concede",
+    "autobalance-balanced-consensus(combine=balanced-persistent)": (
+        "autobalance-balanced-persistent"
+    ),
 }
 #: A sweep of preset runs that also holds default runs (those without a phase).
 SOTA = "sota/runs.csv"
-NEW = "autobalance-balanced-concede"
+NEW = "autobalance-balanced-persistent"
+ROUND6_RULE = "autobalance-balanced-concede"
 ROUND4 = "autobalance-balanced-consensus"
 PREVIOUS = "autobalance-consensus-mean"
 PAPER = "autobalance"
-OTHERS = (NEW, ROUND4, PREVIOUS, "adam", PAPER, "multiadam", "imtl-g")
+OTHERS = (NEW, ROUND6_RULE, ROUND4, PREVIOUS, "adam", PAPER, "multiadam", "imtl-g")
 #: The development problems (the rule was chosen and tuned on them; not out-of-sample).
 DEVELOPMENT = ("helmholtz", "burgers", "wave", "klein-gordon")
 SEEDS = (0, 1, 2)
@@ -107,12 +114,12 @@ def problem_label(label: str) -> str:
     return canonical_problem_label(label)
 
 
-def read_round6(path: Path, checks: list[str]) -> Errors:
-    """``errors[(problem, method)][seed]`` of round 6's report, the method its label
-    (:data:`ALIASES` applied); every run there is round 6's rule, run once."""
+def read_labelled(path: Path, checks: list[str]) -> Errors:
+    """``errors[(problem, method)][seed]`` of a report of :data:`LABELLED`, the method its label
+    (:data:`ALIASES` applied); every run there is that round's rule, run once."""
     errors: Errors = defaultdict(dict)
     if not path.is_file():
-        checks.append(f"{ROUND6}: missing")
+        checks.append(f"{path.parent.name}/{path.name}: missing")
         return errors
     with path.open(newline="", encoding="utf-8") as handle:
         for record in csv.DictReader(handle):
@@ -131,8 +138,9 @@ def collect(root: Path) -> tuple[Errors, list[str]]:
     errors: Errors = defaultdict(dict)
     for key in merged.ok:
         errors[key].update(merged.values(*key))
-    for key, by_seed in read_round6(root / ROUND6, checks).items():
-        errors[key].update(by_seed)
+    for source in LABELLED:
+        for key, by_seed in read_labelled(root / source, checks).items():
+            errors[key].update(by_seed)
     if (root / SOTA).is_file():
         for row in read_run_table(root / SOTA, source=SOTA):
             plain = row.status == "ok" and row.values.get("phase_iterations", 0) == 0
@@ -235,7 +243,7 @@ def summary(errors: Errors, new: str = NEW) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=RESULTS / "postcombine-round6")
+    parser.add_argument("--out", type=Path, default=RESULTS / "postcombine-round7")
     parser.add_argument("--new", default=NEW, help="the rule evaluated (a method name)")
     args = parser.parse_args()
     errors, checks = collect(args.root)

@@ -89,10 +89,11 @@ def test_summary_counts_outcomes_and_compares_helmholtz_with_the_best(evaluation
     }
     new = "autobalance-balanced-consensus"
     lines = evaluation.summary(errors, new)
-    assert lines[0].startswith("- against `autobalance-balanced-concede`: 0 wins")
-    assert "- against `adam`: 1 wins, 0 ties, 0 losses" in lines[2]
-    assert "- against `autobalance`: 0 wins, 1 ties, 0 losses" in lines[3]
-    assert "- against `multiadam`: 0 wins, 0 ties, 0 losses (ratio rule; 1 problems" in lines[4]
+    assert lines[0].startswith("- against `autobalance-balanced-persistent`: 0 wins")
+    assert lines[1].startswith("- against `autobalance-balanced-concede`: 0 wins")
+    assert "- against `adam`: 1 wins, 0 ties, 0 losses" in lines[3]
+    assert "- against `autobalance`: 0 wins, 1 ties, 0 losses" in lines[4]
+    assert "- against `multiadam`: 0 wins, 0 ties, 0 losses (ratio rule; 1 problems" in lines[5]
     assert lines[-1].startswith("- Helmholtz: the best method over seeds 0-2 is `imtl-g`")
     assert "3.00× it, which misses" in lines[-1]
     errors[("helmholtz", "imtl-g")] = {0: 0.02, 1: 0.02, 2: 0.02}
@@ -110,26 +111,26 @@ def test_ratio_outcomes_use_the_margin_both_ways(evaluation) -> None:
     assert evaluation._outcome(new, {0: 2.0, 1: 2.0})[1].startswith("tie")
 
 
-def test_round_6s_rule_is_the_default_and_is_compared_with_round_4s(evaluation) -> None:
+def test_round_7s_rule_is_the_default_and_is_compared_with_round_6s(evaluation) -> None:
     errors = {
-        ("toy", "autobalance-balanced-concede"): {0: 0.1, 1: 0.1, 2: 0.1},
-        ("toy", "autobalance-balanced-consensus"): {0: 0.3, 1: 0.3, 2: 0.3},
+        ("toy", "autobalance-balanced-persistent"): {0: 0.1, 1: 0.1, 2: 0.1},
+        ("toy", "autobalance-balanced-concede"): {0: 0.3, 1: 0.3, 2: 0.3},
         ("toy", "adam"): {0: 0.2, 1: 0.2, 2: 0.2},
         ("toy", "autobalance"): {0: 0.4, 1: 0.4, 2: 0.4},
     }
     lines, records = evaluation.table(errors)
     assert lines[0].startswith(
-        "| problem | `autobalance-balanced-concede` | `autobalance-balanced-consensus` |"
+        "| problem | `autobalance-balanced-persistent` | `autobalance-balanced-concede` |"
     )
     assert float(records[0]["ratio_to_min_adam_paper"]) == pytest.approx(0.5)
     summary = evaluation.summary(errors)
-    assert summary[0].startswith("- against `autobalance-balanced-consensus`: 1 wins, 0 ties")
+    assert summary[0].startswith("- against `autobalance-balanced-concede`: 1 wins, 0 ties")
 
 
-def test_round_6_is_read_by_method_label_and_its_screen_runs_are_the_rule(
+def test_rounds_6_and_7_are_read_by_method_label_and_their_screen_runs_are_the_rule(
     evaluation, tmp_path
 ) -> None:
-    """Round 6's screens ran the rule as ``autobalance-balanced-consensus`` + ``combine=``."""
+    """The screens ran each rule as ``autobalance-balanced-consensus`` + ``combine=``."""
     path = tmp_path / evaluation.ROUND6
     path.parent.mkdir(parents=True)
     path.write_text(
@@ -154,6 +155,20 @@ def test_round_6_is_read_by_method_label_and_its_screen_runs_are_the_rule(
     assert errors[("burgers", "autobalance-balanced-consensus")] == {0: 0.0186}  # not replaced
     assert ("wave", "autobalance-balanced-concede") not in errors
     assert not any("DIFFERS" in c for c in checks)
+    assert "postcombine-round7/runs.csv: missing" in checks
+    # round 7's report the same way, its screen runs its rule
+    round7 = tmp_path / evaluation.ROUND7
+    round7.parent.mkdir(parents=True)
+    round7.write_text(
+        "path,status,problem_label,method_label,method,seed,rel_l2\n"
+        "a,ok,helmholtz,autobalance-balanced-consensus(combine=balanced-persistent),"
+        "autobalance-balanced-consensus,2,0.0116\n",
+        encoding="utf-8",
+    )
+    errors, checks = evaluation.collect(tmp_path)
+    assert errors[("helmholtz", "autobalance-balanced-persistent")] == {2: 0.0116}
+    assert errors[("burgers", "autobalance-balanced-concede")] == {0: 0.014}
+    assert "postcombine-round7/runs.csv: missing" not in checks
 
 
 def test_old_reaction_diffusion_rows_get_the_old_boundary_loss(evaluation, tmp_path) -> None:
