@@ -40,6 +40,8 @@ __all__ = [
     "coerce",
     "param",
     "parameter_defaults",
+    "parse_named_spec",
+    "parse_text_value",
     "validate",
 ]
 
@@ -260,3 +262,31 @@ def validate(where: str, component: Any, *, skip: Sequence[str] = ()) -> None:
             object.__setattr__(component, f.name, value)
         for rule in f.metadata.get("rules", ()):
             rule.check(where, f.name, value)
+
+
+def parse_text_value(text: str) -> Any:
+    """``"5000"`` → 5000, ``"1e-6"`` → 1e-06, ``"true"`` → True, else the stripped text."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_named_spec(text: str, where: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` → ``("name", {key: value, ...})`` (values by
+    :func:`parse_text_value`); a pair without ``=`` or a key given twice is a ConfigError."""
+    name, _, body = text.strip().partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{where} {text.strip()!r}: {item!r} is not key=value")
+        if key.strip() in params:
+            raise ConfigError(f"{where} {text.strip()!r}: {key.strip()!r} is given twice")
+        params[key.strip()] = parse_text_value(value)
+    return name.strip(), params

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autobalance._params import parse_named_spec
 from autobalance.catalog import Catalog
 from autobalance.errors import HyperparameterError
 from autobalance.optim.moment_rules import (
@@ -383,14 +384,21 @@ for _scaled in (
 
 
 def rule_for(combine: Any) -> CombineRule | MomentRule | None:
-    """The post-combine rule ``combine`` names (or is); ``None`` for "sum", "mean" and weights."""
+    """The post-combine rule ``combine`` names (or is); ``None`` for "sum", "mean" and weights.
+
+    A name may carry the rule's parameters, ``"balanced-persistent:beta=0.9"`` (checked by the
+    catalog: an unknown or ill-typed parameter is a clear error); each call builds a new rule,
+    so optimizers made from one string never share a rule's state.
+    """
     if isinstance(combine, CombineRule | MomentRule):
         return combine
     if isinstance(combine, str) and combine not in ("sum", "mean"):
-        if combine not in RULES:
+        name, params = parse_named_spec(combine, "combine")
+        if name not in RULES:
             raise HyperparameterError(
                 f"combine must be 'sum', 'mean', a mapping of weights or a combine rule "
-                f"({', '.join(RULES.names())}), got {combine!r}"
+                f"({', '.join(RULES.names())}), optionally with parameters "
+                f"('name:key=value,...'), got {combine!r}"
             )
-        return RULES.create(combine)
+        return RULES.create(name, **params)
     return None

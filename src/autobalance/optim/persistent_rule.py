@@ -54,12 +54,17 @@ class BalancedPersistent(ScaledMomentRule):
     """balanced-concede times the persistence ``|ĉ|`` of its decision (module docstring).
 
     ``beta`` ∈ [0, 1) is the EMA's decay: its memory is about ``1 / (1 − β)`` steps (0.99: a
-    hundred).  ``β = 0`` is balanced-concede where the decision is not a tie.  The state (the
-    step count and one ``c`` per parameter bucket) is saved with the optimizer.
+    hundred).  ``β = 0`` is balanced-concede where the decision is not a tie.  ``warm_start``:
+    ``c`` starts at the first decision instead of being bias-corrected (``ĉ = c``), so a
+    decision that alternates from the first step on is damped by about ``β^t`` — gradually,
+    over ``1 / (1 − β)`` steps — where the bias-corrected average reaches zero within a few
+    steps.  The state (the step count and one ``c`` per parameter bucket) is saved with the
+    optimizer.
     """
 
     name = "balanced-persistent"
     beta: float = 0.99
+    warm_start: bool = False
     steps: int = field(default=0, init=False)
     persistence: list[Tensor] = field(default_factory=list, init=False)
 
@@ -67,6 +72,8 @@ class BalancedPersistent(ScaledMomentRule):
         beta = self.beta
         if not (isinstance(beta, int | float) and math.isfinite(beta) and 0 <= beta < 1):
             raise HyperparameterError(f"beta must be a number in [0, 1), got {beta!r}")
+        if not isinstance(self.warm_start, bool):
+            raise HyperparameterError(f"warm_start must be True or False, got {self.warm_start!r}")
 
     def combine_scaled(
         self, updates: Tensor, first_moments: Tensor, second_moments: Tensor, scales: Tensor
@@ -85,10 +92,12 @@ class BalancedPersistent(ScaledMomentRule):
                 f"{[u.shape[1] for u, _, _ in buckets]}"
             )
         self.steps += 1
-        correction = 1.0 - float(self.beta) ** self.steps
+        # warm start: the first step's c is its decision itself (an EMA with β = 0 once)
+        beta = 0.0 if self.warm_start and self.steps == 1 else float(self.beta)
+        correction = 1.0 if self.warm_start else 1.0 - beta**self.steps
         deltas = []
         for index, (u, m, _) in enumerate(buckets):
-            c = decision_persistence(self.persistence[index].to(u), m, scales, float(self.beta))
+            c = decision_persistence(self.persistence[index].to(u), m, scales, beta)
             self.persistence[index] = c
             deltas.append((c / correction).abs() * balanced_concede(u, m, scales))
         return deltas

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from autobalance._params import check_params
+from autobalance._params import check_params, parse_named_spec
 from autobalance.errors import ConfigError, unknown_name_message
 from autobalance.phases.catalog import PHASES
 
@@ -72,19 +72,6 @@ def _text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _value(text: str) -> Any:
-    """``"5000"`` → 5000, ``"1e-6"`` → 1e-06, ``"true"`` → True, else the text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def phase_from_mapping(data: Mapping[str, Any], *, where: str | None = None) -> PhaseSpec:
     """A :class:`PhaseSpec` from ``{"name": ..., key: value, ...}``."""
     if "name" not in data or not isinstance(data["name"], str):
@@ -120,15 +107,9 @@ def parse_phase(text: str) -> PhaseSpec:
         raise ConfigError(
             f"a phase spec must be a non-empty string like 'lbfgs:iters=5000', got {text!r}"
         )
-    name, _, body = text.strip().partition(":")
-    data: dict[str, Any] = {"name": name.strip()}
+    name, params = parse_named_spec(text, "phase spec")
     where = f"phase spec {text.strip()!r}"
-    for item in filter(None, (part.strip() for part in body.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"{where}: {item!r} is not key=value")
-        key = key.strip()
-        if key in data:
-            raise ConfigError(f"{where}: {key!r} is given twice")
-        data[key] = _value(value)
+    if "name" in params:
+        raise ConfigError(f"{where}: 'name' is given twice")
+    data: dict[str, Any] = {"name": name, **params}
     return phase_from_mapping(data, where=where)
