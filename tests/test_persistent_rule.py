@@ -41,6 +41,18 @@ def test_two_steps_by_hand() -> None:
     close(rule.combine(-U, -M, V), [0.0, 2.0 * c, 1.0 * c], tol=1e-12)
 
 
+def test_warm_start_decays_from_the_first_decision() -> None:
+    rule = RULES.create("balanced-persistent", warm_start=True)
+    close(rule.combine(U, M, V), [0.0, 2.0, 1.0])  # c = σ = (0, 1, 1): balanced-concede
+    # the decision flips: c = 0.99 · 1 − 0.01 = 0.98 (no bias correction), so 0.98 × concede
+    close(rule.combine(-U, -M, V), [0.0, -1.96, -0.98], tol=1e-12)
+    # keeps alternating: |c| shrinks by about β per step, slowly, where the corrected one is ~0
+    for step in range(3, 41):
+        sign = 1.0 if step % 2 else -1.0
+        delta = rule.combine(sign * U, sign * M, V)
+    assert 0.5 < abs(float(delta[1])) / 2.0 < 0.99**38
+
+
 def test_decision_persistence_is_one_ema_step() -> None:
     close(decision_persistence(T([0.5, -0.5, 0.0]), M, T([2.0, 1.0]), 0.9), [0.45, -0.35, 0.1])
 
@@ -160,6 +172,8 @@ def test_bad_input_is_named() -> None:
         with pytest.raises(HyperparameterError, match="beta"):
             BalancedPersistent(beta=beta)  # type: ignore[arg-type]
     rule = RULES.create("balanced-persistent")
+    with pytest.raises(HyperparameterError, match="warm_start"):
+        BalancedPersistent(warm_start=1)  # type: ignore[arg-type]
     with pytest.raises(HyperparameterError, match="'steps'"):
         rule.load_state_dict({"steps": 3})
     with pytest.raises(HyperparameterError, match="'persistence'"):
@@ -184,3 +198,25 @@ def test_registered_method_is_autobalance_with_the_rule() -> None:
             }
             opt.step(losses)
     close(theta.detach(), twin.detach(), tol=0.0)
+
+
+def test_a_rule_name_carries_its_parameters_and_each_optimizer_gets_its_own_rule() -> None:
+    from autobalance.errors import ConfigError
+    from autobalance.optim.combine import rule_for
+
+    rule = rule_for("balanced-persistent:beta=0.9, warm_start=true")
+    assert isinstance(rule, BalancedPersistent) and (rule.beta, rule.warm_start) == (0.9, True)
+    assert rule_for("balanced-persistent:beta=0.9") is not rule_for("balanced-persistent:beta=0.9")
+    one, two = (torch.zeros(3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    first = AutoBalance([one], combine="balanced-persistent")
+    second = AutoBalance([two], combine="balanced-persistent")
+    first.step({"a": (one - 1).pow(2).sum(), "b": (one + 2).pow(2).sum()})
+    assert second.state_dict()["autobalance"]["combine_rule"]["state"]["steps"] == 0
+    with pytest.raises(ConfigError, match="unknown parameter 'gamma'"):
+        rule_for("balanced-persistent:gamma=1")
+    with pytest.raises(ConfigError, match="'beta' is not key=value"):
+        rule_for("balanced-persistent:beta")
+    with pytest.raises(HyperparameterError, match="beta must be a number in"):
+        rule_for("balanced-persistent:beta=2")
+    with pytest.raises(HyperparameterError, match="optionally with parameters"):
+        rule_for("persistent:beta=0.9")
