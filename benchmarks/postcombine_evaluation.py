@@ -14,7 +14,7 @@ reaction-diffusion run of the tables before round 5 is labelled with the boundar
 :data:`NEW_LOSS` were made after the change and keep their labels).  Only
 seeds 0-2 count (the issue's three seeds).  Then, per problem (default and changed parameters):
 
-* mean ± std over seeds of the new rule (``--new``, default ``autobalance-balanced-persistent``,
+* mean ± std over seeds of the new rule (``--new``, default ``autobalance-balanced-anneal``,
   round 7's), the rules of rounds 6, 4 and 2 (``autobalance-balanced-concede``,
   ``autobalance-balanced-consensus``, ``autobalance-consensus-mean``; the one evaluated is not
   repeated; rounds 6 and 7's reports are read by method label, :func:`read_labelled`), Adam,
@@ -69,19 +69,20 @@ NEW_LOSS = ("postcombine-round5/runs.csv",)
 #: runs are ``autobalance-balanced-consensus`` with ``combine=`` the round's rule, the optimizer
 #: that was then registered under its own name (the same ``AutoBalance(base="adamw",
 #: combine=...)``; tests check it step by step), so their ``method`` column does not tell them
-#: from round 4's rule.
+#: from round 4's rule.  Round 7's chosen rule was screened as
+#: ``balanced-persistent:beta=0.99,warm_start=true``, which ``balanced-anneal`` is.
 ROUND6 = "postcombine-round6/runs.csv"
 ROUND7 = "postcombine-round7/runs.csv"
 LABELLED = (ROUND6, ROUND7)
 ALIASES = {
     "autobalance-balanced-consensus(combine=balanced-concede)": "autobalance-balanced-concede",
-    "autobalance-balanced-consensus(combine=balanced-persistent)": (
-        "autobalance-balanced-persistent"
+    "autobalance-balanced-consensus(combine=balanced-persistent:beta=0.99,warm_start=true)": (
+        "autobalance-balanced-anneal"
     ),
 }
 #: A sweep of preset runs that also holds default runs (those without a phase).
 SOTA = "sota/runs.csv"
-NEW = "autobalance-balanced-persistent"
+NEW = "autobalance-balanced-anneal"
 ROUND6_RULE = "autobalance-balanced-concede"
 ROUND4 = "autobalance-balanced-consensus"
 PREVIOUS = "autobalance-consensus-mean"

@@ -26,6 +26,7 @@ from autobalance.optim.combine import (
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LINEAR = ["sum", "upgrad", "config", "descent-cone", "precedence", "progress"]
 MOMENTS = [
+    "balanced-anneal",
     "balanced-blend",
     "balanced-concede",
     "balanced-consensus",

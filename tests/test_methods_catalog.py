@@ -25,8 +25,8 @@ def test_every_method_is_in_one_catalog_with_a_family_and_a_summary() -> None:
     assert all(e.summary for e in entries)
     assert set(methods.names("multi-state")) == {
         "autobalance",
+        "autobalance-balanced-anneal",
         "autobalance-balanced-concede",
-        "autobalance-balanced-persistent",
         "autobalance-balanced-consensus",
         "autobalance-consensus",
         "autobalance-consensus-mean",

@@ -42,7 +42,8 @@ def test_two_steps_by_hand() -> None:
 
 
 def test_warm_start_decays_from_the_first_decision() -> None:
-    rule = RULES.create("balanced-persistent", warm_start=True)
+    """balanced-anneal: ``c_1 = σ_1`` and no bias correction."""
+    rule = RULES.create("balanced-anneal")
     close(rule.combine(U, M, V), [0.0, 2.0, 1.0])  # c = σ = (0, 1, 1): balanced-concede
     # the decision flips: c = 0.99 · 1 − 0.01 = 0.98 (no bias correction), so 0.98 × concede
     close(rule.combine(-U, -M, V), [0.0, -1.96, -0.98], tol=1e-12)
@@ -131,13 +132,15 @@ def test_the_step_shrinks_at_a_compromise_and_not_before() -> None:
             out.append(abs(float(theta.detach()[0]) - before))
         return out
 
-    concede, persistent = moves("balanced-concede"), moves("balanced-persistent")
+    concede = moves("balanced-concede")
     # step 1: balanced moments −20/20 + 2/√2 > 0, so b wins coordinate 0 and a concedes: 2 · lr
     assert concede[0] == pytest.approx(0.02, abs=1e-9)
-    assert persistent[0] == pytest.approx(0.02, abs=1e-9)
-    late_concede, late_persistent = sum(concede[-100:]) / 100, sum(persistent[-100:]) / 100
+    late_concede = sum(concede[-100:]) / 100
     assert late_concede > 0.005
-    assert late_persistent < 0.1 * late_concede
+    for combine in ("balanced-persistent", "balanced-anneal"):
+        damped = moves(combine)
+        assert damped[0] == pytest.approx(0.02, abs=1e-9)
+        assert sum(damped[-100:]) / 100 < 0.1 * late_concede
 
 
 def test_state_survives_a_checkpoint_loaded_with_weights_only() -> None:
@@ -183,21 +186,32 @@ def test_bad_input_is_named() -> None:
         rule.combine(U[:, :2], M[:, :2], V[:, :2])
 
 
-def test_registered_method_is_autobalance_with_the_rule() -> None:
-    """``autobalance-balanced-persistent``: AdamW states and balanced-persistent, step by step."""
-    assert "autobalance-balanced-persistent" in methods.names("multi-state")
-    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    twin = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    registered = methods.create("autobalance-balanced-persistent", [theta], lr=0.05)
-    direct = AutoBalance([twin], base="adamw", lr=0.05, combine="balanced-persistent")
+def test_registered_method_is_autobalance_with_the_screened_rule() -> None:
+    """``autobalance-balanced-anneal``: AdamW states and ``balanced-anneal``, which is the
+    screened ``balanced-persistent:beta=0.99,warm_start=true``, step by step."""
+    assert "autobalance-balanced-anneal" in methods.names("multi-state")
+    thetas = [torch.zeros(2, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    optimizers = [
+        methods.create("autobalance-balanced-anneal", [thetas[0]], lr=0.05),
+        AutoBalance([thetas[1]], base="adamw", lr=0.05, combine="balanced-anneal"),
+        AutoBalance(
+            [thetas[2]],
+            base="adamw",
+            lr=0.05,
+            combine="balanced-persistent:beta=0.99,warm_start=true",
+        ),
+    ]
     for _ in range(5):
-        for param, opt in ((theta, registered), (twin, direct)):
+        for param, opt in zip(thetas, optimizers, strict=True):
             losses = {
                 "a": (T([1.0, 4.0]) * (param - 1) ** 2).sum(),
                 "b": (T([3.0, 1.0]) * (param + 1) ** 2).sum(),
             }
             opt.step(losses)
-    close(theta.detach(), twin.detach(), tol=0.0)
+    close(thetas[0].detach(), thetas[1].detach(), tol=0.0)
+    close(thetas[0].detach(), thetas[2].detach(), tol=0.0)
+    rule = RULES.create("balanced-anneal")
+    assert isinstance(rule, BalancedPersistent) and (rule.beta, rule.warm_start) == (0.99, True)
 
 
 def test_a_rule_name_carries_its_parameters_and_each_optimizer_gets_its_own_rule() -> None:

@@ -89,7 +89,7 @@ def test_summary_counts_outcomes_and_compares_helmholtz_with_the_best(evaluation
     }
     new = "autobalance-balanced-consensus"
     lines = evaluation.summary(errors, new)
-    assert lines[0].startswith("- against `autobalance-balanced-persistent`: 0 wins")
+    assert lines[0].startswith("- against `autobalance-balanced-anneal`: 0 wins")
     assert lines[1].startswith("- against `autobalance-balanced-concede`: 0 wins")
     assert "- against `adam`: 1 wins, 0 ties, 0 losses" in lines[3]
     assert "- against `autobalance`: 0 wins, 1 ties, 0 losses" in lines[4]
@@ -113,14 +113,14 @@ def test_ratio_outcomes_use_the_margin_both_ways(evaluation) -> None:
 
 def test_round_7s_rule_is_the_default_and_is_compared_with_round_6s(evaluation) -> None:
     errors = {
-        ("toy", "autobalance-balanced-persistent"): {0: 0.1, 1: 0.1, 2: 0.1},
+        ("toy", "autobalance-balanced-anneal"): {0: 0.1, 1: 0.1, 2: 0.1},
         ("toy", "autobalance-balanced-concede"): {0: 0.3, 1: 0.3, 2: 0.3},
         ("toy", "adam"): {0: 0.2, 1: 0.2, 2: 0.2},
         ("toy", "autobalance"): {0: 0.4, 1: 0.4, 2: 0.4},
     }
     lines, records = evaluation.table(errors)
     assert lines[0].startswith(
-        "| problem | `autobalance-balanced-persistent` | `autobalance-balanced-concede` |"
+        "| problem | `autobalance-balanced-anneal` | `autobalance-balanced-concede` |"
     )
     assert float(records[0]["ratio_to_min_adam_paper"]) == pytest.approx(0.5)
     summary = evaluation.summary(errors)
@@ -161,12 +161,17 @@ def test_rounds_6_and_7_are_read_by_method_label_and_their_screen_runs_are_the_r
     round7.parent.mkdir(parents=True)
     round7.write_text(
         "path,status,problem_label,method_label,method,seed,rel_l2\n"
-        "a,ok,helmholtz,autobalance-balanced-consensus(combine=balanced-persistent),"
+        "a,ok,helmholtz,"
+        '"autobalance-balanced-consensus(combine=balanced-persistent:beta=0.99,warm_start=true)",'
+        "autobalance-balanced-consensus,2,0.0116\n"
+        "b,ok,helmholtz,autobalance-balanced-consensus(combine=balanced-persistent),"
         "autobalance-balanced-consensus,2,0.0116\n",
         encoding="utf-8",
     )
     errors, checks = evaluation.collect(tmp_path)
-    assert errors[("helmholtz", "autobalance-balanced-persistent")] == {2: 0.0116}
+    assert errors[("helmholtz", "autobalance-balanced-anneal")] == {2: 0.0116}
+    # round 7's first candidate keeps its label: it is not the chosen rule
+    assert ("helmholtz", "autobalance-balanced-consensus(combine=balanced-persistent)") in errors
     assert errors[("burgers", "autobalance-balanced-concede")] == {0: 0.014}
     assert "postcombine-round7/runs.csv: missing" not in checks
 

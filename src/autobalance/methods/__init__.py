@@ -164,10 +164,10 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
             "AutoBalance whose per-coordinate conflicts are decided as in balanced-consensus; "
             "every loss moves the parameters by one update, an outvoted loss by the winners' mean.",
         ),
-        "autobalance-balanced-persistent": (
-            partial(AutoBalance, base="adamw", combine="balanced-persistent"),
+        "autobalance-balanced-anneal": (
+            partial(AutoBalance, base="adamw", combine="balanced-anneal"),
             "AutoBalance with balanced-concede's step shrunk per coordinate by the persistence "
-            "of its decision (|EMA of its sign|, 100 steps): it anneals where the losses balance.",
+            "of its decision (|EMA of its sign|, warm-started): it anneals where losses balance.",
         ),
         "autobalance-protected": (
             partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),

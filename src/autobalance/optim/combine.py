@@ -45,8 +45,10 @@ Rules that read the Adam moments act per coordinate (not linear in the rows):
   Rounds 5 and 6 add rules with the same decision and another step (``balanced-sum``,
   ``balanced-blend``, ``balanced-discount``, ``balanced-graded``, and ``balanced-concede``,
   ``K`` × ``balanced-consensus``: the rule of ``autobalance-balanced-concede``).
-  Round 7's ``balanced-persistent`` (:mod:`autobalance.optim.persistent_rule`) shrinks
-  balanced-concede's step where its decision keeps flipping (a state per coordinate).
+  Round 7's ``balanced-anneal`` and ``balanced-persistent``
+  (:mod:`autobalance.optim.persistent_rule`) shrink balanced-concede's step where its decision
+  keeps alternating (a state per coordinate); ``balanced-anneal`` is the rule of
+  ``autobalance-balanced-anneal``.
 * :func:`shared_second_moment` (per-loss first moments over one shared second moment) and
   :func:`adam_blend` (a schedule from one Adam on the summed loss to the paper's sum): candidates
   of the study in ``docs/postcombine.md`` that did not win, kept as pure functions.
@@ -77,7 +79,7 @@ from autobalance.optim.moment_rules import (
     protected_consensus,
     sign_consensus,
 )
-from autobalance.optim.persistent_rule import BalancedPersistent
+from autobalance.optim.persistent_rule import BalancedAnneal, BalancedPersistent
 from autobalance.optim.scaled_rules import (
     BalancedBlend,
     BalancedConcede,
@@ -95,6 +97,7 @@ from autobalance.optim.scaled_rules import (
 __all__ = [
     "RULES",
     "AveragedConsensus",
+    "BalancedAnneal",
     "BalancedBlend",
     "BalancedConcede",
     "BalancedConsensus",
@@ -379,6 +382,7 @@ for _scaled in (
     BalancedConcede,
     BalancedGraded,
     BalancedPersistent,
+    BalancedAnneal,
 ):
     RULES.add(_scaled.name, _scaled, family="moments")
 

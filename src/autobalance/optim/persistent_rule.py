@@ -1,4 +1,5 @@
-"""``balanced-persistent``: balanced-concede whose step shrinks where its decision keeps flipping.
+"""``balanced-anneal`` and ``balanced-persistent``: balanced-concede whose step shrinks where its
+decision keeps alternating.
 
 Issue 15, round 7.  The per-loss rules of :mod:`autobalance.optim.scaled_rules` never anneal:
 every loss's own gradient stays consistent at the compromise between the losses, so its update
@@ -6,18 +7,27 @@ every loss's own gradient stays consistent at the compromise between the losses,
 contested coordinate to the winner moves it by a full update even where the winner changes
 every few steps.  One Adam on a weighted sum does anneal there: the summed gradient changes
 sign, its first moment averages out while its second moment remembers, and the step shrinks
-(``docs/postcombine.md`` §9 measures this on Helmholtz).  The rule here keeps the
-per-loss states and balanced-concede's step, and multiplies it by how persistent the balanced
-decision has been at that coordinate::
+(``docs/postcombine.md`` §9 measures the per-loss rules' late steps on Helmholtz).  The rules
+here keep the per-loss states and balanced-concede's step, and multiply it by how persistent
+the balanced decision has been at that coordinate::
 
     σ_i = sign Σ_k m_{k,i} / s_k                       (balanced-consensus' decision)
-    c_i ← β c_i + (1 − β) σ_i,    ĉ_i = c_i / (1 − β^t)   (its EMA over the steps, bias-corrected)
-    Δ_i = |ĉ_i| · K · ū_i,        ū_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i})
+    c_i ← β c_i + (1 − β) σ_i                          (its EMA over the steps)
+    Δ_i = |c_i| · K · ū_i,        ū_i = Σ_k u_{k,i} a_{k,i} / max(1, Σ_k a_{k,i})
 
 (``a``, ``s`` and ``ū`` as in :func:`~autobalance.optim.scaled_rules.balanced_consensus``).
-Where one side keeps winning (the first steps, Burgers' contested coordinates) ``|ĉ| = 1`` and
-the step is balanced-concede's; where the decision alternates (a compromise between the
-losses, reached) ``|ĉ| → 0`` and the step shrinks, as one Adam's does at a minimum.
+Where one side keeps winning (Burgers' contested coordinates) ``|c| = 1`` and the step is
+balanced-concede's; where the decision alternates (a compromise between the losses, reached)
+``|c| → 0`` and the step shrinks, as one Adam's does at a minimum.  How ``c`` starts decides
+what happens in the first steps:
+
+* ``balanced-anneal`` (:class:`BalancedAnneal`, the rule of ``autobalance-balanced-anneal``):
+  ``c`` starts at the first decision (``c_1 = σ_1``, a *warm start*), so a decision that
+  alternates from the start is damped by about ``β^t``, gradually over ``1 / (1 − β)`` steps.
+* ``balanced-persistent`` (:class:`BalancedPersistent`): ``c`` starts at zero and is
+  bias-corrected, ``ĉ = c / (1 − β^t)`` (Adam's correction), so the step is damped from the
+  first alternation on.  It anneals Helmholtz as well, and is trapped on reaction–diffusion on
+  about half the seeds: the trap is set in the first thousand steps (§8 of the study).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from torch import Tensor
 from autobalance.errors import HyperparameterError
 from autobalance.optim.scaled_rules import ScaledMomentRule, balanced_concede
 
-__all__ = ["BalancedPersistent", "decision_persistence"]
+__all__ = ["BalancedAnneal", "BalancedPersistent", "decision_persistence"]
 
 
 def decision_persistence(
@@ -51,15 +61,15 @@ def decision_persistence(
 
 @dataclass
 class BalancedPersistent(ScaledMomentRule):
-    """balanced-concede times the persistence ``|ĉ|`` of its decision (module docstring).
+    """balanced-concede times the persistence ``|c|`` of its decision (module docstring).
 
     ``beta`` ∈ [0, 1) is the EMA's decay: its memory is about ``1 / (1 − β)`` steps (0.99: a
     hundred).  ``β = 0`` is balanced-concede where the decision is not a tie.  ``warm_start``:
-    ``c`` starts at the first decision instead of being bias-corrected (``ĉ = c``), so a
-    decision that alternates from the first step on is damped by about ``β^t`` — gradually,
-    over ``1 / (1 − β)`` steps — where the bias-corrected average reaches zero within a few
-    steps.  The state (the step count and one ``c`` per parameter bucket) is saved with the
-    optimizer.
+    ``c`` starts at the first decision instead of being bias-corrected (:class:`BalancedAnneal`,
+    whose default it is), so a decision that alternates from the first step on is damped by
+    about ``β^t``, gradually over ``1 / (1 − β)`` steps, where the bias-corrected average
+    reaches zero within a few steps.  The state (the step count and one ``c`` per parameter
+    bucket) is saved with the optimizer.
     """
 
     name = "balanced-persistent"
@@ -120,3 +130,12 @@ class BalancedPersistent(ScaledMomentRule):
             )
         self.steps = steps
         self.persistence = [c.detach().clone() for c in persistence]
+
+
+@dataclass
+class BalancedAnneal(BalancedPersistent):
+    """:class:`BalancedPersistent` started warm: ``c_1 = σ_1``, then ``|c|`` decays by about
+    ``β`` per step where the decision alternates (``β`` = 0.99 as screened; module docstring)."""
+
+    name = "balanced-anneal"
+    warm_start: bool = True
