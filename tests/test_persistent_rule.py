@@ -234,3 +234,18 @@ def test_a_rule_name_carries_its_parameters_and_each_optimizer_gets_its_own_rule
         rule_for("balanced-persistent:beta=2")
     with pytest.raises(HyperparameterError, match="optionally with parameters"):
         rule_for("persistent:beta=0.9")
+
+
+def test_golden_trajectory_of_balanced_anneal() -> None:
+    """40 Adam-state steps on two quadratics (float64); values recorded when the rule was
+    screened (round 7): a change of the rule or of its state's arithmetic shows here."""
+    scales, centers = T([[1.0, 1.0, 3.0], [50.0, 2.0, 0.5]]), T([[1.0, 1.0, 0.0], [-1, -1, 2]])
+    theta = torch.full((3,), 0.3, dtype=torch.float64, requires_grad=True)
+    opt = AutoBalance([theta], base="adam", lr=0.05, combine="balanced-anneal")
+    for _ in range(40):
+        quad = (scales * (theta - centers) ** 2).sum(1)
+        opt.step({"L0": quad[0], "L1": quad[1]})
+    close(theta.detach(), [-0.3360636982935093, 0.9317270545601611, 0.07671970769898516], 1e-12)
+    persistence = opt.state_dict()["autobalance"]["combine_rule"]["state"]["persistence"][0]
+    assert persistence.abs().lt(1.0).all()  # every coordinate's decision has alternated
+    assert opt.state_dict()["autobalance"]["combine_rule"]["state"]["steps"] == 40

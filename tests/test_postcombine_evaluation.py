@@ -127,20 +127,24 @@ def test_round_7s_rule_is_the_default_and_is_compared_with_round_6s(evaluation) 
     assert summary[0].startswith("- against `autobalance-balanced-concede`: 1 wins, 0 ties")
 
 
+def _write_report_rows(path: Path, rows: str) -> None:
+    """A report's runs.csv with the columns the evaluation reads, ``rows`` below its header."""
+    path.parent.mkdir(parents=True)
+    header = "path,status,problem_label,method_label,method,seed,rel_l2\n"
+    path.write_text(header + rows, encoding="utf-8")
+
+
 def test_rounds_6_and_7_are_read_by_method_label_and_their_screen_runs_are_the_rule(
     evaluation, tmp_path
 ) -> None:
     """The screens ran each rule as ``autobalance-balanced-consensus`` + ``combine=``."""
-    path = tmp_path / evaluation.ROUND6
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        "path,status,problem_label,method_label,method,seed,rel_l2\n"
+    _write_report_rows(
+        tmp_path / evaluation.ROUND6,
         "a,ok,burgers(nu=0.0031831),autobalance-balanced-consensus(combine=balanced-concede),"
         "autobalance-balanced-consensus,0,0.014\n"
         "b,ok,burgers(nu=0.0063662),autobalance-balanced-concede,autobalance-balanced-concede,0,0.006\n"
         "c,ok,reaction-diffusion(rho=5),autobalance-balanced-concede,autobalance-balanced-concede,1,0.004\n"
         "d,failed,wave,autobalance-balanced-concede,autobalance-balanced-concede,0,\n",
-        encoding="utf-8",
     )
     _write(
         tmp_path / "postcombine-balanced/runs.csv",
@@ -157,16 +161,13 @@ def test_rounds_6_and_7_are_read_by_method_label_and_their_screen_runs_are_the_r
     assert not any("DIFFERS" in c for c in checks)
     assert "postcombine-round7/runs.csv: missing" in checks
     # round 7's report the same way, its screen runs its rule
-    round7 = tmp_path / evaluation.ROUND7
-    round7.parent.mkdir(parents=True)
-    round7.write_text(
-        "path,status,problem_label,method_label,method,seed,rel_l2\n"
+    _write_report_rows(
+        tmp_path / evaluation.ROUND7,
         "a,ok,helmholtz,"
         '"autobalance-balanced-consensus(combine=balanced-persistent:beta=0.99,warm_start=true)",'
         "autobalance-balanced-consensus,2,0.0116\n"
         "b,ok,helmholtz,autobalance-balanced-consensus(combine=balanced-persistent),"
         "autobalance-balanced-consensus,2,0.0116\n",
-        encoding="utf-8",
     )
     errors, checks = evaluation.collect(tmp_path)
     assert errors[("helmholtz", "autobalance-balanced-anneal")] == {2: 0.0116}
