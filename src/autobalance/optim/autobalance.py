@@ -85,7 +85,8 @@ class AutoBalance(torch.optim.Optimizer):
             them exactly; any other base runs as one stock instance per state.
         combine: "sum" (default, the paper's rule), "mean", a mapping from state name to a
             fixed weight, or a post-combine rule of :mod:`autobalance.optim.combine` by name
-            ("consensus", "balanced-consensus", "upgrad", ...) or as an instance.  Rules
+            ("consensus", "balanced-anneal", "upgrad", ...), by name with its parameters
+            ("balanced-persistent:beta=0.9", "guarded:ratio=10") or as an instance.  Rules
             that read the Adam moments ("consensus", "consensus-mean", "balanced-consensus",
             "floor", ...) need an Adam or AdamW base.
         groups: optional mapping from a group name to loss names that share one state
