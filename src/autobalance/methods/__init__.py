@@ -51,7 +51,8 @@ from autobalance.methods.weighting import (
     WeightingStep,
 )
 from autobalance.optim.autobalance import AutoBalance
-from autobalance.optim.combine import FlooredVotes, ProtectedConsensus
+from autobalance.optim.combine import CombineRule, FlooredVotes, MomentRule, ProtectedConsensus
+from autobalance.optim.layout import Combine
 
 __all__ = [
     "METHODS",
@@ -76,6 +77,15 @@ __all__ = [
     "register_aggregator",
     "spec",
 ]
+
+
+def _per_loss_adamw(
+    combine: Combine | CombineRule | MomentRule = "sum",
+) -> Callable[..., AutoBalance]:
+    """AutoBalance over AdamW states with the post-combine rule ``combine``: the factory of
+    every AutoBalance entry of the multi-state family."""
+    return partial(AutoBalance, base="adamw", combine=combine)
+
 
 # name: (factory, one-line summary), by family.  ``autobalance list`` prints these summaries.
 _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
@@ -141,41 +151,41 @@ _CATALOGUE: dict[str, dict[str, tuple[Callable[..., Balancer], str]]] = {
     },
     "multi-state": {
         "autobalance": (
-            partial(AutoBalance, base="adamw"),
+            _per_loss_adamw(),
             "AutoBalance: one base-optimizer state per loss, preconditioned updates summed.",
         ),
         "autobalance-consensus": (
-            partial(AutoBalance, base="adamw", combine="consensus"),
+            _per_loss_adamw("consensus"),
             "AutoBalance whose per-loss updates count per coordinate only where they agree with "
             "the summed first moment.",
         ),
         "autobalance-consensus-mean": (
-            partial(AutoBalance, base="adamw", combine="consensus-mean"),
+            _per_loss_adamw("consensus-mean"),
             "AutoBalance whose per-loss updates that agree per coordinate with the summed first "
             "moment are averaged (one Adam's step length).",
         ),
         "autobalance-balanced-consensus": (
-            partial(AutoBalance, base="adamw", combine="balanced-consensus"),
+            _per_loss_adamw("balanced-consensus"),
             "AutoBalance whose per-loss updates that agree per coordinate with the first moment "
             "of the scale-balanced sum (each loss over its RMS gradient scale) are averaged.",
         ),
         "autobalance-balanced-concede": (
-            partial(AutoBalance, base="adamw", combine="balanced-concede"),
+            _per_loss_adamw("balanced-concede"),
             "AutoBalance whose per-coordinate conflicts are decided as in balanced-consensus; "
             "every loss moves the parameters by one update, an outvoted loss by the winners' mean.",
         ),
         "autobalance-balanced-anneal": (
-            partial(AutoBalance, base="adamw", combine="balanced-anneal"),
+            _per_loss_adamw("balanced-anneal"),
             "AutoBalance with balanced-concede's step shrunk per coordinate by the persistence "
             "of its decision (|EMA of its sign|, warm-started): it anneals where losses balance.",
         ),
         "autobalance-protected": (
-            partial(AutoBalance, base="adamw", combine=ProtectedConsensus(ratio=10.0)),
+            _per_loss_adamw(ProtectedConsensus(ratio=10.0)),
             "AutoBalance whose per-loss updates are decided per coordinate by the summed first "
             "moment among losses of comparable gradient scale; a loss 10x smaller keeps its vote.",
         ),
         "autobalance-floor": (
-            partial(AutoBalance, base="adamw", combine=FlooredVotes(ratio=10.0)),
+            _per_loss_adamw(FlooredVotes(ratio=10.0)),
             "AutoBalance whose per-loss updates are weighted per coordinate by their gradient "
             "scale's share of the largest, floored at 1/10 (conflicts decided by magnitude).",
         ),
