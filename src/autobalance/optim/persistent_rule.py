@@ -37,11 +37,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from autobalance.errors import HyperparameterError
-from autobalance.optim.scaled_rules import ScaledMomentRule, balanced_concede
+from autobalance.optim.scaled_rules import ScaledMomentRule, balanced_direction, concede_toward
 
 __all__ = ["BalancedAnneal", "BalancedPersistent", "decision_persistence"]
 
@@ -54,9 +53,11 @@ def decision_persistence(
     ``previous`` (``P``) is ``c`` before the step (zeros before the first); a zero scale counts
     as the smallest positive number, a tie (``Σ_k m_k / s_k = 0``) as ``σ = 0``.
     """
-    tiny = torch.finfo(first_moments.dtype).tiny
-    balanced = first_moments / scales.to(first_moments).clamp(min=tiny).unsqueeze(1)
-    return beta * previous + (1.0 - beta) * balanced.sum(dim=0).sign()
+    return _ema(previous, balanced_direction(first_moments, scales), beta)
+
+
+def _ema(previous: Tensor, direction: Tensor, beta: float) -> Tensor:
+    return beta * previous + (1.0 - beta) * direction
 
 
 @dataclass
@@ -107,9 +108,10 @@ class BalancedPersistent(ScaledMomentRule):
         correction = 1.0 if self.warm_start else 1.0 - beta**self.steps
         deltas = []
         for index, (u, m, _) in enumerate(buckets):
-            c = decision_persistence(self.persistence[index].to(u), m, scales, beta)
+            direction = balanced_direction(m, scales)  # read once: the EMA's input and the step's
+            c = _ema(self.persistence[index].to(u), direction, beta)
             self.persistence[index] = c
-            deltas.append((c / correction).abs() * balanced_concede(u, m, scales))
+            deltas.append((c / correction).abs() * concede_toward(u, direction))
         return deltas
 
     def state_dict(self) -> dict[str, Any]:

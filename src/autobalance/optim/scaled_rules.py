@@ -72,10 +72,12 @@ __all__ = [
     "balanced_blend",
     "balanced_concede",
     "balanced_consensus",
+    "balanced_direction",
     "balanced_discount",
     "balanced_graded",
     "balanced_sum",
     "combine_moments",
+    "concede_toward",
     "damped_consensus",
     "decisiveness",
     "guarded_consensus",
@@ -135,7 +137,24 @@ def _balanced_moments(first_moments: Tensor, scales: Tensor) -> Tensor:
 
 def _agreement(updates: Tensor, balanced: Tensor) -> Tensor:
     """``a_{k,i} = [sign u_{k,i} = sign Σ_j balanced_{j,i}]`` in the updates' dtype."""
-    return (updates.sign() == balanced.sum(dim=0).sign()).to(updates.dtype)
+    return _agrees_with(updates, balanced.sum(dim=0).sign())
+
+
+def _agrees_with(updates: Tensor, direction: Tensor) -> Tensor:
+    """``[sign u_{k,i} = direction_i]`` (``K × P``) in the updates' dtype."""
+    return (updates.sign() == direction).to(updates.dtype)
+
+
+def balanced_direction(first_moments: Tensor, scales: Tensor) -> Tensor:
+    """``sign Σ_k m_{k,i} / s_k`` (``P``): the balanced rules' decision (0 at a tie)."""
+    return _balanced_moments(first_moments, scales).sum(dim=0).sign()
+
+
+def concede_toward(updates: Tensor, direction: Tensor) -> Tensor:
+    """``K · Σ_k u_k a_k / max(1, Σ_k a_k)`` with ``a_k = [sign u_k = direction]``: every loss
+    moves by one update, an outvoted one by the winners' mean (:func:`balanced_concede` for the
+    direction :func:`balanced_direction`; a rule that also reads the direction computes it once)."""
+    return updates.shape[0] * _winners_mean(updates, _agrees_with(updates, direction))
 
 
 def _decisiveness(balanced: Tensor) -> Tensor:
@@ -206,7 +225,7 @@ def balanced_concede(updates: Tensor, first_moments: Tensor, scales: Tensor) -> 
     the winners instead of cancelling them.  ``|Δ_i| ≤ K max_k |u_{k,i}|``.  One loss: Adam
     exactly; invariant to rescaling a loss; the sign of ``Δ`` is balanced-consensus' sign.
     """
-    return updates.shape[0] * balanced_consensus(updates, first_moments, scales)
+    return concede_toward(updates, balanced_direction(first_moments, scales))
 
 
 def balanced_graded(updates: Tensor, first_moments: Tensor, scales: Tensor) -> Tensor:
